@@ -1,0 +1,444 @@
+"""Tests for tinyllm.config and tinyllm.model (CPU, tiny configs, fast)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tinyllm.config import GPTConfig
+from tinyllm.errors import ConfigError, TinyLLMError
+from tinyllm.model import GPT, LayerNorm, RMSNorm, RotaryEmbedding
+
+TINY = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=11, dropout=0.0)
+PRESET_NAMES = ["vanilla", "modern", "vanilla+rmsnorm", "vanilla+swiglu", "vanilla+rope"]
+
+
+def tiny_config(**overrides) -> GPTConfig:
+    return GPTConfig(**{**TINY, **overrides})
+
+
+def tiny_model(seed: int = 0, **overrides) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(tiny_config(**overrides)).eval()
+
+
+def random_tokens(b: int, t: int, vocab: int = TINY["vocab_size"], seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab, (b, t), generator=g)
+
+
+# ----------------------------------------------------------------------------- 1. parameter counts
+
+
+def test_modern_parameter_count():
+    assert GPT(GPTConfig.preset("modern")).num_parameters() == 10_646_784
+
+
+def test_vanilla_parameter_count():
+    cfg = GPTConfig.preset("vanilla")
+    n = GPT(cfg).num_parameters()
+    assert n == 10_770_816
+    # The original project had no q/k/v biases: 10,763,904. Ours adds 3·C per layer.
+    assert 10_760_000 <= n <= 10_780_000
+    assert n - cfg.n_layer * 3 * cfg.n_embd == 10_763_904
+
+
+def test_vanilla_has_bias_everywhere_and_modern_nowhere():
+    vanilla = GPT(tiny_config(norm="layernorm", mlp="relu", pos_emb="learned", bias=True))
+    for name, module in vanilla.named_modules():
+        if isinstance(module, torch.nn.Linear) and name != "lm_head":  # the head is tied to the embedding
+            assert module.bias is not None, name
+        if isinstance(module, LayerNorm):
+            assert module.bias is not None, name
+    modern = GPT(tiny_config(norm="rmsnorm", mlp="swiglu", pos_emb="rope", bias=False))
+    assert not any(name.endswith("bias") for name, _ in modern.named_parameters())
+
+
+def test_swiglu_hidden_width():
+    assert GPTConfig(n_embd=384, mlp="swiglu").hidden_dim == 1024
+    assert GPTConfig.preset("modern").hidden_dim == 1024
+    assert GPTConfig(n_embd=384, mlp="relu").hidden_dim == 4 * 384
+    assert GPTConfig(n_embd=384, mlp="gelu").hidden_dim == 4 * 384
+    assert GPTConfig(n_embd=384, mlp="swiglu", mlp_hidden=100).hidden_dim == 100
+
+
+# ----------------------------------------------------------------------------- 2. causality
+
+COMBOS = list(
+    itertools.product(("layernorm", "rmsnorm"), ("relu", "gelu", "swiglu"), ("learned", "rope"), ("manual", "sdpa"))
+)
+
+
+@pytest.mark.parametrize("norm,mlp,pos_emb,attention", COMBOS, ids=["-".join(c) for c in COMBOS])
+def test_causality(norm, mlp, pos_emb, attention):
+    model = tiny_model(norm=norm, mlp=mlp, pos_emb=pos_emb, attention=attention)
+    T = TINY["block_size"]
+    x = random_tokens(2, T)
+    with torch.no_grad():
+        base = model(x)
+        assert base.shape == (2, T, TINY["vocab_size"])
+        for t in (0, 1, 5, 9, T - 1):
+            y = x.clone()
+            y[:, t] = (y[:, t] + 1 + torch.arange(2)) % TINY["vocab_size"]  # a different token per row
+            out = model(y)
+            if t > 0:
+                torch.testing.assert_close(out[:, :t], base[:, :t], atol=1e-6, rtol=0)
+            # the changed token must change the prediction at its own position
+            change = (out[:, t] - base[:, t]).abs().amax(dim=-1)
+            assert (change > 1e-4).all(), f"t={t}: logits at t barely changed ({change.tolist()})"
+            # and it propagates forwards
+            if t < T - 1:
+                assert (out[:, t + 1 :] - base[:, t + 1 :]).abs().max() > 1e-5
+
+
+# ----------------------------------------------------------------------------- 3. manual == sdpa
+
+
+def _chunked_logits(model: GPT, x: torch.Tensor, chunks: list[int]) -> torch.Tensor:
+    cache = model.new_cache(x.size(0))
+    outs, start = [], 0
+    for n in chunks:
+        outs.append(model(x[:, start : start + n], cache))
+        start += n
+        assert cache.length == start
+    assert start == x.size(1)
+    return torch.cat(outs, dim=1)
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_manual_equals_sdpa(preset):
+    cfg_manual = GPTConfig.preset(preset, **TINY, attention="manual")
+    cfg_sdpa = GPTConfig.preset(preset, **TINY, attention="sdpa")
+    torch.manual_seed(0)
+    manual = GPT(cfg_manual).eval()
+    sdpa = GPT(cfg_sdpa).eval()
+    # different random init until the weights are copied
+    x = random_tokens(3, TINY["block_size"])
+    with torch.no_grad():
+        assert (manual(x) - sdpa(x)).abs().max() > 1e-3
+        sdpa.load_state_dict(manual.state_dict())
+        a, b = manual(x), sdpa(x)
+        assert (a - b).abs().max() <= 1e-5
+        chunks = [5, 1, 3, 1, 1, 4, 1]  # prefill, single-token and multi-token decode steps
+        ca, cb = _chunked_logits(manual, x, chunks), _chunked_logits(sdpa, x, chunks)
+        assert (ca - cb).abs().max() <= 1e-5
+        assert (ca - a).abs().max() <= 1e-5
+
+
+# ----------------------------------------------------------------------------- 4. RoPE
+
+
+def test_rope_scores_depend_only_on_distance():
+    D = 16
+    rope = RotaryEmbedding(D, max_positions=64)
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 1, 1, D, generator=g)
+    k = torch.randn(1, 1, 1, D, generator=g)
+
+    def score(pq: int, pk: int) -> torch.Tensor:
+        qr = rope(q, torch.tensor([pq]))
+        kr = rope(k, torch.tensor([pk]))
+        return (qr * kr).sum()
+
+    by_distance = {}
+    for d in (0, 1, 3, 7):
+        scores = torch.stack([score(p, p + d) for p in (0, 1, 5, 17, 40)])
+        torch.testing.assert_close(scores, scores[0].expand_as(scores), atol=1e-5, rtol=0)
+        by_distance[d] = scores[0]
+    # position 0 is the identity rotation
+    torch.testing.assert_close(rope(q, torch.tensor([0])), q)
+    # different distances give different scores
+    vals = list(by_distance.values())
+    for i, j in itertools.combinations(range(len(vals)), 2):
+        assert (vals[i] - vals[j]).abs() > 1e-3
+
+
+def test_rope_preserves_norm_and_matches_formula():
+    D = 8
+    rope = RotaryEmbedding(D, max_positions=32, base=10000.0)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 10, D, generator=g)
+    positions = torch.arange(5, 15)
+    y = rope(x, positions)
+    assert y.shape == x.shape
+    torch.testing.assert_close(y.norm(dim=-1), x.norm(dim=-1), atol=1e-5, rtol=1e-5)
+    assert (y - x).abs().max() > 1e-2  # it does rotate
+    # explicit split-halves formula
+    half = D // 2
+    theta = 10000.0 ** (-torch.arange(half, dtype=torch.float64) * 2 / D)
+    ang = positions.double()[:, None] * theta[None, :]  # (T, D/2)
+    x1, x2 = x.double()[..., :half], x.double()[..., half:]
+    ref = torch.cat([x1 * ang.cos() - x2 * ang.sin(), x2 * ang.cos() + x1 * ang.sin()], dim=-1)
+    torch.testing.assert_close(y.double(), ref, atol=1e-5, rtol=0)
+
+
+# ----------------------------------------------------------------------------- 5. KV cache
+
+
+@pytest.mark.parametrize("attention", ["manual", "sdpa"])
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_kv_cache_matches_full_forward(preset, attention):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.preset(preset, **TINY, attention=attention)).eval()
+    x = random_tokens(2, TINY["block_size"])
+    with torch.no_grad():
+        full = model(x)
+        for chunks in ([4, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1], [1] * 16, [7, 2, 1, 6], [16]):
+            cached = _chunked_logits(model, x, chunks)
+            assert (cached - full).abs().max() <= 1e-5, chunks
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_kv_cache_length_and_overflow(preset):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.preset(preset, **TINY)).eval()
+    T = TINY["block_size"]
+    x = random_tokens(1, T + 1)
+    with torch.no_grad():
+        cache = model.new_cache(1)
+        assert cache.length == 0
+        model(x[:, :10], cache)
+        assert cache.length == 10
+        model(x[:, 10:11], cache)
+        assert cache.length == 11
+        with pytest.raises(TinyLLMError, match="exceed"):
+            model(x[:, 11:17], cache)  # 11 + 6 > 16
+        assert cache.length == 11  # the failed call stored nothing
+        model(x[:, 11:16], cache)
+        assert cache.length == T
+        with pytest.raises(TinyLLMError):
+            model(x[:, 16:17], cache)
+        assert cache.length == T
+        # without a cache, over-long input is refused too
+        with pytest.raises(TinyLLMError):
+            model(x)
+        # reset makes the cache reusable and reproduces the first prefill
+        cache.reset()
+        assert cache.length == 0
+        torch.testing.assert_close(model(x[:, :T], cache), model(x[:, :T]), atol=1e-5, rtol=0)
+
+
+# ----------------------------------------------------------------------------- 6. config validation
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(n_embd=30, n_head=4), r"n_embd=30 is not divisible by n_head=4"),
+        (dict(norm="batchnorm"), r"norm='batchnorm' is not one of layernorm, rmsnorm"),
+        (dict(mlp="tanh"), r"mlp='tanh' is not one of relu, gelu, swiglu"),
+        (dict(pos_emb="alibi"), r"pos_emb='alibi' is not one of learned, rope"),
+        (dict(attention="flash"), r"attention='flash' is not one of manual, sdpa"),
+        (dict(n_embd=30, n_head=2, pos_emb="rope"), r"RoPE needs an even head dimension.*15"),
+        (dict(dropout=1.0), r"dropout"),
+        (dict(n_layer=0), r"n_layer must be at least 1"),
+    ],
+)
+def test_config_validation(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        GPTConfig(**kwargs)
+
+
+def test_config_error_is_tinyllm_and_value_error():
+    with pytest.raises(TinyLLMError):
+        GPTConfig(norm="nope")
+    with pytest.raises(ValueError):
+        GPTConfig(norm="nope")
+
+
+def test_odd_head_dim_ok_without_rope():
+    cfg = GPTConfig(n_embd=30, n_head=2, pos_emb="learned")
+    assert cfg.head_dim == 15
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match=r"unknown preset 'nope'.*vanilla.*modern"):
+        GPTConfig.preset("nope")
+
+
+def test_preset_overrides_are_validated():
+    with pytest.raises(ConfigError, match="mlp"):
+        GPTConfig.preset("vanilla", mlp="nope")
+    cfg = GPTConfig.preset("vanilla", norm="rmsnorm")
+    assert cfg == GPTConfig.preset("vanilla+rmsnorm")
+
+
+def test_from_dict_unknown_keys():
+    d = GPTConfig().to_dict()
+    d["n_embed"] = 128
+    d["flash"] = True
+    with pytest.raises(ConfigError, match=r"unknown model config keys \['flash', 'n_embed'\]"):
+        GPTConfig.from_dict(d)
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_config_round_trip_and_torch_save(preset, tmp_path):
+    cfg = GPTConfig.preset(preset, mlp_hidden=96 if preset == "modern" else None)
+    assert GPTConfig.from_dict(cfg.to_dict()) == cfg
+    path = tmp_path / "ckpt.pt"
+    torch.save({"cfg": cfg.to_dict()}, path)
+    loaded = torch.load(path, weights_only=True)
+    assert loaded["cfg"] == cfg.to_dict()
+    assert GPTConfig.from_dict(loaded["cfg"]) == cfg
+
+
+# ----------------------------------------------------------------------------- 7. init
+
+INIT_CFG = dict(n_layer=4, n_head=4, n_embd=256, block_size=16, vocab_size=11, dropout=0.0)
+
+
+@pytest.mark.parametrize("mlp,bias", [("relu", True), ("swiglu", False), ("gelu", True)])
+def test_init_std_and_biases(mlp, bias):
+    torch.manual_seed(0)
+    cfg = GPTConfig(**INIT_CFG, mlp=mlp, bias=bias, norm="layernorm" if bias else "rmsnorm")
+    model = GPT(cfg)
+    residual_std = 0.02 / math.sqrt(2 * cfg.n_layer)
+    n_residual = n_other = 0
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            if name == "lm_head":
+                continue  # tied to the embedding (vocab 11: too few entries for a tight estimate)
+            w = module.weight.detach()
+            expected = residual_std if name.endswith(("o_proj", "down_proj")) else 0.02
+            if name.endswith(("o_proj", "down_proj")):
+                n_residual += 1
+            else:
+                n_other += 1
+            assert w.std().item() == pytest.approx(expected, rel=0.05), name
+            assert abs(w.mean().item()) < 0.1 * expected, name
+            if bias:
+                assert module.bias is not None and torch.all(module.bias == 0), name
+            else:
+                assert module.bias is None, name
+        elif isinstance(module, (LayerNorm, RMSNorm)):
+            assert torch.all(module.weight == 1), name
+            if getattr(module, "bias", None) is not None:
+                assert torch.all(module.bias == 0), name
+    assert n_residual == 2 * cfg.n_layer
+    assert n_other == cfg.n_layer * (4 + (mlp == "swiglu"))  # q, k, v, up (+ gate) per layer
+    emb = model.embed_tokens.weight.detach()
+    assert emb.std().item() == pytest.approx(0.02, rel=0.2)
+    if model.embed_positions is not None:
+        assert model.embed_positions.weight.std().item() == pytest.approx(0.02, rel=0.05)
+
+
+def test_tied_embeddings_share_storage():
+    model = tiny_model(tie_embeddings=True)
+    assert model.lm_head.weight is model.embed_tokens.weight
+    assert model.lm_head.weight.data_ptr() == model.embed_tokens.weight.data_ptr()
+    untied = tiny_model(tie_embeddings=False)
+    assert untied.lm_head.weight is not untied.embed_tokens.weight
+    assert untied.lm_head.weight.data_ptr() != untied.embed_tokens.weight.data_ptr()
+    # the tied matrix is counted once
+    c = TINY["vocab_size"] * TINY["n_embd"]
+    assert untied.num_parameters() - model.num_parameters() == c
+    # updating one changes the other only when tied
+    with torch.no_grad():
+        model.embed_tokens.weight[0, 0] += 1.0
+        untied.embed_tokens.weight[0, 0] += 1.0
+    assert model.lm_head.weight[0, 0] == model.embed_tokens.weight[0, 0]
+    assert untied.lm_head.weight[0, 0] != untied.embed_tokens.weight[0, 0]
+
+
+def test_tied_embeddings_survive_state_dict_round_trip():
+    a, b = tiny_model(seed=0), tiny_model(seed=1)
+    b.load_state_dict(a.state_dict())
+    assert b.lm_head.weight is b.embed_tokens.weight
+    x = random_tokens(1, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(a(x), b(x))
+
+
+# ----------------------------------------------------------------------------- 8. overfitting
+
+TEXT = "the quick brown fox jumps over the lazy dog. pack my box with five dozen liquor jugs!"
+
+
+def test_overfits_one_batch():
+    torch.manual_seed(0)
+    chars = sorted(set(TEXT))
+    stoi = {c: i for i, c in enumerate(chars)}
+    data = torch.tensor([stoi[c] for c in TEXT])
+    block = 32
+    cfg = GPTConfig.preset(
+        "modern", n_layer=2, n_head=2, n_embd=64, block_size=block, vocab_size=len(chars), dropout=0.0
+    )
+    model = GPT(cfg)
+    starts = torch.tensor([0, 17, 34, 51])
+    x = torch.stack([data[s : s + block] for s in starts])
+    y = torch.stack([data[s + 1 : s + block + 1] for s in starts])
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+
+    def loss_fn() -> torch.Tensor:
+        logits = model(x)
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+
+    initial = loss_fn().item()
+    assert initial == pytest.approx(math.log(len(chars)), rel=0.1)  # small init: near-uniform
+    for _ in range(150):
+        loss = loss_fn()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        final = loss_fn().item()
+    assert final < 0.3 * math.log(len(chars)), f"loss {initial:.3f} -> {final:.3f}"
+
+
+# ----------------------------------------------------------------------------- 9. norms
+
+
+def test_layernorm_matches_torch():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 7, 32, generator=g) * 3 + 1
+    ln = LayerNorm(32, eps=1e-5, bias=True)
+    with torch.no_grad():
+        ln.weight.copy_(torch.randn(32, generator=g))
+        ln.bias.copy_(torch.randn(32, generator=g))
+    ref = F.layer_norm(x, (32,), ln.weight, ln.bias, eps=1e-5)
+    torch.testing.assert_close(ln(x), ref, atol=1e-5, rtol=1e-5)
+    ln_nobias = LayerNorm(32, eps=1e-3, bias=False)
+    assert ln_nobias.bias is None
+    with torch.no_grad():
+        ln_nobias.weight.copy_(ln.weight)
+    ref = F.layer_norm(x, (32,), ln.weight, None, eps=1e-3)
+    torch.testing.assert_close(ln_nobias(x), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_rmsnorm_matches_reference():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 7, 32, generator=g) * 3 + 1
+    norm = RMSNorm(32, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(32, generator=g))
+    xd, wd = x.double(), norm.weight.detach().double()
+    ref = xd / torch.sqrt((xd**2).mean(dim=-1, keepdim=True) + 1e-5) * wd
+    out = norm(x)
+    assert out.dtype == x.dtype
+    torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
+    # RMSNorm does not centre: unlike LayerNorm, the mean of the output is not 0
+    plain = RMSNorm(32)(x)
+    assert plain.mean(dim=-1).abs().max() > 0.1
+    # eps matters for tiny inputs
+    small = torch.full((1, 32), 1e-4)
+    torch.testing.assert_close(
+        RMSNorm(32, eps=1e-5)(small), small / math.sqrt(1e-8 + 1e-5), atol=1e-6, rtol=1e-5
+    )
+
+
+def test_rmsnorm_half_precision_does_not_overflow():
+    # values ~300 square to ~9e4 > float16 max (65504): the sum of squares must be taken in float32
+    x = (torch.randn(2, 5, 32) * 300).half()
+    norm = RMSNorm(32).half()
+    out = norm(x)
+    assert out.dtype == torch.float16
+    assert torch.isfinite(out).all()
+    xd = x.double()
+    ref = xd / torch.sqrt((xd**2).mean(dim=-1, keepdim=True) + 1e-5)
+    torch.testing.assert_close(out.double(), ref, atol=1e-2, rtol=1e-2)

@@ -1,0 +1,113 @@
+"""Lightning callbacks of our own; each is configured in the YAML, none is hard-coded."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import ThroughputMonitor, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import _update_n
+
+
+def _windows_in_batch(batch: Any) -> int:
+    return batch[0].size(0)
+
+
+def _tokens_in_batch(batch: Any) -> int:
+    return batch[0].numel()
+
+
+class TokenThroughput(ThroughputMonitor):
+    """Lightning's ThroughputMonitor for (x, y) token batches: ``items_per_sec`` is tokens/s.
+
+    MFU is logged when the device's peak FLOP/s is known: Lightning knows
+    common GPUs; for a CPU pass ``peak_flops`` (``python -m tinyllm bench
+    train`` measures it).
+    """
+
+    def __init__(self, peak_flops: float | None = None, window_size: int = 50) -> None:
+        super().__init__(batch_size_fn=_windows_in_batch, length_fn=_tokens_in_batch, window_size=window_size)
+        self.peak_flops = peak_flops
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if self.available_flops is None and self.peak_flops:
+            self.available_flops = int(self.peak_flops)
+            for throughput in self._throughputs.values():
+                throughput.available_flops = self.available_flops
+
+
+class StepProgressBar(TQDMProgressBar):
+    """A progress bar over optimizer steps (``step 1200/5000``), with loss and time left.
+
+    Training draws endless random windows, so there are no epochs to count;
+    the bar runs to ``max_steps`` and, on resume, starts where the run left off.
+    """
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *_: Any) -> None:
+        super().on_train_epoch_start(trainer)
+        bar = self.train_progress_bar
+        bar.reset(total=trainer.max_steps if trainer.max_steps > 0 else None)
+        bar.initial = trainer.global_step  # so the rate (and time left) counts only this session's steps
+        _update_n(bar, trainer.global_step)
+        bar.set_description("step")
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *_: Any) -> None:
+        bar = self.train_progress_bar
+        if bar is not None and self._should_update(trainer.global_step, bar.total):
+            _update_n(bar, trainer.global_step)
+            bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
+
+
+class RNGState(L.Callback):
+    """Stores every random-number generator in checkpoints, and restores them on resume.
+
+    Lightning saves model, optimizer, scheduler and loop state, but not RNG
+    state, so a resumed run would draw different dropout masks than the run it
+    continues. The states are restored at ``on_train_start``, after the sanity
+    check and dataloader set-up, right before the next training batch.
+    States are stored as tensors and plain lists, so checkpoints still load
+    with ``weights_only=True``.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        np_state = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+            "python": _to_lists(random.getstate()),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = state_dict
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._pending is None:
+            return
+        state, self._pending = self._pending, None
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        name, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        random.setstate(_to_tuples(state["python"]))
+
+
+def _to_lists(x: Any) -> Any:
+    return [_to_lists(v) for v in x] if isinstance(x, tuple) else x
+
+
+def _to_tuples(x: Any) -> Any:
+    return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x

@@ -1,0 +1,85 @@
+"""Load a trained model for inference, without trusting the file.
+
+Training checkpoints are Lightning ``.ckpt`` files. For inference we read them
+with ``torch.load(weights_only=True)``: tensors and plain containers only, so a
+file carrying foreign pickled objects (which could run code) is refused.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tinyllm.config import GPTConfig
+from tinyllm.errors import ConfigError, TinyLLMError
+from tinyllm.model import GPT
+from tinyllm.tokenizers import Tokenizer, tokenizer_from_state
+
+MODEL_PREFIX = "model."  # GPTLitModule keeps the GPT in `self.model`
+
+
+@dataclass
+class LoadedModel:
+    model: GPT
+    tokenizer: Tokenizer
+    path: Path
+    step: int | None
+    metrics: dict[str, float]
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file; a directory means its ``last.ckpt`` (else ``best.ckpt``)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        for name in ("last.ckpt", "best.ckpt"):
+            if (p / name).is_file():
+                return p / name
+        raise TinyLLMError(f"{p} holds no last.ckpt or best.ckpt: pass the path of a .ckpt file")
+    if not p.is_file():
+        raise TinyLLMError(f"checkpoint {p} does not exist: check --ckpt_path (e.g. checkpoints/quick/last.ckpt)")
+    return p
+
+
+def read_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint dict, loaded safely, with one-line errors for every way it can be wrong."""
+    p = resolve_checkpoint(path)
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise TinyLLMError(
+            f"refused to load {p}: it holds pickled objects other than tensors and plain data "
+            f"({str(e).splitlines()[-1][:120]}); only use checkpoints from sources you trust"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise TinyLLMError(f"{p} is not a readable checkpoint (corrupt or truncated: {str(e)[:100]})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "arch" not in ckpt.get("hyper_parameters", {}):
+        raise TinyLLMError(f"{p} is not a tinyllm checkpoint (no model state or architecture in it)")
+    return p, ckpt
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", data_dir: str | None = None) -> LoadedModel:
+    """The GPT and tokenizer of a training checkpoint, in eval mode on ``device``."""
+    p, ckpt = read_checkpoint(path)
+    hparams = ckpt["hyper_parameters"]
+    try:
+        config = GPTConfig.from_dict(hparams["arch"])
+    except (ConfigError, TypeError) as e:
+        raise TinyLLMError(f"{p} has an invalid architecture: {e}") from None
+    if hparams.get("tokenizer") is None:
+        raise TinyLLMError(f"{p} has no tokenizer stored in it: it was not written by `tinyllm fit`")
+    tokenizer = tokenizer_from_state(hparams["tokenizer"], data_dir)
+    state = {k[len(MODEL_PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(MODEL_PREFIX)}
+    model = GPT(config)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise TinyLLMError(f"{p}: weights do not match its architecture ({str(e).splitlines()[0][:120]})") from None
+    metrics = {}
+    for cb_key, cb_state in ckpt.get("callbacks", {}).items():
+        if "ModelCheckpoint" in cb_key and cb_state.get("best_model_score") is not None:
+            metrics["best_val_loss"] = float(cb_state["best_model_score"])
+    return LoadedModel(model.to(device).eval(), tokenizer, p, ckpt.get("global_step"), metrics)

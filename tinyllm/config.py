@@ -1,0 +1,142 @@
+"""One serializable config for every model tinyllm can build.
+
+Every architectural choice is a field. "vanilla" (GPT-2 era) and "modern"
+(LLaMA/Qwen style) are two presets of the same dataclass, and the swap
+experiments are presets with one field changed. The config holds plain types
+only, so ``dataclasses.asdict(config)`` goes into a checkpoint that loads with
+``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Literal
+
+from tinyllm.errors import ConfigError
+
+Norm = Literal["layernorm", "rmsnorm"]
+MLPKind = Literal["relu", "gelu", "swiglu"]
+PosEmb = Literal["learned", "rope"]
+AttnKernel = Literal["manual", "sdpa"]
+
+_CHOICES = {
+    "norm": ("layernorm", "rmsnorm"),
+    "mlp": ("relu", "gelu", "swiglu"),
+    "pos_emb": ("learned", "rope"),
+    "attention": ("manual", "sdpa"),
+}
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """Architecture of a decoder-only transformer.
+
+    Attributes:
+        vocab_size: number of token ids (65 for Tiny Shakespeare characters,
+            50257 for GPT-2 BPE). Normally filled in from the data.
+        block_size: the longest context the model sees (positions 0..block_size-1).
+        n_layer, n_head, n_embd: depth, attention heads, residual width.
+        mlp_hidden: hidden width of the MLP; ``None`` derives it: 4·n_embd for
+            relu/gelu, and for swiglu 2/3·4·n_embd rounded up to a multiple of
+            64 (same parameter count as the 4× MLP with 3 matrices, LLaMA §2).
+        norm: ``layernorm`` (GPT-2) or ``rmsnorm`` (LLaMA).
+        mlp: ``relu`` (the original), ``gelu`` (GPT-2) or ``swiglu`` (LLaMA).
+        pos_emb: ``learned`` absolute positions (GPT-2) or ``rope`` (LLaMA).
+        attention: ``manual`` (our masked-softmax code, for reading) or
+            ``sdpa`` (torch's fused scaled_dot_product_attention, for speed).
+            Both compute the same function.
+        dropout: dropout on embeddings, attention weights and residual branches.
+        bias: biases in every Linear and LayerNorm (GPT-2) or none (LLaMA).
+        tie_embeddings: the output head reuses the token embedding matrix.
+        rope_theta: RoPE base θ; frequencies are θ^(-2i/head_dim).
+        norm_eps: ε inside LayerNorm/RMSNorm.
+    """
+
+    vocab_size: int = 65
+    block_size: int = 256
+    n_layer: int = 6
+    n_head: int = 6
+    n_embd: int = 384
+    mlp_hidden: int | None = None
+    norm: Norm = "rmsnorm"
+    mlp: MLPKind = "swiglu"
+    pos_emb: PosEmb = "rope"
+    attention: AttnKernel = "sdpa"
+    dropout: float = 0.0
+    bias: bool = False
+    tie_embeddings: bool = True
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        for name, allowed in _CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.n_embd % self.n_head:
+            raise ConfigError(
+                f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: "
+                "pick n_embd as a multiple of n_head"
+            )
+        if self.pos_emb == "rope" and self.head_dim % 2:
+            raise ConfigError(f"RoPE needs an even head dimension, got n_embd/n_head={self.head_dim}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.mlp_hidden is not None and self.mlp_hidden < 1:
+            raise ConfigError(f"mlp_hidden must be at least 1 (or null to derive it), got {self.mlp_hidden}")
+        if self.norm_eps <= 0 or self.rope_theta <= 0:
+            raise ConfigError("norm_eps and rope_theta must be positive")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def hidden_dim(self) -> int:
+        """The MLP's hidden width (``mlp_hidden`` or the rule described above)."""
+        if self.mlp_hidden is not None:
+            return self.mlp_hidden
+        if self.mlp == "swiglu":
+            return 64 * math.ceil(2 * 4 * self.n_embd / 3 / 64)
+        return 4 * self.n_embd
+
+    @property
+    def is_llama_shaped(self) -> bool:
+        """True when a Hugging Face ``LlamaForCausalLM`` computes the same function."""
+        return self.norm == "rmsnorm" and self.mlp == "swiglu" and self.pos_emb == "rope" and not self.bias
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GPTConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown model config keys {unknown}; known keys are {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> GPTConfig:
+        """A named preset, with any field overridden (``preset("vanilla", norm="rmsnorm")``)."""
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        return replace(PRESETS[name], **overrides)
+
+
+# The original project's two models: char-level, 6 layers × 6 heads × 384, context 256.
+VANILLA = GPTConfig(norm="layernorm", mlp="relu", pos_emb="learned", bias=True, dropout=0.2)
+MODERN = GPTConfig(norm="rmsnorm", mlp="swiglu", pos_emb="rope", bias=False, dropout=0.3)
+
+# The swap experiments: vanilla with exactly one component replaced.
+PRESETS: dict[str, GPTConfig] = {
+    "vanilla": VANILLA,
+    "vanilla+rmsnorm": replace(VANILLA, norm="rmsnorm"),
+    "vanilla+swiglu": replace(VANILLA, mlp="swiglu"),
+    "vanilla+rope": replace(VANILLA, pos_emb="rope"),
+    "modern": MODERN,
+}

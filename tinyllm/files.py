@@ -1,0 +1,125 @@
+"""The two files tinyllm needs, found locally or downloaded once and verified.
+
+* ``input.txt``: Tiny Shakespeare (Karpathy's char-rnn corpus).
+* ``gpt2.tiktoken``: GPT-2's BPE merge ranks in tiktoken's format (= r50k_base).
+
+Both live in the data directory: an explicit ``data_dir``, else the
+``TINYLLM_DATA_DIR`` environment variable, else ``./data``. Downloads are
+written to a temporary file, checked against a pinned sha256 and only then
+renamed into place, so a half-finished download is never mistaken for data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tinyllm.errors import TinyLLMError
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    name: str
+    url: str
+    sha256: str
+
+
+SHAKESPEARE = RemoteFile(
+    "input.txt",
+    "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+    "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+)
+GPT2_RANKS = RemoteFile(
+    "gpt2.tiktoken",
+    "https://openaipublic.blob.core.windows.net/encodings/r50k_base.tiktoken",
+    "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930",
+)
+DOWNLOAD_TIMEOUT_S = 30
+
+
+def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
+    """``data_dir``, else ``$TINYLLM_DATA_DIR``, else ``./data`` (absolute)."""
+    chosen = data_dir or os.environ.get("TINYLLM_DATA_DIR") or "data"
+    return Path(chosen).expanduser().resolve()
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def verify(path: Path, remote: RemoteFile) -> Path:
+    digest = sha256_of(path)
+    if digest != remote.sha256:
+        raise TinyLLMError(
+            f"{path} has sha256 {digest[:12]}…, expected {remote.sha256[:12]}… "
+            f"(corrupt or a different file): delete it and run again to re-download"
+        )
+    return path
+
+
+def download(remote: RemoteFile, dest: Path) -> Path:
+    """Fetch ``remote`` into ``dest`` (atomic, checksum verified) or explain what to do by hand."""
+    hint = f"download {remote.url} to {dest} (sha256 {remote.sha256[:12]}…) or set TINYLLM_DATA_DIR to a folder holding {remote.name}"
+    try:
+        with urllib.request.urlopen(remote.url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            data = response.read()
+    except OSError as e:  # URLError, timeouts and refused connections are all OSErrors
+        raise TinyLLMError(f"{remote.name} is missing and could not be downloaded ({e}): {hint}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != remote.sha256:
+        raise TinyLLMError(f"downloaded {remote.name} has sha256 {digest[:12]}…, expected {remote.sha256[:12]}…: {hint}")
+    atomic_write_bytes(dest, data)
+    return dest
+
+
+def ensure_file(remote: RemoteFile, data_dir: str | Path | None = None) -> Path:
+    """The verified local copy of ``remote`` in the data directory, downloading it if missing."""
+    path = resolve_data_dir(data_dir) / remote.name
+    if path.exists():
+        return verify(path, remote)
+    return download(remote, path)
+
+
+def shakespeare_path(data_dir: str | Path | None = None) -> Path:
+    return ensure_file(SHAKESPEARE, data_dir)
+
+
+def _tiktoken_cache_path(url: str) -> Path:
+    """Where tiktoken itself caches ``url`` (see tiktoken.load.read_file_cached)."""
+    cache_dir = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR")
+    base = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "data-gym-cache"
+    return base / hashlib.sha1(url.encode()).hexdigest()
+
+
+def gpt2_ranks_path(data_dir: str | Path | None = None) -> Path:
+    """GPT-2 BPE ranks: the data directory, then tiktoken's cache, then a download."""
+    local = resolve_data_dir(data_dir) / GPT2_RANKS.name
+    if local.exists():
+        return verify(local, GPT2_RANKS)
+    cached = _tiktoken_cache_path(GPT2_RANKS.url)
+    if cached.exists() and sha256_of(cached) == GPT2_RANKS.sha256:
+        return cached
+    return download(GPT2_RANKS, local)

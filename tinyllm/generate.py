@@ -1,0 +1,286 @@
+"""Autoregressive generation: sampling, a context window, and the KV cache.
+
+Recompute (the cache off) and the KV cache (on) run through the same loop and
+see the same tokens at the same absolute positions, so their logits agree to
+float rounding and greedy text is identical. The only difference is what is fed
+to the model: the whole window, or just the newest token.
+
+Past ``block_size``: when the window is full, its oldest tokens are dropped so
+that ``keep = block_size // 2`` remain, and (with the cache) those are
+prefilled again at positions 0..keep-1. Recompute uses the very same window.
+This costs one prefill per ``block_size / 2`` new tokens instead of one per
+token (a window sliding by one token would need a full recompute every step,
+because every token's absolute position changes).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor
+
+from tinyllm.errors import TinyLLMError
+from tinyllm.model import GPT
+
+
+def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    if temperature < 0:
+        raise TinyLLMError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise TinyLLMError(f"top_k must be at least 1 (or unset), got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise TinyLLMError(f"top_p must be in (0, 1], got {top_p}")
+
+
+def sample_next(
+    logits: Tensor, temperature: float, top_k: int | None, top_p: float | None, generators: list[torch.Generator]
+) -> Tensor:
+    """One next token per row of ``logits`` (B, V).
+
+    temperature 0 is greedy (argmax; no division by zero). Otherwise
+    p = softmax(logits / T), restricted to the ``top_k`` most likely tokens
+    and to the smallest set whose probability reaches ``top_p`` (nucleus
+    sampling, Holtzman et al., 2019, arXiv:1904.09751). Row i draws from its own
+    generator, so a batch of samples equals the same samples drawn one by one.
+    """
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        sorted_probs = sorted_logits.softmax(dim=-1)
+        # Drop a token when the tokens more likely than it already reach top_p (the first always stays).
+        drop = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    probs = logits.softmax(dim=-1)
+    return torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(generators)])
+
+
+def make_generators(seed: int | None, n: int, device: torch.device) -> list[torch.Generator]:
+    """Sample i draws from its own generator seeded ``seed + i`` (never the global RNG)."""
+    gens = []
+    for i in range(n):
+        g = torch.Generator(device=device)
+        if seed is None:
+            g.seed()
+        else:
+            g.manual_seed(seed + i)
+        gens.append(g)
+    return gens
+
+
+@torch.inference_mode()
+def generate_tokens(
+    model: GPT,
+    prompt: Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    kv_cache: bool = True,
+) -> Iterator[Tensor]:
+    """Yield the next token of every sequence (a (B,) tensor), ``max_new_tokens`` times.
+
+    ``prompt`` is (B, T) token ids on the model's device. The model is used as
+    it is; call ``model.eval()`` first (the CLI and callbacks do).
+    """
+    if max_new_tokens < 1:
+        raise TinyLLMError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if prompt.dim() != 2 or prompt.size(1) == 0:
+        raise TinyLLMError("the prompt is empty: give at least one token")
+    check_sampling(temperature, top_k, top_p)
+    block, keep = model.config.block_size, max(1, model.config.block_size // 2)
+    generators = make_generators(seed, prompt.size(0), prompt.device)
+    cache = model.new_cache(prompt.size(0)) if kv_cache else None
+    tokens = prompt
+    start = max(0, tokens.size(1) - block)  # the window is tokens[:, start:]
+    prefill = True
+    for _ in range(max_new_tokens):
+        if tokens.size(1) - start > block:  # window full: keep its newest `keep` tokens
+            start, prefill = tokens.size(1) - keep, True
+        if cache is None:
+            logits = model(tokens[:, start:])
+        elif prefill:
+            cache.reset()
+            logits = model(tokens[:, start:], cache)
+            prefill = False
+        else:
+            logits = model(tokens[:, -1:], cache)
+        next_token = sample_next(logits[:, -1], temperature, top_k, top_p, generators)
+        tokens = torch.cat([tokens, next_token[:, None]], dim=1)
+        yield next_token
+
+
+@dataclass
+class Generation:
+    """Generated token ids per sample, and how fast they came."""
+
+    tokens: list[list[int]]
+    seconds: float
+    first_token_seconds: float
+    texts: list[str] = field(default_factory=list)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return sum(len(t) for t in self.tokens) / self.seconds if self.seconds > 0 else float("inf")
+
+
+def generate(
+    model: GPT,
+    prompt_ids: list[int],
+    max_new_tokens: int,
+    num_samples: int = 1,
+    decode: Callable[[list[int]], str] | None = None,
+    stop: str | None = None,
+    on_text: Callable[[str], None] | None = None,
+    **sampling,
+) -> Generation:
+    """Generate ``num_samples`` continuations of ``prompt_ids`` as one batch.
+
+    With ``decode``, texts are decoded; ``stop`` ends a sample at the first
+    occurrence of that string (the string itself is cut off) and generation
+    when every sample has hit it; ``on_text`` receives sample 0's new text as
+    it arrives (streaming).
+    """
+    if num_samples < 1:
+        raise TinyLLMError(f"num_samples must be at least 1, got {num_samples}")
+    if not prompt_ids:
+        raise TinyLLMError("the prompt is empty: give at least one character")
+    if (stop or on_text) and decode is None:
+        raise TinyLLMError("stop strings and streaming need a decode function")
+    device = model.embed_tokens.weight.device
+    prompt = torch.tensor([prompt_ids] * num_samples, dtype=torch.long, device=device)
+    out: list[list[int]] = [[] for _ in range(num_samples)]
+    streamer = _Streamer(decode, on_text, stop) if on_text else None
+    t0 = time.perf_counter()
+    first = 0.0
+    for next_token in generate_tokens(model, prompt, max_new_tokens, **sampling):
+        for row, tok in zip(out, next_token.tolist()):
+            row.append(tok)
+        if not first:
+            first = time.perf_counter() - t0
+        if streamer:
+            streamer.push(out[0])
+        if stop and all(stop in decode(row) for row in out):
+            break
+    seconds = time.perf_counter() - t0
+    texts = [decode(row) for row in out] if decode else []
+    if stop:
+        texts = [t.split(stop, 1)[0] for t in texts]
+    if streamer:
+        streamer.finish(texts[0])
+    return Generation(out, seconds, first, texts)
+
+
+class _Streamer:
+    """Emits sample 0's text as tokens arrive, never past a stop string.
+
+    It holds back a partly decoded UTF-8 character (BPE tokens can split one)
+    and the last ``len(stop) - 1`` characters, which might begin the stop string.
+    """
+
+    def __init__(self, decode: Callable[[list[int]], str], emit: Callable[[str], None], stop: str | None) -> None:
+        self.decode, self.emit, self.stop, self.shown = decode, emit, stop, 0
+
+    def _emit_upto(self, text: str) -> None:
+        if len(text) > self.shown:
+            self.emit(text[self.shown :])
+            self.shown = len(text)
+
+    def push(self, ids: list[int]) -> None:
+        text = self.decode(ids).rstrip("\ufffd")
+        if self.stop:
+            cut = text.find(self.stop)
+            text = text[:cut] if cut >= 0 else text[: max(0, len(text) - len(self.stop) + 1)]
+        self._emit_upto(text)
+
+    def finish(self, final: str) -> None:
+        self._emit_upto(final)
+
+
+# ----------------------------------------------------------------------------- the command
+
+DEMO_SETTINGS = [
+    ("temperature 0.5", dict(temperature=0.5)),
+    ("temperature 0.8", dict(temperature=0.8)),
+    ("temperature 1.0", dict(temperature=1.0)),
+    ("temperature 1.0, top-k 50", dict(temperature=1.0, top_k=50)),
+    ("temperature 1.0, top-p 0.9", dict(temperature=1.0, top_p=0.9)),
+]
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested != "auto":
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def build_parser():
+    from jsonargparse import ArgumentParser
+
+    p = ArgumentParser(prog="python -m tinyllm generate", description="Sample text from a checkpoint.",
+                       exit_on_error=False)
+    p.add_argument("--ckpt_path", type=str, required=True, help="a .ckpt file (or a directory holding last.ckpt)")
+    p.add_argument("--prompt", type=str, default="ROMEO:")
+    p.add_argument("--max_new_tokens", type=int, default=500)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top_k", type=int | None, default=200)
+    p.add_argument("--top_p", type=float | None, default=None)
+    p.add_argument("--seed", type=int | None, default=1337)
+    p.add_argument("--kv_cache", type=bool, default=True)
+    p.add_argument("--num_samples", type=int, default=1)
+    p.add_argument("--stream", type=bool, default=True, help="print tokens as they arrive (one sample only)")
+    p.add_argument("--stop", type=str | None, default=None, help="end a sample at this string")
+    p.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--demo", type=bool, default=False, help="the original project's five settings for the prompt")
+    return p
+
+
+def main(argv: list[str]) -> None:
+    from jsonargparse import ArgumentError
+
+    from tinyllm.checkpoint import load_model
+
+    try:
+        args = build_parser().parse_args(argv)
+    except ArgumentError as e:
+        raise TinyLLMError(str(e).splitlines()[0]) from None
+    loaded = load_model(args.ckpt_path, pick_device(args.device))
+    tok = loaded.tokenizer
+    prompt_ids = tok.encode(args.prompt)
+    if not prompt_ids:
+        raise TinyLLMError("the prompt is empty: give --prompt some text")
+    common = dict(decode=tok.decode, seed=args.seed, kv_cache=args.kv_cache)
+    if args.demo:
+        for title, sampling in DEMO_SETTINGS:
+            g = generate(loaded.model, prompt_ids, args.max_new_tokens, **common, **sampling)
+            print(f"=== {title} ({g.tokens_per_second:.0f} tokens/s) ===\n{args.prompt}{g.texts[0]}\n")
+        return
+    sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    stream = args.stream and args.num_samples == 1
+    if stream:
+        print(args.prompt, end="", flush=True)
+    g = generate(
+        loaded.model, prompt_ids, args.max_new_tokens, num_samples=args.num_samples, stop=args.stop,
+        on_text=(lambda s: print(s, end="", flush=True)) if stream else None, **common, **sampling,
+    )
+    if stream:
+        print()
+    else:
+        for i, text in enumerate(g.texts):
+            header = f"--- sample {i + 1} ---\n" if args.num_samples > 1 else ""
+            print(f"{header}{args.prompt}{text}")
+    print(f"[{sum(map(len, g.tokens))} tokens in {g.seconds:.2f} s: {g.tokens_per_second:.0f} tokens/s, "
+          f"first token after {g.first_token_seconds * 1000:.0f} ms, kv_cache={args.kv_cache}]", file=sys.stderr)

@@ -1,0 +1,150 @@
+"""The one LightningModule: next-token prediction with the hand-written GPT."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import MeanMetric
+
+from tinyllm.config import GPTConfig
+from tinyllm.errors import TinyLLMError
+from tinyllm.model import GPT
+
+
+def flops_per_token(config: GPTConfig, n_params: int) -> int:
+    """Training FLOPs per token: 6·N for the matmuls (forward 2N, backward 4N)
+    plus 12·L·T·C for attention scores and their weighted sum (PaLM, Chowdhery
+    et al., 2022, appendix B). Embedding lookups are not matmuls, so the
+    position table is left out of N."""
+    n = n_params - (config.block_size * config.n_embd if config.pos_emb == "learned" else 0)
+    return 6 * n + 12 * config.n_layer * config.block_size * config.n_embd
+
+
+def warmup_cosine(step: int, warmup_steps: int, max_steps: int, min_ratio: float) -> float:
+    """LR multiplier: linear warmup to 1 over ``warmup_steps``, then cosine down to ``min_ratio`` at ``max_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class GPTLitModule(L.LightningModule):
+    """Trains a :class:`tinyllm.model.GPT` on next-token cross-entropy.
+
+    Args:
+        arch: the model's architecture (every switch; ``vocab_size`` comes from the data).
+        tokenizer: the tokenizer's state (filled in from the data), stored in
+            every checkpoint so that a checkpoint alone can generate text.
+        lr: peak learning rate of AdamW.
+        min_lr: the learning rate the cosine decays to (default lr / 10).
+        warmup_steps: optimizer steps of linear warmup.
+        weight_decay: AdamW decay, on weight matrices and embeddings only
+            (not on norm gains or biases, whose scale the decay would distort).
+        betas: AdamW's β1, β2.
+        compile: ``torch.compile`` the inner GPT (not this module: ``self.log``
+            does not survive compilation).
+    """
+
+    def __init__(
+        self,
+        arch: GPTConfig = GPTConfig(),
+        tokenizer: dict[str, Any] | None = None,
+        lr: float = 3e-4,
+        min_lr: float | None = None,
+        warmup_steps: int = 100,
+        weight_decay: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.95),
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        if isinstance(arch, dict):  # loaded back from a checkpoint's plain-dict hyperparameters
+            arch = GPTConfig.from_dict(arch)
+        if lr <= 0 or (min_lr is not None and not 0 <= min_lr <= lr):
+            raise TinyLLMError(f"need lr > 0 and 0 <= min_lr <= lr, got lr={lr}, min_lr={min_lr}")
+        # Plain types only, so checkpoints load with torch.load(weights_only=True).
+        self.save_hyperparameters(ignore=["arch"])
+        self.hparams["arch"] = arch.to_dict()
+        self.arch = arch
+        self.model = GPT(arch)
+        self.lr, self.min_lr = lr, lr / 10 if min_lr is None else min_lr
+        self.warmup_steps, self.weight_decay, self.betas = warmup_steps, weight_decay, tuple(betas)
+        self.val_loss = MeanMetric()
+        self._flops_per_token = flops_per_token(arch, self.model.num_parameters())
+        self.flops_per_batch = 0  # read by Lightning's ThroughputMonitor for MFU
+        if compile:
+            self.model.compile()  # in place: parameter names (and checkpoints) stay the same
+
+    def forward(self, idx: Tensor) -> Tensor:
+        return self.model(idx)
+
+    def _loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
+        x, y = batch
+        logits = self(x)
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss = self._loss(batch)
+        if not torch.isfinite(loss):
+            raise TinyLLMError(
+                f"loss became {loss.item()} at step {self.global_step}: lower the learning rate or use "
+                "--trainer.precision 32-true; the last good checkpoint is kept"
+            )
+        self.flops_per_batch = self._flops_per_token * batch[0].numel()
+        self.log("train_loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self.val_loss.update(self._loss(batch), weight=batch[1].numel())
+
+    def on_validation_epoch_end(self) -> None:
+        loss = self.val_loss.compute()  # token-weighted mean, synced across processes
+        self.val_loss.reset()
+        self.log("val_loss", loss, prog_bar=True, sync_dist=False)
+        self.log("val_ppl", torch.exp(loss))  # perplexity = e^(mean cross-entropy)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        max_steps = self.trainer.max_steps
+        if max_steps is None or max_steps < 1:
+            raise TinyLLMError("set --trainer.max_steps: the learning-rate schedule is defined by optimizer steps")
+        decay = [p for p in self.model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in self.model.parameters() if p.dim() < 2]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.lr,
+            betas=self.betas,
+        )
+        warmup, min_ratio = self.warmup_steps, self.min_lr / self.lr
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, warmup, max_steps, min_ratio)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse a checkpoint whose tokenizer or architecture differs from this run's."""
+        saved = checkpoint.get("hyper_parameters", {})
+        for key, ours in (("tokenizer", self.hparams.get("tokenizer")), ("arch", self.hparams["arch"])):
+            theirs = saved.get(key)
+            if theirs is not None and ours is not None and theirs != ours:
+                diff = _describe_difference(theirs, ours)
+                raise TinyLLMError(
+                    f"the checkpoint's {key} differs from this run's ({diff}): use the config the checkpoint "
+                    "was trained with, or start a new run with another checkpoint directory"
+                )
+
+
+def _describe_difference(theirs: Any, ours: Any) -> str:
+    if isinstance(theirs, dict) and isinstance(ours, dict):
+        keys = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+        shown = [f"{k}: checkpoint {_short(theirs.get(k))} vs run {_short(ours.get(k))}" for k in keys[:3]]
+        return "; ".join(shown)
+    return f"checkpoint {_short(theirs)} vs run {_short(ours)}"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

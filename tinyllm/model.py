@@ -1,0 +1,368 @@
+"""A decoder-only transformer, written out by hand, top to bottom.
+
+Every component the GPT-2 → LLaMA story swaps is its own small class here:
+
+    norms        LayerNorm (GPT-2)            → RMSNorm (LLaMA)
+    MLPs         ReLU / GELU MLP (GPT-2)      → SwiGLU (LLaMA)
+    positions    learned embeddings (GPT-2)   → rotary embeddings, RoPE (LLaMA)
+    generation   recompute every step         → KV cache (prefill + decode)
+
+The model is plain PyTorch: it knows nothing of Lightning, tokenizers or files.
+Names follow the Hugging Face LLaMA layout (``q_proj``, ``gate_proj``,
+``input_norm`` …) so that export is a renaming, not surgery.
+
+Shapes: B batch, T new tokens, S tokens attended to (cached + new),
+C = n_embd, H = n_head, D = head_dim = C / H.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tinyllm.config import GPTConfig
+from tinyllm.errors import TinyLLMError
+
+# ----------------------------------------------------------------------------- norms
+
+
+class LayerNorm(nn.Module):
+    """Layer normalization (Ba, Kiros & Hinton, 2016, arXiv:1607.06450).
+
+        y = (x - mean(x)) / sqrt(var(x) + eps) · weight + bias
+
+    mean and (biased) variance are taken over the last dimension. ``bias=False``
+    drops the additive term, as nanoGPT allows.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-5, bias: bool = True) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        mean = x.mean(dim=-1, keepdim=True)
+        var = (x - mean).pow(2).mean(dim=-1, keepdim=True)
+        y = (x - mean) * torch.rsqrt(var + self.eps) * self.weight
+        return y + self.bias if self.bias is not None else y
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square normalization (Zhang & Sennrich, 2019, arXiv:1910.07467).
+
+        y = x / sqrt(mean(x²) + eps) · weight
+
+    No centering and no bias: cheaper than LayerNorm and, in LLaMA-style models,
+    just as good. Computed in float32 (like LLaMA) so half precision cannot
+    overflow the sum of squares.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x32 = x.float()
+        y = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        return self.weight * y.to(x.dtype)
+
+
+def make_norm(config: GPTConfig) -> nn.Module:
+    if config.norm == "rmsnorm":
+        return RMSNorm(config.n_embd, config.norm_eps)
+    return LayerNorm(config.n_embd, config.norm_eps, bias=config.bias)
+
+
+# ----------------------------------------------------------------------------- positions
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding, RoPE (Su et al., 2021, arXiv:2104.09864).
+
+    Each pair of query/key channels (x_i, x_{i+D/2}) is rotated by the angle
+    p·θ_i, where p is the token's absolute position and θ_i = base^(-2i/D):
+
+        x'_i       = x_i · cos(pθ_i) - x_{i+D/2} · sin(pθ_i)
+        x'_{i+D/2} = x_{i+D/2} · cos(pθ_i) + x_i · sin(pθ_i)
+
+    Rotations compose, so q'·k' depends only on the distance p_q - p_k: the
+    model sees relative positions without any learned position parameters.
+
+    Pairs are (i, i + D/2) ("split halves", as in GPT-NeoX and Hugging Face's
+    LLaMA), not adjacent channels (2i, 2i+1) as in Meta's original code. The two
+    are the same model up to a permutation of the q/k projection rows; choosing
+    Hugging Face's layout makes our weights load there unchanged.
+    """
+
+    def __init__(self, head_dim: int, max_positions: int, base: float = 10000.0) -> None:
+        super().__init__()
+        inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (D/2,)
+        angles = torch.outer(torch.arange(max_positions, dtype=torch.float32), inv_freq)  # (P, D/2)
+        angles = torch.cat([angles, angles], dim=-1)  # (P, D): the same angle for i and i + D/2
+        # Not persistent: derived from the config, so kept out of checkpoints.
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: Tensor, positions: Tensor) -> Tensor:
+        """Rotate ``x`` of shape (B, H, T, D) for the absolute ``positions`` (T,)."""
+        cos, sin = self.cos[positions].to(x.dtype), self.sin[positions].to(x.dtype)
+        x1, x2 = x.chunk(2, dim=-1)
+        rotated = torch.cat([-x2, x1], dim=-1)
+        return x * cos + rotated * sin
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+class KVCache:
+    """Keys and values of every token seen so far, one preallocated buffer per layer.
+
+    Generation runs in two phases (Pope et al., 2022, arXiv:2211.05102):
+    *prefill* pushes the whole prompt through the model at once (causally
+    masked) and stores its keys/values; each *decode* step then feeds one new
+    token, which attends to the stored keys/values instead of recomputing them.
+    The buffers are sized for ``block_size`` tokens and never grow: the model
+    refuses to write past them (``tinyllm.generate`` shifts its window first).
+
+    ``length`` is the number of tokens stored, which is also the absolute
+    position of the next token: RoPE and learned positions both use it.
+    """
+
+    def __init__(self, config: GPTConfig, batch_size: int, device: torch.device, dtype: torch.dtype) -> None:
+        shape = (batch_size, config.n_head, config.block_size, config.head_dim)
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.capacity = config.block_size
+        self.length = 0
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store the new (B, H, T, D) keys/values at ``length`` and return all S = length + T of them."""
+        end = self.length + k.size(2)
+        self.keys[layer][:, :, self.length : end] = k
+        self.values[layer][:, :, self.length : end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def advance(self, n: int) -> None:
+        self.length += n
+
+    def reset(self) -> None:
+        self.length = 0
+
+
+def causal_mask(t: int, s: int, device: torch.device) -> Tensor:
+    """(T, S) boolean mask: query i, at absolute position s - t + i, may see keys 0..s - t + i.
+
+    With no cache s == t and this is the usual lower triangle; during cached
+    decoding the new queries see every cached key plus the new ones before them.
+    """
+    return torch.ones(t, s, dtype=torch.bool, device=device).tril(diagonal=s - t)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention (Vaswani et al., 2017, arXiv:1706.03762).
+
+        Attention(Q, K, V) = softmax(Q Kᵀ / sqrt(D) + M) V,  M_ij = -inf where j > i
+
+    All H heads run in one batched matmul over a (B, H, T, D) tensor. The
+    ``manual`` kernel writes the formula out; ``sdpa`` calls torch's fused
+    ``scaled_dot_product_attention`` (flash / memory-efficient kernels), which
+    computes the same thing faster and without materialising the T×S matrix.
+    """
+
+    def __init__(self, config: GPTConfig, layer_idx: int) -> None:
+        super().__init__()
+        c, self.n_head, self.head_dim = config.n_embd, config.n_head, config.head_dim
+        self.layer_idx = layer_idx
+        self.kernel = config.attention
+        self.dropout = config.dropout
+        self.q_proj = nn.Linear(c, c, bias=config.bias)
+        self.k_proj = nn.Linear(c, c, bias=config.bias)
+        self.v_proj = nn.Linear(c, c, bias=config.bias)
+        self.o_proj = nn.Linear(c, c, bias=config.bias)
+        self.attn_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self, x: Tensor, positions: Tensor, rope: RotaryEmbedding | None = None, cache: KVCache | None = None
+    ) -> Tensor:
+        b, t, c = x.shape
+        # (B, T, C) -> (B, H, T, D): every head is a slice of the channel dimension.
+        q, k, v = (
+            proj(x).view(b, t, self.n_head, self.head_dim).transpose(1, 2)
+            for proj in (self.q_proj, self.k_proj, self.v_proj)
+        )
+        if rope is not None:
+            q, k = rope(q, positions), rope(k, positions)
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)
+        y = self._attend(q, k, v)
+        y = y.transpose(1, 2).reshape(b, t, c)  # re-assemble the heads side by side
+        return self.resid_dropout(self.o_proj(y))
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        t, s = q.size(2), k.size(2)
+        if self.kernel == "sdpa":
+            p = self.dropout if self.training else 0.0
+            if t == s:  # no cache, or prefill into an empty one: plain lower triangle
+                return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+            mask = None if t == 1 else causal_mask(t, s, q.device)  # one new token sees everything
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))  # (B, H, T, S)
+        att = att.masked_fill(~causal_mask(t, s, q.device), float("-inf"))
+        att = self.attn_dropout(F.softmax(att, dim=-1))
+        return att @ v  # (B, H, T, D)
+
+
+# ----------------------------------------------------------------------------- MLPs
+
+
+class MLP(nn.Module):
+    """The GPT feed-forward block (Vaswani et al., 2017; Radford et al., 2019).
+
+        MLP(x) = down_proj(act(up_proj(x))),  act = ReLU or GELU
+
+    GELU uses GPT-2's tanh approximation (Hendrycks & Gimpel, 2016, arXiv:1606.08415).
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.up_proj = nn.Linear(config.n_embd, config.hidden_dim, bias=config.bias)
+        self.down_proj = nn.Linear(config.hidden_dim, config.n_embd, bias=config.bias)
+        self.act = nn.ReLU() if config.mlp == "relu" else nn.GELU(approximate="tanh")
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.down_proj(self.act(self.up_proj(x))))
+
+
+class SwiGLU(nn.Module):
+    """Gated feed-forward block with a SiLU gate (Shazeer, 2020, arXiv:2002.05202).
+
+        SwiGLU(x) = down_proj(SiLU(gate_proj(x)) ⊙ up_proj(x)),  SiLU(z) = z·σ(z)
+
+    Three matrices instead of two, so the hidden width is 2/3 of the usual 4·C
+    to keep the parameter count (LLaMA, Touvron et al., 2023, arXiv:2302.13971).
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(config.n_embd, config.hidden_dim, bias=config.bias)
+        self.up_proj = nn.Linear(config.n_embd, config.hidden_dim, bias=config.bias)
+        self.down_proj = nn.Linear(config.hidden_dim, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x)))
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+class Block(nn.Module):
+    """One pre-norm transformer layer (Xiong et al., 2020, arXiv:2002.04745).
+
+        h   = x + Attention(norm₁(x))
+        out = h + MLP(norm₂(h))
+    """
+
+    def __init__(self, config: GPTConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.input_norm = make_norm(config)
+        self.self_attn = CausalSelfAttention(config, layer_idx)
+        self.post_attention_norm = make_norm(config)
+        self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
+
+    def forward(
+        self, x: Tensor, positions: Tensor, rope: RotaryEmbedding | None, cache: KVCache | None
+    ) -> Tensor:
+        x = x + self.self_attn(self.input_norm(x), positions, rope, cache)
+        return x + self.mlp(self.post_attention_norm(x))
+
+
+class GPT(nn.Module):
+    """Token ids (B, T) → next-token logits (B, T, vocab_size).
+
+    Embeddings (plus learned positions, or RoPE inside attention), a stack of
+    pre-norm blocks, a final norm and a linear head, optionally tied to the
+    token embedding (Press & Wolf, 2017, arXiv:1608.05859).
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.n_embd)
+        self.embed_positions = (
+            nn.Embedding(config.block_size, config.n_embd) if config.pos_emb == "learned" else None
+        )
+        self.rope = (
+            RotaryEmbedding(config.head_dim, config.block_size, config.rope_theta)
+            if config.pos_emb == "rope"
+            else None
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.layers = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.norm = make_norm(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """GPT-2 initialisation (Radford et al., 2019, §2.3).
+
+        Weights ~ N(0, 0.02), biases 0, norm gains 1. The projections that write
+        into the residual stream (o_proj, down_proj) get std 0.02/sqrt(2·n_layer),
+        so the residual's variance does not grow with depth (two writes a layer).
+        """
+        residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                std = residual_std if name.endswith(("o_proj", "down_proj")) else 0.02
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            elif isinstance(module, (LayerNorm, RMSNorm)):
+                nn.init.ones_(module.weight)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+
+    def num_parameters(self) -> int:
+        """Trainable parameters, counting a tied embedding/head matrix once."""
+        return sum(p.numel() for p in self.parameters())
+
+    def new_cache(self, batch_size: int, device: torch.device | None = None) -> KVCache:
+        """An empty KV cache for ``batch_size`` sequences, on the model's device and dtype."""
+        weight = self.embed_tokens.weight
+        return KVCache(self.config, batch_size, device or weight.device, weight.dtype)
+
+    def forward(self, idx: Tensor, cache: KVCache | None = None) -> Tensor:
+        """Logits for every position of ``idx`` (B, T).
+
+        Without a cache the T tokens sit at positions 0..T-1. With one they
+        continue after the ``cache.length`` tokens already stored, and their
+        keys/values are appended to it.
+        """
+        t = idx.size(1)
+        start = cache.length if cache is not None else 0
+        if start + t > self.config.block_size:
+            raise TinyLLMError(
+                f"{start + t} tokens exceed the model's context of {self.config.block_size}; "
+                "crop the input (tinyllm.generate does this for you)"
+            )
+        positions = torch.arange(start, start + t, device=idx.device)
+        x = self.embed_tokens(idx)
+        if self.embed_positions is not None:
+            x = x + self.embed_positions(positions)
+        x = self.dropout(x)
+        for layer in self.layers:
+            x = layer(x, positions, self.rope, cache)
+        if cache is not None:
+            cache.advance(t)
+        return self.lm_head(self.norm(x))
