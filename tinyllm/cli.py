@@ -25,7 +25,8 @@ tinyllm commands:
 """
 
 
-def _lightning_cli(args: list[str]) -> None:
+def _lightning_cli(args: list[str] | None) -> None:
+    """Lightning's CLI; ``args=None`` reads sys.argv like any command-line program."""
     # Imported here so that `python -m tinyllm generate` does not pay for Lightning's CLI machinery.
     from jsonargparse import ArgumentError
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         if args[0] in commands:
             commands[args[0]](args[1:])
         else:
-            _lightning_cli(args)
+            _lightning_cli(argv)
     except TinyLLMError as e:
         print(f"tinyllm: error: {e}", file=sys.stderr)
         sys.exit(2)
