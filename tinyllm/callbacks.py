@@ -111,3 +111,66 @@ def _to_lists(x: Any) -> Any:
 
 def _to_tuples(x: Any) -> Any:
     return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
+
+
+class GenerationSamples(L.Callback):
+    """Every ``every_n_evals`` evaluations, generate from ``prompt`` with the KV cache and log the text.
+
+    The text goes to the console and to TensorBoard's Text tab. Sampling uses
+    its own seeded generator and restores the model's train/eval mode, so a
+    run with this callback ends with exactly the weights of a run without it.
+    """
+
+    def __init__(
+        self,
+        prompt: str = "ROMEO:",
+        max_new_tokens: int = 200,
+        every_n_evals: int = 1,
+        temperature: float = 0.8,
+        top_k: int | None = 200,
+        seed: int = 1337,
+    ) -> None:
+        from tinyllm.generate import check_sampling
+
+        check_sampling(temperature, top_k, None)
+        if max_new_tokens < 1 or every_n_evals < 1 or not prompt:
+            raise ValueError("GenerationSamples needs a prompt, max_new_tokens >= 1 and every_n_evals >= 1")
+        self.prompt, self.max_new_tokens, self.every_n_evals = prompt, max_new_tokens, every_n_evals
+        self.temperature, self.top_k, self.seed = temperature, top_k, seed
+        self.evals = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"evals": self.evals}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.evals = int(state_dict.get("evals", 0))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        self.evals += 1
+        if self.evals % self.every_n_evals or not trainer.is_global_zero:
+            return
+        text = self.sample(pl_module, getattr(trainer.datamodule, "data_dir", None))
+        print(f"\n--- sample at step {trainer.global_step} ---\n{text}\n", flush=True)
+        experiment = getattr(trainer.logger, "experiment", None)
+        if hasattr(experiment, "add_text"):
+            # Indented four spaces: TensorBoard renders Markdown, and this keeps line breaks.
+            experiment.add_text("sample", "    " + text.replace("\n", "\n    "), trainer.global_step)
+
+    def sample(self, pl_module: L.LightningModule, data_dir: str | None = None) -> str:
+        from tinyllm.generate import generate
+        from tinyllm.tokenizers import tokenizer_from_state
+
+        tokenizer = tokenizer_from_state(pl_module.hparams["tokenizer"], data_dir)
+        model = pl_module.model
+        was_training = model.training
+        model.eval()
+        try:
+            g = generate(
+                model, tokenizer.encode(self.prompt), self.max_new_tokens, decode=tokenizer.decode,
+                temperature=self.temperature, top_k=self.top_k, seed=self.seed, kv_cache=True,
+            )
+        finally:
+            model.train(was_training)
+        return self.prompt + g.texts[0]

@@ -22,6 +22,7 @@ Lightning commands (see `python -m tinyllm COMMAND --help`):
 
 tinyllm commands:
   generate   sample text from a checkpoint (KV cache, top-k/top-p, streaming)
+  bench      measure speed: bench generate [--ckpt_path P | --preset modern] [--json FILE]
 """
 
 
@@ -71,9 +72,9 @@ def _lightning_cli(args: list[str] | None) -> None:
 
 
 def _commands() -> dict[str, Callable[[list[str]], Any]]:
-    from tinyllm import generate
+    from tinyllm import bench, generate
 
-    return {"generate": generate.main}
+    return {"generate": generate.main, "bench": bench.main}
 
 
 def main(argv: list[str] | None = None) -> None:

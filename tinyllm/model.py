@@ -108,12 +108,20 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, x: Tensor, positions: Tensor) -> Tensor:
-        """Rotate ``x`` of shape (B, H, T, D) for the absolute ``positions`` (T,)."""
-        cos, sin = self.cos[positions].to(x.dtype), self.sin[positions].to(x.dtype)
+    def angles(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """cos and sin (T, D) for the absolute ``positions`` (T,); computed once per forward, used by every layer."""
+        return self.cos[positions].to(dtype), self.sin[positions].to(dtype)
+
+    @staticmethod
+    def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        """Rotate ``x`` (B, H, T, D) by the angles behind ``cos``/``sin``."""
         x1, x2 = x.chunk(2, dim=-1)
         rotated = torch.cat([-x2, x1], dim=-1)
         return x * cos + rotated * sin
+
+    def forward(self, x: Tensor, positions: Tensor) -> Tensor:
+        """Rotate ``x`` of shape (B, H, T, D) for the absolute ``positions`` (T,)."""
+        return self.rotate(x, *self.angles(positions, x.dtype))
 
 
 # ----------------------------------------------------------------------------- attention
@@ -187,9 +195,8 @@ class CausalSelfAttention(nn.Module):
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(
-        self, x: Tensor, positions: Tensor, rope: RotaryEmbedding | None = None, cache: KVCache | None = None
-    ) -> Tensor:
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None = None, cache: KVCache | None = None) -> Tensor:
+        """``rope`` is the (cos, sin) pair of the tokens' positions, or None without RoPE."""
         b, t, c = x.shape
         # (B, T, C) -> (B, H, T, D): every head is a slice of the channel dimension.
         q, k, v = (
@@ -197,7 +204,7 @@ class CausalSelfAttention(nn.Module):
             for proj in (self.q_proj, self.k_proj, self.v_proj)
         )
         if rope is not None:
-            q, k = rope(q, positions), rope(k, positions)
+            q, k = RotaryEmbedding.rotate(q, *rope), RotaryEmbedding.rotate(k, *rope)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)
         y = self._attend(q, k, v)
@@ -277,10 +284,8 @@ class Block(nn.Module):
         self.post_attention_norm = make_norm(config)
         self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
 
-    def forward(
-        self, x: Tensor, positions: Tensor, rope: RotaryEmbedding | None, cache: KVCache | None
-    ) -> Tensor:
-        x = x + self.self_attn(self.input_norm(x), positions, rope, cache)
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None, cache: KVCache | None) -> Tensor:
+        x = x + self.self_attn(self.input_norm(x), rope, cache)
         return x + self.mlp(self.post_attention_norm(x))
 
 
@@ -361,8 +366,9 @@ class GPT(nn.Module):
         if self.embed_positions is not None:
             x = x + self.embed_positions(positions)
         x = self.dropout(x)
+        rope = self.rope.angles(positions, x.dtype) if self.rope is not None else None
         for layer in self.layers:
-            x = layer(x, positions, self.rope, cache)
+            x = layer(x, rope, cache)
         if cache is not None:
             cache.advance(t)
         return self.lm_head(self.norm(x))
