@@ -46,7 +46,7 @@ SMALL_TEXT = (
     "Whether 'tis nobler in the mind to suffer\n"
     "The slings and arrows of outrageous fortune,\n"
     "Or to take arms against a sea of troubles.\n"
-) * 25  # ~4.3 KB, 33 distinct characters
+) * 25  # ~4.3 KB, 28 distinct characters
 
 
 def one_line_error(excinfo: pytest.ExceptionInfo) -> str:
@@ -137,7 +137,7 @@ class _Server:
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     def close(self) -> None:
@@ -515,7 +515,7 @@ def test_training_on_a_custom_text_file(small_corpus: Path, empty_dir: Path, no_
     # data_dir is empty and downloads fail: a custom path must not need Tiny Shakespeare.
     dm = ShakespeareDataModule(data_dir=str(empty_dir), path=str(small_corpus), tokenizer="char", block_size=32)
     tok = dm.tokenizer
-    assert dm.vocab_size == len(set(SMALL_TEXT)) == 33
+    assert dm.vocab_size == len(set(SMALL_TEXT)) == 28
     assert tok.chars == "".join(sorted(set(SMALL_TEXT)))
     s = dm.splits()
     n_train = int(len(SMALL_TEXT) * 0.9)
@@ -568,13 +568,13 @@ CORRUPTIONS = {
     "wrong-arrays": lambda b: _npz_bytes(other=np.arange(3)),
     "empty": lambda b: b"",
     "truncated": lambda b: b[: len(b) // 2],
-    "bit-flip": lambda b: b[:100] + bytes([b[100] ^ 0xFF]) + b[101:],
+    "flipped-header-byte": lambda b: _flip(b, 100),  # inside train.npy's header: numpy refuses it
+    "flipped-data-byte": lambda b: _flip(b, len(b) // 2),  # inside the array data: zip CRC mismatch
 }
-CACHE_BUG = (
-    "bug: tinyllm/data.py:74 encode_splits catches only (OSError, ValueError, KeyError) around np.load; "
-    "an empty cache file raises EOFError and a truncated/bit-flipped one zipfile.BadZipFile, which crash "
-    "instead of being ignored and rebuilt"
-)
+
+
+def _flip(b: bytes, i: int) -> bytes:
+    return b[:i] + bytes([b[i] ^ 0xFF]) + b[i + 1 :]
 
 
 def _npz_bytes(**arrays) -> bytes:
@@ -588,9 +588,10 @@ def _npz_bytes(**arrays) -> bytes:
     [
         "garbage",
         "wrong-arrays",
-        pytest.param("empty", marks=pytest.mark.xfail(strict=True, reason=CACHE_BUG)),
-        pytest.param("truncated", marks=pytest.mark.xfail(strict=True, reason=CACHE_BUG)),
-        pytest.param("bit-flip", marks=pytest.mark.xfail(strict=True, reason=CACHE_BUG)),
+        "empty",
+        "truncated",
+        "flipped-header-byte",
+        "flipped-data-byte",
     ],
 )
 def test_corrupt_token_cache_is_ignored_and_rebuilt(small_corpus: Path, token_cache: Path, corruption: str):

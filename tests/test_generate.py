@@ -29,6 +29,15 @@ VOCAB = "abcdefghij "  # 11 characters: a CharTokenizer matching vocab_size=11
 TOL = 1e-5
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny models: thread start-up and contention cost more than they save on a small shared CPU.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def sharp_model(name: str = "modern", seed: int = 0, std: float = 0.3, **overrides) -> GPT:
     """A tiny random model whose logits are far from uniform (see the module docstring)."""
     torch.manual_seed(seed)
@@ -432,8 +441,8 @@ def test_unknown_prompt_character_is_named():
 # ----------------------------------------------------------------------------- 6. stop strings, streaming
 
 
-def _greedy_text(model, tok, prompt_ids, n):
-    g = generate(model, prompt_ids, n, decode=tok.decode, temperature=0)
+def _full_text(model, tok, prompt_ids, n, **sampling):
+    g = generate(model, prompt_ids, n, decode=tok.decode, **sampling)
     return g.texts[0]
 
 
@@ -453,11 +462,12 @@ def test_stop_string_cuts_text_and_stream_matches(name, stop_len):
     tok = CharTokenizer(VOCAB)
     prompt_ids = tok.encode("abc")
     n = 40
-    full = _greedy_text(model, tok, prompt_ids, n)
+    sampling = dict(seed=17, temperature=1.0)  # seeded sampling: varied text, yet reproducible
+    full = _full_text(model, tok, prompt_ids, n, **sampling)
     assert len(full) == n
     stop, at = _stop_in_the_middle(full, stop_len)
     pieces: list[str] = []
-    g = generate(model, prompt_ids, n, decode=tok.decode, stop=stop, on_text=pieces.append, temperature=0)
+    g = generate(model, prompt_ids, n, decode=tok.decode, stop=stop, on_text=pieces.append, **sampling)
     assert g.texts[0] == full[:at]
     assert stop not in g.texts[0]
     assert "".join(pieces) == g.texts[0]
@@ -480,7 +490,7 @@ def test_stream_without_stop_concatenates_to_text():
 def test_stop_string_never_hit_returns_everything():
     model = sharp_model("modern")
     tok = CharTokenizer(VOCAB)
-    full = _greedy_text(model, tok, tok.encode("ab"), 30)
+    full = _full_text(model, tok, tok.encode("ab"), 30, temperature=0)
     stop = next(a + b for a in VOCAB for b in VOCAB if a + b not in full)
     pieces: list[str] = []
     g = generate(model, tok.encode("ab"), 30, decode=tok.decode, stop=stop, on_text=pieces.append, temperature=0)
@@ -492,7 +502,7 @@ def test_stop_string_never_hit_returns_everything():
 def test_stop_string_at_the_very_start():
     model = sharp_model("modern")
     tok = CharTokenizer(VOCAB)
-    full = _greedy_text(model, tok, tok.encode("ab"), 20)
+    full = _full_text(model, tok, tok.encode("ab"), 20, temperature=0)
     pieces: list[str] = []
     g = generate(model, tok.encode("ab"), 20, decode=tok.decode, stop=full[:2], on_text=pieces.append, temperature=0)
     assert g.texts[0] == ""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal
@@ -37,7 +38,8 @@ from tinyllm.tokenizers import Tokenizer, build_tokenizer
 
 def read_corpus(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8", newline="") as f:  # newline="": keep "\r\n" as written
+            return f.read()
     except FileNotFoundError:
         raise TinyLLMError(f"corpus file {path} does not exist: check data.path") from None
     except UnicodeDecodeError as e:
@@ -71,8 +73,8 @@ def encode_splits(corpus: Path, text: str, tokenizer: Tokenizer, val_fraction: f
         try:
             with np.load(folder / name) as z:
                 return TokenSplits(z["train"], z["val"])
-        except (OSError, ValueError, KeyError):
-            pass  # missing or unreadable: look further, then rebuild
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            pass  # missing, truncated or corrupt: look further, then rebuild
     n_train = int(len(text) * (1.0 - val_fraction))
     dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.int32
     train = np.array(tokenizer.encode(text[:n_train]), dtype=dtype)
@@ -216,7 +218,7 @@ class ShakespeareDataModule(L.LightningDataModule):
             text, tok = self._load()
             splits = encode_splits(self.corpus_path(), text, tok, self.val_fraction)
             for name, arr in (("train", splits.train), ("val", splits.val)):
-                if len(arr) <= self.block_size + 1:
+                if len(arr) < self.block_size + 1:
                     raise TinyLLMError(
                         f"the {name} split has {len(arr)} tokens, too few for block_size={self.block_size}: "
                         "use a longer text or a smaller block_size"
