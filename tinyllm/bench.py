@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from tinyllm.errors import TinyLLMError
+from tinyllm.errors import TinyLLMError, one_line
 
 
 def _model_for_bench(ckpt_path: str | None, preset: str, device: torch.device):
@@ -79,7 +79,7 @@ def main(argv: list[str]) -> None:
     try:
         args = p.parse_args(argv)
     except ArgumentError as e:
-        raise TinyLLMError(str(e).splitlines()[0]) from None
+        raise TinyLLMError(one_line(str(e))) from None
     model, source = _model_for_bench(args.ckpt_path, args.preset, pick_device(args.device))
     print(f"bench generate: {source}, {model.num_parameters():,} parameters, batch 1, "
           f"{torch.get_num_threads()} threads, {next(model.parameters()).device}")

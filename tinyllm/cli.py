@@ -10,9 +10,10 @@ Every error a user can cause ends in one line on stderr and exit status 2.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
-from tinyllm.errors import TinyLLMError
+from tinyllm.errors import TinyLLMError, one_line
 
 HELP = """usage: python -m tinyllm COMMAND [options]
 
@@ -52,7 +53,13 @@ def _lightning_cli(args: list[str] | None) -> None:
             parser.set_defaults({"trainer.max_epochs": -1, "trainer.check_val_every_n_epoch": None})
 
         def before_instantiate_classes(self) -> None:
-            trainer_cfg = self.config[self.subcommand].trainer
+            cfg = self.config[self.subcommand]
+            ckpt_path = cfg.get("ckpt_path")
+            if ckpt_path and ckpt_path not in ("last", "best", "hpc") and not Path(ckpt_path).is_file():
+                raise TinyLLMError(
+                    f"checkpoint {ckpt_path} does not exist: pass a .ckpt file, or 'last' to resume the run's newest"
+                )
+            trainer_cfg = cfg.trainer
             if trainer_cfg.precision is None:
                 precision, why = choose_precision(str(trainer_cfg.accelerator))
                 trainer_cfg.precision = precision
@@ -68,7 +75,7 @@ def _lightning_cli(args: list[str] | None) -> None:
             parser_kwargs={"exit_on_error": False},
         )
     except ArgumentError as e:
-        raise TinyLLMError(str(e).splitlines()[0]) from None
+        raise TinyLLMError(one_line(str(e))) from None
 
 
 def _commands() -> dict[str, Callable[[list[str]], Any]]:

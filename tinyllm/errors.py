@@ -13,3 +13,9 @@ class TinyLLMError(Exception):
 
 class ConfigError(TinyLLMError, ValueError):
     """An impossible or unknown model/data configuration."""
+
+
+def one_line(message: str, limit: int = 400) -> str:
+    """jsonargparse spreads an error over several indented lines; join them into one."""
+    text = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

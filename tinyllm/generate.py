@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
-from tinyllm.errors import TinyLLMError
+from tinyllm.errors import TinyLLMError, one_line
 from tinyllm.model import GPT
 
 
@@ -256,7 +256,7 @@ def main(argv: list[str]) -> None:
     try:
         args = build_parser().parse_args(argv)
     except ArgumentError as e:
-        raise TinyLLMError(str(e).splitlines()[0]) from None
+        raise TinyLLMError(one_line(str(e))) from None
     loaded = load_model(args.ckpt_path, pick_device(args.device))
     tok = loaded.tokenizer
     prompt_ids = tok.encode(args.prompt)

@@ -1,0 +1,111 @@
+"""tinyllm.precision.choose_precision's decision table, and that --trainer.precision overrides it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import tinyllm.precision as precision
+from tinyllm.precision import choose_precision, detect_device
+
+TINY = Path(__file__).resolve().parent / "configs" / "tiny.yaml"
+
+
+@pytest.fixture
+def machine(monkeypatch: pytest.MonkeyPatch):
+    """Pretend to be a machine with the given devices: machine(cuda=..., bf16=..., mps=..., cpu_bf16=...)."""
+
+    def pretend(cuda: bool = False, bf16: bool = False, mps: bool = False, cpu_bf16: bool = False) -> None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+        monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: cpu_bf16)
+
+    return pretend
+
+
+@pytest.mark.parametrize(
+    ("devices", "accelerator", "expected", "device"),
+    [
+        pytest.param(dict(cuda=True, bf16=True), "auto", "bf16-mixed", "cuda", id="cuda-bf16"),
+        pytest.param(dict(cuda=True, bf16=False), "auto", "16-mixed", "cuda", id="cuda-no-bf16-T4"),
+        pytest.param(dict(cuda=True, bf16=True), "gpu", "bf16-mixed", "cuda", id="gpu-means-cuda"),
+        pytest.param(dict(cuda=True, bf16=False), "cuda", "16-mixed", "cuda", id="explicit-cuda"),
+        pytest.param(dict(mps=True), "auto", "32-true", "mps", id="mps"),
+        pytest.param(dict(mps=True, cpu_bf16=True), "auto", "32-true", "mps", id="mps-on-bf16-cpu"),
+        pytest.param(dict(mps=True), "gpu", "32-true", "mps", id="gpu-means-mps-without-cuda"),
+        pytest.param(dict(cpu_bf16=True), "auto", "bf16-mixed", "cpu", id="cpu-native-bf16"),
+        pytest.param(dict(), "auto", "32-true", "cpu", id="cpu-without-bf16"),
+        # An explicit CPU accelerator ignores the GPU: the CPU rule applies.
+        pytest.param(dict(cuda=True, bf16=True), "cpu", "32-true", "cpu", id="cpu-on-cuda-machine"),
+        pytest.param(dict(cuda=True, bf16=False, cpu_bf16=True), "cpu", "bf16-mixed", "cpu",
+                     id="cpu-on-cuda-machine-native-bf16"),
+        pytest.param(dict(cuda=True, bf16=True, mps=True), "cpu", "32-true", "cpu", id="cpu-beats-everything"),
+    ],
+)  # fmt: skip
+def test_decision_table(machine, devices: dict, accelerator: str, expected: str, device: str):
+    machine(**devices)
+    assert detect_device(accelerator) == device
+    chosen, why = choose_precision(accelerator)
+    assert chosen == expected
+    assert isinstance(why, str) and why.strip(), "the reason is printed to the user: it must say something"
+
+
+def test_cuda_wins_over_mps_and_cpu_bf16(machine):
+    machine(cuda=True, bf16=False, mps=True, cpu_bf16=True)
+    assert choose_precision()[0] == "16-mixed"
+
+
+def test_cpu_reason_mentions_emulation(machine):
+    machine()
+    assert "emulated" in choose_precision("cpu")[1]
+
+
+def test_cpu_has_native_bf16_reads_cpuinfo_flags(monkeypatch: pytest.MonkeyPatch):
+    for flags, expected in [("fpu sse avx2", False), ("fpu avx512f avx512_bf16", True), ("amx_bf16 amx_tile", True)]:
+        monkeypatch.setattr(precision.Path, "read_text", lambda self, _f=flags: f"flags\t: {_f}\n")
+        assert precision.cpu_has_native_bf16() is expected
+
+    def unreadable(self):
+        raise OSError("no /proc here")
+
+    monkeypatch.setattr(precision.Path, "read_text", unreadable)
+    assert precision.cpu_has_native_bf16() is False
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+
+def run_cli(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = os.environ.copy()  # TINYLLM_DATA_DIR and TINYLLM_CACHE_DIR come from the conftest
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return subprocess.run(
+        [sys.executable, "-m", "tinyllm", *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+
+
+def test_explicit_precision_wins_over_auto(tmp_path: Path):
+    # 32-true is what auto picks on a CPU without native bf16, so bf16-mixed shows the override
+    # (Lightning runs it, emulated, on any CPU).
+    proc = run_cli(
+        "fit", "--config", TINY, "--trainer.precision", "bf16-mixed",
+        "--trainer.max_steps", "2", "--trainer.limit_val_batches", "2", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-4000:]}"
+    assert "precision auto" not in proc.stderr
+    assert "bfloat16" in proc.stderr  # Lightning: "Using bfloat16 Automatic Mixed Precision (AMP)"
+    saved = yaml.safe_load((tmp_path / "logs/tiny/config.yaml").read_text())
+    assert saved["trainer"]["precision"] == "bf16-mixed"
+
+
+def test_explicit_precision_is_in_the_printed_config(tmp_path: Path):
+    proc = run_cli("fit", "--config", TINY, "--trainer.precision", "bf16-mixed", "--print_config", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert yaml.safe_load(proc.stdout)["trainer"]["precision"] == "bf16-mixed"
