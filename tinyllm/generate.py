@@ -28,7 +28,7 @@ from tinyllm.model import GPT
 
 
 def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    if temperature < 0:
+    if not temperature >= 0:  # also catches NaN
         raise TinyLLMError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
     if top_k is not None and top_k < 1:
         raise TinyLLMError(f"top_k must be at least 1 (or unset), got {top_k}")
@@ -49,7 +49,10 @@ def sample_next(
     """
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
+    scaled = logits.float() / temperature
+    if torch.isposinf(scaled).any():  # T so small that logits / T overflowed: the limit T -> 0 is argmax
+        return logits.argmax(dim=-1)
+    logits = scaled
     if top_k is not None and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
