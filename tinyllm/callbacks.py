@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import random
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ThroughputMonitor, TQDMProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint, ThroughputMonitor, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import _update_n
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from tinyllm.files import atomic_write_bytes
+
+from tinyllm.errors import NonFiniteLossError
 
 
 def _windows_in_batch(batch: Any) -> int:
@@ -65,6 +73,100 @@ class StepProgressBar(TQDMProgressBar):
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
         return metrics
+
+
+class ResumeCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` every ``every_n_train_steps`` optimizer steps: the checkpoint to resume from.
+
+    Periodic checkpoints, not evaluation-time ones, are what survive a hard kill
+    (a Colab disconnect is a SIGKILL). One refinement over a plain
+    ``ModelCheckpoint``: when an evaluation runs right after such a step, the
+    save waits until the evaluation has finished. Lightning does not re-run an
+    evaluation on resume, so a checkpoint taken just before it would lose that
+    evaluation's effect on early stopping and on the best checkpoint.
+    List this callback after the "best" ModelCheckpoint, so that the state it
+    saves already includes that evaluation's best score.
+    """
+
+    def __init__(self, dirpath: str, every_n_train_steps: int = 100) -> None:
+        if every_n_train_steps < 1:
+            raise ValueError("ResumeCheckpoint.every_n_train_steps must be at least 1")
+        super().__init__(
+            dirpath=dirpath,
+            every_n_train_steps=every_n_train_steps,
+            save_last=True,
+            save_top_k=0,
+            enable_version_counter=False,  # never last-v1.ckpt: there is one last.ckpt per run
+            save_on_train_epoch_end=False,
+        )
+        self._save_after_eval_at: int | None = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any) -> None:
+        # Lightning's own test for "does an evaluation follow this batch?" (private, hence the hasattr guard).
+        epoch_loop = trainer.fit_loop.epoch_loop
+        if hasattr(epoch_loop, "_should_check_val_fx") and epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher):
+            if trainer.global_step % self._every_n_train_steps == 0:
+                self._save_after_eval_at = trainer.global_step
+            return
+        super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._save_after_eval_at == trainer.global_step and not trainer.sanity_checking:
+            self._save_after_eval_at = None
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        super().on_validation_end(trainer, pl_module)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file beside its target, fsyncs it, then renames it into place.
+
+    Lightning's own atomic save stages the file in the system temp folder; when
+    checkpoints live on another filesystem (a mounted Google Drive) the final
+    move is a copy, and a kill during that copy leaves a truncated last.ckpt.
+    A rename within one folder is atomic: the previous checkpoint stays whole
+    until the new one is complete.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None or "://" in str(path):  # remote storage: Lightning's own path
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+class ExceptionCheckpoint(OnExceptionCheckpoint):
+    """Saves ``on_exception.ckpt`` on Ctrl-C or a crash, but not after a non-finite loss.
+
+    ``--ckpt_path last`` picks the newest of ``last.ckpt`` and this file. A
+    non-finite loss means the state is no longer worth resuming from, so the
+    last periodic checkpoint stays the one that is picked.
+    """
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, NonFiniteLossError):
+            return
+        super().on_exception(trainer, pl_module, exception)
+
+
+class TensorBoardResume(L.Callback):
+    """On resume, hide what the crashed run logged after its checkpoint, so each curve stays one line.
+
+    TensorBoard's ``purge_step``: events at or after that step in earlier files
+    of the run directory are dropped when the logs are read. It must be set
+    before the SummaryWriter is created, which happens lazily on first use.
+    """
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        # Lightning logs optimizer step k (1-based) at step k - 1, so a checkpoint taken after
+        # `global_step` steps holds everything logged below that step; the resumed run logs from there.
+        purge_step = int(checkpoint.get("global_step", 0))
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                if logger._experiment is not None:  # already opened: reopen with the purge
+                    logger._experiment.close()
+                    logger._experiment = None
+                logger._kwargs["purge_step"] = purge_step
 
 
 class RNGState(L.Callback):

@@ -9,6 +9,7 @@ Every error a user can cause ends in one line on stderr and exit status 2.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -65,6 +66,11 @@ def _lightning_cli(args: list[str] | None) -> None:
                 trainer_cfg.precision = precision
                 print(f"tinyllm: precision auto -> {precision} ({why})", file=sys.stderr)
 
+        def before_fit(self) -> None:
+            check_output_dirs(self.trainer, self.model.model.num_parameters())
+            if self.config[self.subcommand].get("ckpt_path") == "last":
+                announce_fresh_start(self.trainer)
+
     try:
         TinyLLMCLI(
             GPTLitModule,
@@ -76,6 +82,46 @@ def _lightning_cli(args: list[str] | None) -> None:
         )
     except ArgumentError as e:
         raise TinyLLMError(one_line(str(e))) from None
+
+
+def check_output_dirs(trainer: Any, n_params: int) -> None:
+    """Fail at start-up, not after an hour, when checkpoints or logs cannot be written."""
+    from lightning.pytorch.callbacks import Checkpoint
+
+    # A checkpoint holds weights and two Adam moments in fp32; a save needs room for a second copy.
+    needed = 2 * 3 * 4 * n_params
+    dirs = {Path(cb.dirpath) for cb in trainer.callbacks if isinstance(cb, Checkpoint) and getattr(cb, "dirpath", None)}
+    if trainer.logger is not None and trainer.logger.log_dir:
+        dirs.add(Path(trainer.logger.log_dir))
+    for d in sorted(dirs):
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            probe = d / ".tinyllm-write-test"
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as e:
+            raise TinyLLMError(f"cannot write to {d} ({e.strerror}): choose a writable checkpoint/log directory") from None
+        free = shutil.disk_usage(d).free
+        if free < needed:
+            raise TinyLLMError(
+                f"only {free / 1e6:.0f} MB free at {d}, a checkpoint needs about {needed / 1e6:.0f} MB: free some space"
+            )
+
+
+def announce_fresh_start(trainer: Any) -> None:
+    """`--ckpt_path last` with nothing saved yet: Lightning starts fresh with a warning; say it plainly."""
+    from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+
+    found = []
+    for cb in trainer.callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.dirpath:
+            found += [p for p in Path(cb.dirpath).glob("last*.ckpt")]
+        elif isinstance(cb, OnExceptionCheckpoint):
+            found += [p for p in [Path(cb.ckpt_path)] if p.exists()]
+    if not found:
+        dirs = sorted({str(cb.dirpath) for cb in trainer.callbacks if getattr(cb, "dirpath", None)})
+        print(f"tinyllm: no checkpoint to resume in {', '.join(dirs) or 'the checkpoint directory'}: "
+              "starting a new run", file=sys.stderr)
 
 
 def _commands() -> dict[str, Callable[[list[str]], Any]]:

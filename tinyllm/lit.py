@@ -12,7 +12,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from tinyllm.config import GPTConfig
-from tinyllm.errors import TinyLLMError
+from tinyllm.errors import NonFiniteLossError, TinyLLMError
 from tinyllm.model import GPT
 
 
@@ -90,8 +90,8 @@ class GPTLitModule(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss = self._loss(batch)
         if not torch.isfinite(loss):
-            raise TinyLLMError(
-                f"loss became {loss.item()} at step {self.global_step}: lower the learning rate or use "
+            raise NonFiniteLossError(
+                f"the loss became {loss.item()} at step {self.global_step}: lower the learning rate or use "
                 "--trainer.precision 32-true; the last good checkpoint is kept"
             )
         self.flops_per_batch = self._flops_per_token * batch[0].numel()

@@ -1,0 +1,152 @@
+"""Lose nothing: a run killed with SIGKILL and resumed ends bit-for-bit where the uninterrupted run ends.
+
+Every run goes through the CLI in a subprocess, as a user would run it. The
+kill comes from tests/helpers/faults.py: a real SIGKILL, so no hook, finally
+block or on-exception checkpoint gets to run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = str(REPO / "tests" / "configs" / "tiny.yaml")
+HELPERS = str(REPO / "tests" / "helpers")
+# Dropout and gradient accumulation on, so the RNG and the accumulation phase are part of what must resume.
+# The checkpoint every 8 optimizer steps falls on an evaluation (every 8 batches = 4 steps): its save is deferred.
+RUN = ["fit", "--config", TINY, "--model.arch.dropout", "0.1", "--trainer.accumulate_grad_batches", "2",
+       "--trainer.max_steps", "24", "--trainer.log_every_n_steps", "1"]  # fmt: skip
+CKPT = Path("checkpoints/tiny")
+
+
+def fit(cwd: Path, *extra: str, kill_at: int | None = None, killer: str = "KillAt") -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = list(extra)
+    if kill_at is not None:
+        env["TINYLLM_TEST_KILL_AT_STEP"] = str(kill_at)
+        env["PYTHONPATH"] = HELPERS + os.pathsep + env.get("PYTHONPATH", "")
+        args.append(f"--trainer.callbacks+=faults.{killer}")
+    cwd.mkdir(parents=True, exist_ok=True)
+    return subprocess.run([sys.executable, "-m", "tinyllm", *RUN, *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def load(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def differences(a: Any, b: Any, root_a: str, root_b: str, where: str = "") -> list[str]:
+    """Every place two checkpoints differ; tensors compared exactly, the two run folders' paths made equal."""
+    if isinstance(a, str) and isinstance(b, str):
+        return [] if a.replace(root_a, "RUN") == b.replace(root_b, "RUN") else [f"{where}: {a!r} != {b!r}"]
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        same = isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype
+        return [] if same and a.shape == b.shape and torch.equal(a, b) else [f"{where}: tensors differ"]
+    if isinstance(a, dict) and isinstance(b, dict):
+        ka = {k.replace(root_a, "RUN") if isinstance(k, str) else k: k for k in a}
+        kb = {k.replace(root_b, "RUN") if isinstance(k, str) else k: k for k in b}
+        if set(ka) != set(kb):
+            return [f"{where}: keys {sorted(map(str, set(ka) ^ set(kb)))}"]
+        return [d for k in ka for d in differences(a[ka[k]], b[kb[k]], root_a, root_b, f"{where}/{k}")]
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in differences(x, y, root_a, root_b, f"{where}[{i}]")]
+    return [] if a == b else [f"{where}: {a!r} != {b!r}"]
+
+
+def scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar series as TensorBoard shows it (purged steps removed)."""
+    acc = EventAccumulator(str(logdir))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("uninterrupted")
+    proc = fit(run)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert load(run / CKPT / "last.ckpt")["global_step"] == 24
+    return run
+
+
+def assert_same_final_state(reference: Path, resumed: Path, only: tuple[str, ...] | None = None) -> None:
+    a, b = load(reference / CKPT / "last.ckpt"), load(resumed / CKPT / "last.ckpt")
+    assert b["global_step"] == 24
+    # The comparison covers what must resume: weights, optimizer moments, schedule, data position, RNG.
+    for key in ("state_dict", "optimizer_states", "lr_schedulers", "ShakespeareDataModule", "loops", "callbacks"):
+        assert key in a
+    if only is not None:
+        a, b = {k: a[k] for k in only}, {k: b[k] for k in only}
+    assert differences(a, b, str(reference), str(resumed)) == []
+
+
+def test_sigkill_between_checkpoints_then_resume_is_bit_exact(uninterrupted: Path, tmp_path: Path) -> None:
+    killed = fit(tmp_path, kill_at=12)  # after the checkpoint at step 8, before the one at 16
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert load(tmp_path / CKPT / "last.ckpt")["global_step"] == 8
+    assert (tmp_path / "logs/tiny/config.yaml").exists()  # the first start's saved config must not block the resume
+
+    resumed = fit(tmp_path, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "Restored all states from the checkpoint" in resumed.stderr
+    assert_same_final_state(uninterrupted, tmp_path)
+
+    # The logs: one run directory, and each curve is the uninterrupted run's curve exactly, with
+    # the steps logged between the checkpoint (8) and the kill (12) shown once, not twice.
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["tiny"]
+    ours, theirs = scalars(tmp_path / "logs/tiny"), scalars(uninterrupted / "logs/tiny")
+    for tag in ("train_loss", "val_loss", "val_ppl"):
+        steps = [s for s, _ in ours[tag]]
+        assert steps == sorted(set(steps)), f"{tag} has repeated steps: {steps}"
+        assert ours[tag] == theirs[tag], tag
+
+
+def test_sigkill_in_the_middle_of_a_save_keeps_the_previous_checkpoint(uninterrupted: Path, tmp_path: Path) -> None:
+    killed = fit(tmp_path, kill_at=16, killer="KillMidSave")  # dies writing the step-16 checkpoint
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    last = tmp_path / CKPT / "last.ckpt"
+    assert load(last)["global_step"] == 8  # whole, loadable, and still the previous one
+    resumed = fit(tmp_path, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"Restoring states from the checkpoint path at {last}" in resumed.stderr
+    assert_same_final_state(uninterrupted, tmp_path)
+
+
+def test_ckpt_path_last_with_nothing_saved_starts_fresh_and_says_so(tmp_path: Path) -> None:
+    proc = fit(tmp_path, "--ckpt_path", "last", "--trainer.max_steps", "4")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "no checkpoint to resume" in proc.stderr
+    assert load(tmp_path / CKPT / "last.ckpt")["global_step"] == 4
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(uninterrupted: Path, tmp_path: Path) -> None:
+    interrupted = fit(tmp_path, kill_at=12, killer="InterruptAt")
+    assert interrupted.returncode != 0
+    on_exception = tmp_path / CKPT / "on_exception.ckpt"
+    assert load(on_exception)["global_step"] == 12  # newer than last.ckpt (step 8): `last` picks it
+    resumed = fit(tmp_path, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "Restoring states from the checkpoint path at checkpoints/tiny/on_exception.ckpt" in resumed.stderr
+    # The training trajectory is exact. One thing is not: Ctrl-C came right before an evaluation, and
+    # Lightning does not run an evaluation a checkpoint was saved before, so one evaluation is missing.
+    training = ("state_dict", "optimizer_states", "lr_schedulers", "ShakespeareDataModule", "global_step")
+    assert_same_final_state(uninterrupted, tmp_path, only=training)
+    assert not on_exception.exists()  # a finished run removes its stale on-exception checkpoint
+
+
+def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    proc = fit(tmp_path, kill_at=10, killer="PoisonAt")
+    assert proc.returncode == 2
+    last_line = proc.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("tinyllm: error: the loss became nan at step 10"), last_line
+    assert "Traceback" not in proc.stderr
+    assert load(tmp_path / CKPT / "last.ckpt")["global_step"] == 8
+    assert not (tmp_path / CKPT / "on_exception.ckpt").exists()
