@@ -73,7 +73,8 @@ def best_model_score(ckpt: dict) -> float:
 
 def reported_val_loss(stdout: str) -> float:
     """val_loss from the results table that ``validate`` prints (``val_loss   3.59...``)."""
-    values = re.findall(r"^\s*val_loss\s+([-+0-9.eE]+)\s*$", stdout, flags=re.MULTILINE)
+    # Lightning prints a plain table, or a box-drawn one when `rich` is installed (transformers brings it).
+    values = re.findall(r"^\W*val_loss\W+([-+0-9.eE]+)\W*$", stdout, flags=re.MULTILINE)
     assert len(values) == 1, f"expected one val_loss row in validate's output:\n{stdout[-2000:]}"
     return float(values[0])
 

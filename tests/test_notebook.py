@@ -133,7 +133,7 @@ def test_notebook_trains_resumes_validates_and_generates(tmp_path: Path, monkeyp
 
     [validate] = outputs["validate"]
     assert validate.returncode == 0, describe(validate)
-    assert re.search(r"^\s*val_loss\s+[0-9.]+", validate.stdout, flags=re.MULTILINE), describe(validate)
+    assert re.search(r"^\W*val_loss\W+[0-9.]+", validate.stdout, flags=re.MULTILINE), describe(validate)
 
     [generate] = outputs["generate"]
     assert generate.returncode == 0, describe(generate)

@@ -1,0 +1,74 @@
+"""``python -m tinyllm plot``: a run's TensorBoard logs as PNG loss and learning-rate curves.
+
+    python -m tinyllm plot --logdir logs/quick --out results/quick.png
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tinyllm.errors import TinyLLMError, one_line
+
+
+def read_scalars(logdir: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar series of a TensorBoard run directory, as TensorBoard shows it (purged steps removed)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    path = Path(logdir)
+    if not any(path.glob("events.out.tfevents.*")):
+        raise TinyLLMError(f"no TensorBoard event files in {path}: pass a run directory such as logs/quick")
+    acc = EventAccumulator(str(path), size_guidance={"scalars": 0})  # 0 = keep every point
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def plot_run(logdir: str | Path, out: str | Path, title: str | None = None) -> Path:
+    """Loss (train and val) on the left, learning rate on the right; returns the PNG's path."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only, no display needed
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise TinyLLMError("plotting needs matplotlib: pip install matplotlib") from None
+    series = read_scalars(logdir)
+    if "train_loss" not in series and "val_loss" not in series:
+        raise TinyLLMError(f"{logdir} has no train_loss or val_loss curves to plot")
+    fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(11, 4))
+    for tag, style in (("train_loss", dict(alpha=0.5, lw=1)), ("val_loss", dict(marker="o", lw=2))):
+        if tag in series:
+            steps, values = zip(*series[tag])
+            ax_loss.plot(steps, values, label=tag, **style)
+    ax_loss.set(xlabel="step", ylabel="cross-entropy (nats/token)", title="loss")
+    ax_loss.legend()
+    ax_loss.grid(alpha=0.3)
+    for tag in sorted(t for t in series if t.startswith("lr-")):
+        steps, values = zip(*series[tag])
+        ax_lr.plot(steps, values, label=tag.removeprefix("lr-"))
+    ax_lr.set(xlabel="step", ylabel="learning rate", title="learning rate")
+    if ax_lr.has_data():
+        ax_lr.legend()
+    ax_lr.grid(alpha=0.3)
+    fig.suptitle(title or str(logdir))
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str]) -> None:
+    from jsonargparse import ArgumentError, ArgumentParser
+
+    p = ArgumentParser(prog="python -m tinyllm plot", exit_on_error=False,
+                       description="Plot a run's loss and learning-rate curves from its TensorBoard logs.")
+    p.add_argument("--logdir", type=str, required=True, help="a run directory, e.g. logs/quick")
+    p.add_argument("--out", type=str | None, default=None, help="PNG path (default: <logdir>/curves.png)")
+    p.add_argument("--title", type=str | None, default=None)
+    try:
+        args = p.parse_args(argv)
+    except ArgumentError as e:
+        raise TinyLLMError(one_line(str(e))) from None
+    out = plot_run(args.logdir, args.out or Path(args.logdir) / "curves.png", args.title)
+    print(f"wrote {out}")
