@@ -1,4 +1,4 @@
-"""``python -m tinyllm bench generate``: measured speed, printed (and optionally saved as JSON).
+"""``python -m tinyllm bench generate|train``: measured speed, printed (and optionally saved as JSON).
 
 Speed claims in tinyllm come from here, never from timed unit tests. Run one
 benchmark at a time on an otherwise idle machine.
@@ -51,6 +51,87 @@ def bench_generate(
     return rows
 
 
+# ----------------------------------------------------------------------------- training
+
+
+def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
+    """This device's fp32 matrix-multiply FLOP/s, measured now: best of ``repeats`` n×n products (2n³ FLOPs each)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n**3 / best
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def bench_plain_loop(lit, datamodule, steps: int, warmup: int, accumulate: int, clip: float | None) -> list[float]:
+    """The same training step as the Lightning run, as a plain PyTorch loop: seconds per optimizer step."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from tinyllm.data import RandomWindows
+    from tinyllm.lit import make_optimizer, make_scheduler
+
+    model = copy.deepcopy(lit.model).train()
+    optimizer = make_optimizer(model, lit.lr, lit.weight_decay, lit.betas)
+    scheduler = make_scheduler(optimizer, lit.warmup_steps, warmup + steps, lit.min_lr / lit.lr)
+    batches = iter(RandomWindows(datamodule._train_tokens, datamodule.block_size, datamodule.batch_size,
+                                 datamodule.seed, rank=0))
+    times = []
+    for _ in range(warmup + steps):
+        t0 = time.perf_counter()
+        for _ in range(accumulate):
+            x, y = next(batches)
+            logits = model(x)
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1)) / accumulate
+            loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+    return times[warmup:]
+
+
+def bench_lightning(lit, datamodule, trainer_cfg, steps: int, warmup: int) -> list[float]:
+    """Seconds per optimizer step of ``Trainer.fit`` with the config's precision, accumulation and clipping."""
+    import lightning as L
+
+    class StepTimes(L.Callback):
+        def __init__(self) -> None:
+            self.stamps: list[float] = []
+
+        def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+            if len(self.stamps) < trainer.global_step + 1:  # an optimizer step just finished
+                self.stamps.append(time.perf_counter())
+
+        def on_train_start(self, trainer: L.Trainer, *args: Any) -> None:
+            self.stamps = [time.perf_counter()]
+
+    timer = StepTimes()
+    trainer = L.Trainer(
+        max_steps=warmup + steps, max_epochs=-1, accumulate_grad_batches=trainer_cfg["accumulate"],
+        gradient_clip_val=trainer_cfg["clip"], precision=trainer_cfg["precision"], accelerator="cpu",
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer],
+    )
+    trainer.fit(lit, datamodule=datamodule)
+    stamps = timer.stamps
+    return [b - a for a, b in zip(stamps[:-1], stamps[1:])][warmup:]
+
+
 def _environment() -> dict[str, Any]:
     return {
         "torch": torch.__version__,
@@ -61,36 +142,87 @@ def _environment() -> dict[str, Any]:
     }
 
 
+def run_bench_train(config_args: list[str], steps: int, warmup: int) -> dict[str, Any]:
+    """Plain PyTorch loop vs Lightning on the same config: tokens/s, step time, MFU, peak memory, overhead."""
+    import statistics
+
+    from tinyllm.cli import build_cli
+
+    cli = build_cli(config_args, run=False)
+    lit, datamodule, trainer = cli.model, cli.datamodule, cli.trainer
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    cfg = {"accumulate": trainer.accumulate_grad_batches, "clip": trainer.gradient_clip_val,
+           "precision": trainer.precision}
+    tokens_per_step = datamodule.batch_size * datamodule.block_size * cfg["accumulate"]
+    peak = matmul_peak_flops()
+    plain = statistics.median(bench_plain_loop(lit, datamodule, steps, warmup, cfg["accumulate"], cfg["clip"]))
+    lightning = statistics.median(bench_lightning(lit, datamodule, cfg, steps, warmup))
+    flops_per_step = lit._flops_per_token * tokens_per_step
+    row = {"config": " ".join(config_args), "parameters": lit.model.num_parameters(),
+           "tokens_per_step": tokens_per_step, "precision": cfg["precision"],
+           "matmul_peak_gflops": round(peak / 1e9, 1)}
+    for name, seconds in (("plain", plain), ("lightning", lightning)):
+        row[f"{name}_step_s"] = round(seconds, 4)
+        row[f"{name}_tokens_per_s"] = round(tokens_per_step / seconds, 1)
+        row[f"{name}_mfu"] = round(flops_per_step / seconds / peak, 4)
+    row["lightning_overhead"] = round(lightning / plain - 1, 4)
+    row["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    return row
+
+
+def _print_train(row: dict[str, Any]) -> None:
+    print(f"bench train: {row['config']} | {row['parameters']:,} parameters, {row['tokens_per_step']:,} tokens/step, "
+          f"{row['precision']}, matmul peak {row['matmul_peak_gflops']} GFLOP/s (measured now)")
+    for name in ("plain", "lightning"):
+        print(f"  {name:>9}: {row[f'{name}_step_s']:.3f} s/step  {row[f'{name}_tokens_per_s']:>9,.0f} tokens/s  "
+              f"MFU {row[f'{name}_mfu']:.1%}")
+    print(f"  Lightning overhead {row['lightning_overhead']:+.1%}, peak resident memory {row['peak_rss_mb']:,.0f} MB")
+
+
 def main(argv: list[str]) -> None:
     from jsonargparse import ArgumentError, ArgumentParser
 
     from tinyllm.generate import pick_device
 
     p = ArgumentParser(prog="python -m tinyllm bench", exit_on_error=False,
-                       description="Measure generation speed (bench generate).")
-    p.add_argument("what", choices=["generate"])
-    p.add_argument("--ckpt_path", type=str | None, default=None, help="benchmark this checkpoint ...")
-    p.add_argument("--preset", type=str, default="modern", help="... or a randomly initialised preset")
-    p.add_argument("--lengths", type=list[int], default=[100, 500, 1000])
-    p.add_argument("--repeats", type=int, default=1, help="runs per setting; the fastest is reported")
-    p.add_argument("--recompute", type=bool, default=True, help="also time generation without the cache")
-    p.add_argument("--device", type=str, default="auto")
+                       description="Measure speed: `bench generate` (KV cache vs recompute) or `bench train`.")
+    p.add_argument("what", choices=["generate", "train"])
+    p.add_argument("--ckpt_path", type=str | None, default=None, help="generate: benchmark this checkpoint ...")
+    p.add_argument("--preset", type=str, default="modern", help="generate: ... or a randomly initialised preset")
+    p.add_argument("--lengths", type=list[int], default=[100, 500, 1000], help="generate: new tokens per run")
+    p.add_argument("--repeats", type=int, default=1, help="generate: runs per setting; the fastest is reported")
+    p.add_argument("--recompute", type=bool, default=True, help="generate: also time it without the cache")
+    p.add_argument("--device", type=str, default="auto", help="generate: auto, cpu, cuda or mps")
+    p.add_argument("--config", type=str | None, default=None, help="train: the YAML config, as for fit")
+    p.add_argument("--set", type=list[str], default=[], help='train: overrides, e.g. ["--data.batch_size=16"]')
+    p.add_argument("--steps", type=int, default=5, help="train: measured optimizer steps (after warm-up)")
+    p.add_argument("--warmup", type=int, default=2, help="train: optimizer steps not measured")
     p.add_argument("--json", type=str | None, default=None, help="also write the figures to this file")
     try:
         args = p.parse_args(argv)
     except ArgumentError as e:
         raise TinyLLMError(one_line(str(e))) from None
-    model, source = _model_for_bench(args.ckpt_path, args.preset, pick_device(args.device))
-    print(f"bench generate: {source}, {model.num_parameters():,} parameters, batch 1, "
-          f"{torch.get_num_threads()} threads, {next(model.parameters()).device}")
-    rows = bench_generate(model, args.lengths, repeats=args.repeats, recompute=args.recompute)
-    header = f"{'new tokens':>10} {'cached tok/s':>13} {'recompute tok/s':>16} {'speedup':>8} {'TTFT cached':>12}"
-    print(header)
-    for r in rows:
-        print(f"{r['new_tokens']:>10} {r['cached_tokens_per_s']:>13.1f} {r.get('recompute_tokens_per_s', float('nan')):>16.1f} "
-              f"{r.get('speedup', float('nan')):>7.1f}x {r['cached_first_token_ms']:>10.1f}ms")
-    if args.json:
+    if args.what == "train":
+        if not args.config:
+            raise TinyLLMError("bench train needs --config, e.g. --config configs/modern.yaml")
+        config_args = ["--config", args.config, *args.set]
+        out: dict[str, Any] = run_bench_train(config_args, args.steps, args.warmup)
+        _print_train(out)
+        out = {"benchmark": "train", "environment": _environment(), "results": [out]}
+    else:
+        model, source = _model_for_bench(args.ckpt_path, args.preset, pick_device(args.device))
+        print(f"bench generate: {source}, {model.num_parameters():,} parameters, batch 1, "
+              f"{torch.get_num_threads()} threads, {next(model.parameters()).device}")
+        rows = bench_generate(model, args.lengths, repeats=args.repeats, recompute=args.recompute)
+        print(f"{'new tokens':>10} {'cached tok/s':>13} {'recompute tok/s':>16} {'speedup':>8} {'TTFT cached':>12}")
+        for r in rows:
+            print(f"{r['new_tokens']:>10} {r['cached_tokens_per_s']:>13.1f} "
+                  f"{r.get('recompute_tokens_per_s', float('nan')):>16.1f} "
+                  f"{r.get('speedup', float('nan')):>7.1f}x {r['cached_first_token_ms']:>10.1f}ms")
         out = {"benchmark": "generate", "model": source, "parameters": model.num_parameters(),
                "environment": _environment(), "results": rows}
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
         print(f"wrote {args.json}")

@@ -3,6 +3,8 @@
 Training checkpoints are Lightning ``.ckpt`` files. For inference we read them
 with ``torch.load(weights_only=True)``: tensors and plain containers only, so a
 file carrying foreign pickled objects (which could run code) is refused.
+Exported folders (``tinyllm export``: ``model.safetensors`` + ``config.json``)
+are read with safetensors and json, which cannot run code at all.
 """
 
 from __future__ import annotations
@@ -31,14 +33,20 @@ class LoadedModel:
     metrics: dict[str, float]
 
 
+CHECKPOINT_NAMES = ("last.ckpt", "best.ckpt")  # what a directory given as a checkpoint means, in order
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint file; a directory means its ``last.ckpt`` (else ``best.ckpt``)."""
     p = Path(path).expanduser()
     if p.is_dir():
-        for name in ("last.ckpt", "best.ckpt"):
+        for name in CHECKPOINT_NAMES:
             if (p / name).is_file():
                 return p / name
-        raise TinyLLMError(f"{p} holds no last.ckpt or best.ckpt: pass the path of a .ckpt file")
+        raise TinyLLMError(
+            f"{p} holds no last.ckpt or best.ckpt, nor an exported model (config.json + model.safetensors): "
+            "pass the path of a .ckpt file or of a `tinyllm export` folder"
+        )
     if not p.is_file():
         raise TinyLLMError(f"checkpoint {p} does not exist: check --ckpt_path (e.g. checkpoints/quick/last.ckpt)")
     return p
@@ -61,9 +69,36 @@ def read_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
     return p, ckpt
 
 
+def export_dir_of(path: str | Path) -> Path | None:
+    """The exported folder ``path`` names (the folder, or its model.safetensors), or None.
+
+    A directory holding last.ckpt/best.ckpt stays a checkpoint directory, as before.
+    """
+    from tinyllm.export import is_export_dir
+
+    p = Path(path).expanduser()
+    if p.is_file() and p.suffix == ".safetensors":
+        p = p.parent
+    if not p.is_dir() or any((p / name).is_file() for name in CHECKPOINT_NAMES):
+        return None
+    return p if is_export_dir(p) else None
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu", data_dir: str | None = None) -> LoadedModel:
-    """The GPT and tokenizer of a training checkpoint, in eval mode on ``device``."""
+    """The GPT and tokenizer of a training checkpoint or an exported folder, in eval mode on ``device``."""
+    export_dir = export_dir_of(path)
+    if export_dir is not None:
+        from tinyllm.export import load_export
+
+        return load_export(export_dir, device, data_dir)
     p, ckpt = read_checkpoint(path)
+    return model_from_checkpoint(p, ckpt, device, data_dir)
+
+
+def model_from_checkpoint(
+    p: Path, ckpt: dict[str, Any], device: str | torch.device = "cpu", data_dir: str | None = None
+) -> LoadedModel:
+    """The GPT and tokenizer of a checkpoint dict returned by :func:`read_checkpoint`."""
     hparams = ckpt["hyper_parameters"]
     try:
         config = GPTConfig.from_dict(hparams["arch"])

@@ -25,11 +25,22 @@ Lightning commands (see `python -m tinyllm COMMAND --help`):
 tinyllm commands:
   generate   sample text from a checkpoint (KV cache, top-k/top-p, streaming)
   bench      measure speed: bench generate [--ckpt_path P | --preset modern] [--json FILE]
+             bench train --config configs/modern.yaml [--steps 5] [--json FILE]
+  plot       loss and LR curves as PNG: plot --logdir logs/quick [--out curves.png]
+  export     shareable folder (safetensors, Llama layout if LLaMA-shaped): export --ckpt_path P --out_dir DIR
+  publish    upload an export to the Hub ($HF_TOKEN): publish --export_dir DIR --repo_id USER/NAME [--dry_run true]
+
+generate, bench and validate also take an exported folder as --ckpt_path.
 """
 
 
 def _lightning_cli(args: list[str] | None) -> None:
     """Lightning's CLI; ``args=None`` reads sys.argv like any command-line program."""
+    build_cli(args)
+
+
+def build_cli(args: list[str] | None, run: bool = True) -> Any:
+    """tinyllm's LightningCLI. ``run=False`` only builds model, data and trainer from ``--config`` args."""
     # Imported here so that `python -m tinyllm generate` does not pay for Lightning's CLI machinery.
     from jsonargparse import ArgumentError
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -54,7 +65,7 @@ def _lightning_cli(args: list[str] | None) -> None:
             parser.set_defaults({"trainer.max_epochs": -1, "trainer.check_val_every_n_epoch": None})
 
         def before_instantiate_classes(self) -> None:
-            cfg = self.config[self.subcommand]
+            cfg = self.config[self.subcommand] if self.subcommand else self.config
             ckpt_path = cfg.get("ckpt_path")
             if ckpt_path and ckpt_path not in ("last", "best", "hpc") and not Path(ckpt_path).is_file():
                 raise TinyLLMError(
@@ -72,10 +83,11 @@ def _lightning_cli(args: list[str] | None) -> None:
                 announce_fresh_start(self.trainer)
 
     try:
-        TinyLLMCLI(
+        return TinyLLMCLI(
             GPTLitModule,
             ShakespeareDataModule,
             args=args,
+            run=run,
             seed_everything_default=1337,
             save_config_kwargs={"overwrite": True},  # a resumed run re-saves its config
             parser_kwargs={"exit_on_error": False},
@@ -125,9 +137,20 @@ def announce_fresh_start(trainer: Any) -> None:
 
 
 def _commands() -> dict[str, Callable[[list[str]], Any]]:
-    from tinyllm import bench, generate
+    from tinyllm import bench, export, generate, plot, publish
 
-    return {"generate": generate.main, "bench": bench.main}
+    def validate(args: list[str]) -> None:
+        # Lightning's validate, unchanged; an exported folder as --ckpt_path is handed over as a temporary .ckpt.
+        import warnings
+
+        with export.lightning_checkpoint_args(args) as lightning_args, warnings.catch_warnings():
+            full = ["validate", *lightning_args]
+            # Lightning warns when explicit args differ from sys.argv: here that is the point.
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            _lightning_cli(None if full == sys.argv[1:] else full)
+
+    return {"generate": generate.main, "bench": bench.main, "export": export.main, "publish": publish.main,
+            "validate": validate, "plot": plot.main}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:

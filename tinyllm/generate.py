@@ -235,7 +235,7 @@ def build_parser():
 
     p = ArgumentParser(prog="python -m tinyllm generate", description="Sample text from a checkpoint.",
                        exit_on_error=False)
-    p.add_argument("--ckpt_path", type=str, required=True, help="a .ckpt file (or a directory holding last.ckpt)")
+    p.add_argument("--ckpt_path", type=str, required=True, help="a .ckpt file, a directory holding last.ckpt, or an exported folder")
     p.add_argument("--prompt", type=str, default="ROMEO:")
     p.add_argument("--max_new_tokens", type=int, default=500)
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")

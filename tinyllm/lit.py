@@ -33,6 +33,24 @@ def warmup_cosine(step: int, warmup_steps: int, max_steps: int, min_ratio: float
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas: tuple[float, float]) -> torch.optim.AdamW:
+    """AdamW with decay on weight matrices and embeddings only, not on norm gains or biases."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": weight_decay, "name": "decay"},
+        {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
+    ]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, max_steps: int, min_ratio: float):
+    """Linear warmup, then cosine decay to ``min_ratio`` of the peak LR, stepped once per optimizer step."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, warmup_steps, max_steps, min_ratio)
+    )
+
+
 class GPTLitModule(L.LightningModule):
     """Trains a :class:`tinyllm.model.GPT` on next-token cross-entropy.
 
@@ -111,20 +129,8 @@ class GPTLitModule(L.LightningModule):
         max_steps = self.trainer.max_steps
         if max_steps is None or max_steps < 1:
             raise TinyLLMError("set --trainer.max_steps: the learning-rate schedule is defined by optimizer steps")
-        decay = [p for p in self.model.parameters() if p.dim() >= 2]
-        no_decay = [p for p in self.model.parameters() if p.dim() < 2]
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.weight_decay, "name": "decay"},
-                {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
-            ],
-            lr=self.lr,
-            betas=self.betas,
-        )
-        warmup, min_ratio = self.warmup_steps, self.min_lr / self.lr
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, warmup, max_steps, min_ratio)
-        )
+        optimizer = make_optimizer(self.model, self.lr, self.weight_decay, self.betas)
+        scheduler = make_scheduler(optimizer, self.warmup_steps, max_steps, self.min_lr / self.lr)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -64,6 +64,16 @@ GPT2_EOT = "<|endoftext|>"
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
 
 
+def read_ranks(path: str | Path) -> dict[bytes, int]:
+    """A tiktoken ranks file (one ``base64(token) rank`` a line) as {token bytes: rank}."""
+    ranks = {}
+    for line in Path(path).read_bytes().splitlines():
+        if line:
+            token, rank = line.split()
+            ranks[base64.b64decode(token)] = int(rank)
+    return ranks
+
+
 class GPT2Tokenizer:
     """GPT-2's byte-level BPE (Radford et al., 2019): 50,256 merges + ``<|endoftext|>`` = 50,257 ids.
 
@@ -76,15 +86,10 @@ class GPT2Tokenizer:
     def __init__(self, ranks_path: str | Path) -> None:
         import tiktoken
 
-        ranks = {}
-        for line in Path(ranks_path).read_bytes().splitlines():
-            if line:
-                token, rank = line.split()
-                ranks[base64.b64decode(token)] = int(rank)
         self._enc = tiktoken.Encoding(
             name="gpt2",
             pat_str=GPT2_PATTERN,
-            mergeable_ranks=ranks,
+            mergeable_ranks=read_ranks(ranks_path),
             special_tokens={GPT2_EOT: 50256},
             explicit_n_vocab=self.vocab_size,
         )

@@ -1,0 +1,898 @@
+"""Share a model: a folder of safetensors and JSON that tinyllm and Hugging Face both load.
+
+    python -m tinyllm export --ckpt_path checkpoints/quick/best.ckpt --out_dir exports/quick
+
+writes
+
+    model.safetensors      the weights, float32 (safetensors: no pickle, nothing to execute)
+    config.json            a Hugging Face config, with tinyllm's own config under the "tinyllm" key
+    tokenizer.json         the tokenizer, for Hugging Face's ``tokenizers`` / ``AutoTokenizer``
+    tokenizer_config.json
+    README.md              the model card, generated from the checkpoint (never written by hand)
+
+When the model is LLaMA-shaped (``GPTConfig.is_llama_shaped``: RMSNorm, SwiGLU,
+RoPE, no biases) the folder is a ``LlamaForCausalLM`` checkpoint: the weights use
+Hugging Face's Llama names and config.json is a ``LlamaConfig``. Export is a
+renaming, nothing else: tinyllm's RoPE already pairs channel i with i + D/2 and
+uses θ^(-2i/D), as Hugging Face's Llama does, so q/k rows need no permutation
+(tests/test_export.py compares the two models' logits). Any other model keeps
+tinyllm's own tensor names and says ``model_type: tinyllm``: no Hugging Face
+architecture computes it, so the folder does not claim one.
+
+tinyllm loads the folder back (``load_export``, and ``load_model`` / ``--ckpt_path``
+accept the folder) with bit-identical logits, reading only safetensors and JSON.
+
+Plain PyTorch: this module does not import Lightning. ``tokenizers`` (tokenizer
+files) and ``transformers`` (the parity check at export time) are optional
+dependencies, the ``hf`` extra.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from tinyllm.checkpoint import MODEL_PREFIX, LoadedModel, model_from_checkpoint, read_checkpoint
+from tinyllm.config import GPTConfig
+from tinyllm.errors import ConfigError, TinyLLMError, one_line
+from tinyllm.model import GPT
+from tinyllm.tokenizers import GPT2_EOT, CharTokenizer, GPT2Tokenizer, Tokenizer, read_ranks, tokenizer_from_state
+
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+CARD = "README.md"
+TOKENIZER = "tokenizer.json"
+TOKENIZER_CONFIG = "tokenizer_config.json"
+FILES = (WEIGHTS, CONFIG, TOKENIZER, TOKENIZER_CONFIG, CARD)  # everything export writes, and publish uploads
+HF_PARITY_TOLERANCE = 1e-3  # export refuses to claim Llama compatibility beyond this max |Δlogit| (tests ask 1e-4)
+TRAINING_HPARAMS = ("lr", "min_lr", "warmup_steps", "weight_decay", "betas")
+HF_EXTRA = "pip install -e '.[hf]' (or: pip install tokenizers transformers huggingface_hub)"
+
+
+def is_export_dir(path: str | Path) -> bool:
+    """A folder written by ``tinyllm export`` (or at least shaped like one: config.json + model.safetensors)."""
+    p = Path(path)
+    return p.is_dir() and (p / CONFIG).is_file() and (p / WEIGHTS).is_file()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- weights: names and layout
+
+
+_LLAMA_RENAMES = {"input_norm": "input_layernorm", "post_attention_norm": "post_attention_layernorm"}
+
+
+def export_name(name: str, layout: str) -> str:
+    """The exported name of tinyllm's parameter ``name``.
+
+    Llama layout: everything but the head sits under ``model.``, and the two
+    norms of a block take Hugging Face's names (``layers.0.input_norm.weight`` →
+    ``model.layers.0.input_layernorm.weight``). tinyllm layout: unchanged.
+    """
+    if layout != "llama" or name == "lm_head.weight":
+        return name
+    return "model." + ".".join(_LLAMA_RENAMES.get(part, part) for part in name.split("."))
+
+
+def layout_of(config: GPTConfig) -> str:
+    return "llama" if config.is_llama_shaped else "tinyllm"
+
+
+def export_state(model: GPT) -> dict[str, torch.Tensor]:
+    """The model's weights under their exported names, float32 and contiguous.
+
+    A tied output head is the embedding matrix: it is stored once (safetensors
+    refuses shared tensors, and Hugging Face re-ties it from ``tie_word_embeddings``).
+    """
+    layout = layout_of(model.config)
+    state = {}
+    for name, tensor in model.state_dict().items():
+        if name == "lm_head.weight" and model.config.tie_embeddings:
+            continue
+        state[export_name(name, layout)] = tensor.detach().to("cpu", torch.float32).contiguous()
+    return state
+
+
+def _expected_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
+    """tinyllm name → shape of every tensor a model of ``config`` holds (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        model = GPT(config)
+    return {name: tuple(t.shape) for name, t in model.state_dict().items()}
+
+
+def state_from_export(state: dict[str, torch.Tensor], config: GPTConfig, where: Path) -> dict[str, torch.Tensor]:
+    """Exported tensors → tinyllm's state dict, with one-line errors for missing, extra or misshapen tensors."""
+    layout = layout_of(config)
+    out, used = {}, set()
+    for name, shape in _expected_shapes(config).items():
+        source = "embed_tokens.weight" if name == "lm_head.weight" and config.tie_embeddings else name
+        key = export_name(source, layout)
+        if key not in state:
+            raise TinyLLMError(f"{where} has no tensor {key!r}: the weights do not match config.json; re-export")
+        if tuple(state[key].shape) != shape:
+            raise TinyLLMError(
+                f"{where}: tensor {key!r} has shape {tuple(state[key].shape)}, config.json implies {shape}; re-export"
+            )
+        out[name] = state[key]
+        used.add(key)
+    extra = sorted(set(state) - used)
+    if extra:
+        raise TinyLLMError(
+            f"{where} holds tensors its config.json does not describe ({', '.join(extra[:3])}); re-export"
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------- config.json
+
+
+def llama_config(config: GPTConfig, tokenizer_kind: str) -> dict[str, Any]:
+    """A ``LlamaConfig`` dict that makes ``LlamaForCausalLM`` compute exactly ``config``'s function.
+
+    ``rope_theta`` is written both at the top (transformers 4.x) and in
+    ``rope_parameters`` (transformers 5.x). The key/value heads equal the heads:
+    tinyllm has no grouped-query attention.
+    """
+    eot = GPT2Tokenizer.vocab_size - 1 if tokenizer_kind == "gpt2" else None  # char models have no special ids
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.n_embd,
+        "intermediate_size": config.hidden_dim,
+        "num_hidden_layers": config.n_layer,
+        "num_attention_heads": config.n_head,
+        "num_key_value_heads": config.n_head,
+        "head_dim": config.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": config.block_size,
+        "rms_norm_eps": config.norm_eps,
+        "rope_theta": config.rope_theta,
+        "rope_scaling": None,
+        "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "mlp_bias": False,
+        "tie_word_embeddings": config.tie_embeddings,
+        "initializer_range": 0.02,
+        "pretraining_tp": 1,
+        "use_cache": True,
+        "bos_token_id": eot,
+        "eos_token_id": eot,
+        "pad_token_id": None,
+        "torch_dtype": "float32",
+    }
+
+
+def hf_config(config: GPTConfig, tokenizer: Tokenizer, tinyllm_section: dict[str, Any]) -> dict[str, Any]:
+    """config.json: a LlamaConfig for LLaMA-shaped models, else a plain ``model_type: tinyllm`` config."""
+    if config.is_llama_shaped:
+        base = llama_config(config, tokenizer.name)
+    else:  # no Hugging Face architecture computes this model: claim none
+        base = {"model_type": "tinyllm", "torch_dtype": "float32"}
+    return {**base, "tinyllm": tinyllm_section}
+
+
+def read_export_config(d: Path) -> tuple[dict[str, Any], dict[str, Any], GPTConfig]:
+    """config.json, its "tinyllm" section and the GPTConfig in it, checked; one-line errors otherwise."""
+    path = d / CONFIG
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise TinyLLMError(f"{path} is not readable JSON ({one_line(str(e), 120)}): re-export the model") from None
+    section = cfg.get("tinyllm") if isinstance(cfg, dict) else None
+    if not isinstance(section, dict) or not isinstance(section.get("arch"), dict) or "tokenizer" not in section:
+        raise TinyLLMError(
+            f"{path} has no 'tinyllm' section: {d} was not written by `tinyllm export` "
+            "(tinyllm cannot tell the tokenizer of other Hugging Face models)"
+        )
+    version = section.get("format_version", 0)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise TinyLLMError(
+            f"{d} was exported in format {section.get('format_version')}, newer than this tinyllm reads "
+            f"({FORMAT_VERSION}): upgrade tinyllm"
+        )
+    try:
+        config = GPTConfig.from_dict(section["arch"])
+    except (ConfigError, TypeError) as e:
+        raise TinyLLMError(f"{path} has an invalid architecture: {e}") from None
+    layout = section.get("weights_layout")
+    if layout != layout_of(config):
+        raise TinyLLMError(f"{path}: weights_layout {layout!r} does not fit its architecture; re-export the model")
+    if layout == "llama":  # transformers reads the Llama keys: they must describe the same model as ours
+        expected = llama_config(config, _tokenizer_name(section["tokenizer"]))
+        for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                    "num_key_value_heads", "max_position_embeddings", "rms_norm_eps", "rope_theta",
+                    "tie_word_embeddings", "hidden_act"):  # fmt: skip
+            if cfg.get(key) != expected[key]:
+                raise TinyLLMError(
+                    f"{path}: {key}={cfg.get(key)!r} disagrees with its tinyllm section ({expected[key]!r}): "
+                    "the file was edited; re-export the model"
+                )
+    return cfg, section, config
+
+
+def _tokenizer_name(state: dict[str, Any]) -> str:
+    return state.get("kind", "?") if isinstance(state, dict) else "?"
+
+
+# ----------------------------------------------------------------------------- loading an export
+
+
+def load_export(
+    path: str | Path, device: str | torch.device = "cpu", data_dir: str | Path | None = None
+) -> LoadedModel:
+    """The GPT and tokenizer of an exported folder, in eval mode on ``device``.
+
+    Reads JSON and safetensors only: nothing in the folder is unpickled or executed.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    d = Path(path).expanduser()
+    if not is_export_dir(d):
+        raise TinyLLMError(f"{d} is not an exported model: it needs {CONFIG} and {WEIGHTS} (run `tinyllm export`)")
+    _, section, config = read_export_config(d)
+    try:
+        tokenizer = tokenizer_from_state(section["tokenizer"], data_dir)
+    except (KeyError, TypeError):
+        raise TinyLLMError(f"{d / CONFIG}: the tokenizer in its tinyllm section is incomplete; re-export") from None
+    if tokenizer.vocab_size > config.vocab_size:
+        raise TinyLLMError(
+            f"{d}: the tokenizer has {tokenizer.vocab_size} ids, the model only {config.vocab_size}; re-export"
+        )
+    try:
+        tensors = load_file(d / WEIGHTS, device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise TinyLLMError(f"{d / WEIGHTS} is not a readable safetensors file ({one_line(str(e), 120)})") from None
+    model = GPT(config)
+    model.load_state_dict(state_from_export(tensors, config, d / WEIGHTS))
+    training = section.get("training") or {}
+    metrics = {}
+    if isinstance(training.get("best_val_loss"), (int, float)):
+        metrics["best_val_loss"] = float(training["best_val_loss"])
+    return LoadedModel(model.to(device).eval(), tokenizer, d, training.get("step"), metrics)
+
+
+def check_export(path: str | Path) -> dict[str, Any]:
+    """Check a folder is a complete, consistent export without building the model; its config.json.
+
+    Every tensor must be present with the right shape (read from the safetensors
+    header only), and the model card must describe these very weights (its
+    sha256 of model.safetensors must match).
+    """
+    from safetensors import SafetensorError, safe_open
+
+    d = Path(path).expanduser()
+    if not d.is_dir():
+        raise TinyLLMError(f"export directory {d} does not exist: run `tinyllm export --out_dir {d}` first")
+    if not is_export_dir(d):
+        raise TinyLLMError(f"{d} is not an exported model: it needs {CONFIG} and {WEIGHTS} (run `tinyllm export`)")
+    cfg, section, config = read_export_config(d)
+    missing = [name for name in FILES if not (d / name).is_file()]
+    if missing:
+        raise TinyLLMError(f"{d} is incomplete: {', '.join(missing)} missing; re-run `tinyllm export`")
+    try:
+        with safe_open(d / WEIGHTS, framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise TinyLLMError(f"{d / WEIGHTS} is not a readable safetensors file ({one_line(str(e), 120)})") from None
+    state_from_export({k: torch.empty(s, device="meta") for k, s in shapes.items()}, config, d / WEIGHTS)
+    card = (d / CARD).read_text(encoding="utf-8") if (d / CARD).is_file() else ""
+    digest = sha256_file(d / WEIGHTS)
+    if digest not in card:
+        raise TinyLLMError(
+            f"{d / CARD} does not describe these weights (model.safetensors has sha256 {digest[:12]}…, "
+            "which the card does not name): re-run `tinyllm export`"
+        )
+    return cfg
+
+
+# ----------------------------------------------------------------------------- Hugging Face tokenizer files
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte → printable character map (Radford et al., 2019; openai/gpt-2 encoder.py).
+
+    Printable Latin-1 bytes map to themselves; the other 68 bytes to chr(256 + n),
+    so every byte sequence becomes a string without spaces or control characters.
+    """
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table, n = {b: chr(b) for b in keep}, 0
+    for b in range(256):
+        if b not in table:
+            table[b] = chr(256 + n)
+            n += 1
+    return table
+
+
+def gpt2_vocab_and_merges(ranks: dict[bytes, int]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Hugging Face BPE vocabulary and merges reconstructed from tiktoken's ranks.
+
+    tiktoken stores only ranks: token bytes → id, where id = merge order. The
+    merge that created the token of rank r is found by running BPE on its bytes
+    with the merges of rank < r only: that leaves exactly two parts. GPT-2 has
+    50,000 merges (ranks 256…50255); each is listed once, in rank order, which
+    is what Hugging Face's BPE applies by priority.
+    """
+    to_str = _bytes_to_unicode()
+
+    def text(b: bytes) -> str:
+        return "".join(to_str[x] for x in b)
+
+    merges = []
+    for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
+        if len(token) == 1:
+            continue
+        parts = [bytes([b]) for b in token]
+        while len(parts) > 2:
+            best = min(
+                (ranks.get(parts[i] + parts[i + 1], math.inf), i) for i in range(len(parts) - 1)
+            )
+            if best[0] >= rank:
+                break
+            i = best[1]
+            parts[i : i + 2] = [parts[i] + parts[i + 1]]
+        if len(parts) != 2 or parts[0] + parts[1] != token:
+            raise TinyLLMError(f"the GPT-2 ranks file is inconsistent at rank {rank}: re-download gpt2.tiktoken")
+        merges.append((text(parts[0]), text(parts[1])))
+    vocab = {text(token): rank for token, rank in ranks.items()}
+    return vocab, merges
+
+
+PROBE_TEXT = (
+    "ROMEO:\nBut soft, what light through yonder window breaks?  It's the east...\n\n"
+    "  1604 -- naïve café, 東京 ☃ we'll they're\t\ttabs\r\n   "
+)
+
+
+def hf_tokenizer(tokenizer: Tokenizer, data_dir: str | Path | None = None):
+    """A ``tokenizers.Tokenizer`` that gives the same ids as ``tokenizer`` (checked on a probe text).
+
+    char: a WordLevel model over the characters, after a pre-tokenizer that
+    isolates every character; the decoder joins them back without spaces. A
+    character outside the vocabulary is an error, as in tinyllm.
+    gpt2: byte-level BPE with GPT-2's pre-tokenization regex, its merges rebuilt
+    from tiktoken's ranks, and ``<|endoftext|>`` = 50256 as the special token.
+    """
+    try:
+        from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
+        from tokenizers import Tokenizer as HFTokenizer
+    except ImportError:
+        raise TinyLLMError(f"export writes Hugging Face tokenizer files and needs `tokenizers`: {HF_EXTRA}") from None
+    if isinstance(tokenizer, CharTokenizer):
+        hf = HFTokenizer(models.WordLevel(vocab={ch: i for i, ch in enumerate(tokenizer.chars)}, unk_token="<unk>"))
+        hf.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+        hf.decoder = decoders.Fuse()
+        probe = tokenizer.chars + "".join(ch for ch in PROBE_TEXT if ch in tokenizer.chars)
+    elif isinstance(tokenizer, GPT2Tokenizer):
+        from tinyllm.files import gpt2_ranks_path
+
+        vocab, merges = gpt2_vocab_and_merges(read_ranks(gpt2_ranks_path(data_dir)))
+        vocab[GPT2_EOT] = GPT2Tokenizer.vocab_size - 1
+        hf = HFTokenizer(models.BPE(vocab=vocab, merges=merges))
+        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        hf.decoder = decoders.ByteLevel()
+        hf.post_processor = processors.ByteLevel(trim_offsets=False)
+        hf.add_special_tokens([AddedToken(GPT2_EOT, special=True)])
+        probe = PROBE_TEXT
+    else:
+        raise TinyLLMError(f"cannot export a {tokenizer.name!r} tokenizer: only char and gpt2 are supported")
+    ours, theirs = tokenizer.encode(probe), hf.encode(probe, add_special_tokens=False).ids
+    if ours != theirs or hf.decode(theirs) != probe:
+        raise TinyLLMError(f"the Hugging Face {tokenizer.name} tokenizer disagrees with tinyllm's; please report this")
+    return hf
+
+
+def tokenizer_config(tokenizer: Tokenizer, block_size: int) -> dict[str, Any]:
+    """tokenizer_config.json: load tokenizer.json as it is (PreTrainedTokenizerFast), no spaces cleaned up."""
+    cfg: dict[str, Any] = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": block_size,
+        "clean_up_tokenization_spaces": False,
+    }
+    if tokenizer.name == "gpt2":
+        eot_id = str(GPT2Tokenizer.vocab_size - 1)
+        cfg.update(bos_token=GPT2_EOT, eos_token=GPT2_EOT, unk_token=GPT2_EOT, add_bos_token=False,
+                   added_tokens_decoder={eot_id: {"content": GPT2_EOT, "lstrip": False, "normalized": False,
+                                                  "rstrip": False, "single_word": False, "special": True}})  # fmt: skip
+    return cfg
+
+
+# ----------------------------------------------------------------------------- transformers parity at export time
+
+
+def check_with_transformers(folder: Path, model: GPT, tokenizer: Tokenizer) -> dict[str, Any] | None:
+    """Load ``folder`` with transformers and compare: logits (Llama layout) and tokenizer ids.
+
+    Returns what was measured, or None when transformers is not installed.
+    Refuses (TinyLLMError) when transformers computes something else.
+    """
+    try:
+        import transformers
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError:
+        return None
+    verbosity, bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    try:
+        result: dict[str, Any] = {"transformers_version": transformers.__version__}
+        hf_tok = AutoTokenizer.from_pretrained(folder)
+        probe = PROBE_TEXT if tokenizer.name == "gpt2" else "".join(c for c in PROBE_TEXT if c in tokenizer.chars)
+        probe = probe or tokenizer.decode([0])
+        if hf_tok(probe, add_special_tokens=True)["input_ids"] != tokenizer.encode(probe):
+            raise TinyLLMError("transformers' AutoTokenizer gives other ids than tinyllm's tokenizer: please report it")
+        result["tokenizer_class"] = type(hf_tok).__name__
+        if model.config.is_llama_shaped:
+            hf_model = AutoModelForCausalLM.from_pretrained(folder).eval()
+            n = min(model.config.block_size, 64)
+            ids = torch.randint(0, model.config.vocab_size, (1, n), generator=torch.Generator().manual_seed(0))
+            device = model.embed_tokens.weight.device
+            with torch.inference_mode():
+                ours = model.float()(ids.to(device)).cpu()
+                theirs = hf_model(ids).logits.float()
+            diff = (ours - theirs).abs().max().item()
+            result.update(architecture=type(hf_model).__name__, tokens=n, max_abs_logit_diff=diff)
+            if not diff <= HF_PARITY_TOLERANCE:
+                raise TinyLLMError(
+                    f"transformers' {type(hf_model).__name__} differs from tinyllm by up to {diff:.3g} in the logits: "
+                    "the folder would not be a faithful Llama export; please report this (or pass --verify false)"
+                )
+        return result
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.logging.enable_progress_bar()
+
+
+# ----------------------------------------------------------------------------- the model card
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def _fmt_count(n: int) -> str:
+    return f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n:,}"
+
+
+def _example_prompt(tokenizer: Tokenizer) -> str:
+    if tokenizer.name != "char" or all(ch in tokenizer.chars for ch in "ROMEO:"):
+        return "ROMEO:"
+    return next((ch for ch in tokenizer.chars if ch.isalpha()), tokenizer.chars[0])
+
+
+def _not_llama_because(config: GPTConfig) -> str:
+    why = []
+    if config.norm != "rmsnorm":
+        why.append(f"{config.norm} instead of RMSNorm")
+    if config.mlp != "swiglu":
+        why.append(f"a {config.mlp} MLP instead of SwiGLU")
+    if config.pos_emb != "rope":
+        why.append(f"{config.pos_emb} positions instead of RoPE")
+    if config.bias:
+        why.append("biases")
+    return ", ".join(why)
+
+
+def model_card(
+    name: str,
+    model: GPT,
+    tokenizer: Tokenizer,
+    training: dict[str, Any],
+    files: dict[str, int],
+    weights_sha256: str,
+    hf_check: dict[str, Any] | None,
+    data: str | None = None,
+) -> str:
+    """README.md for the exported folder: every figure comes from the checkpoint or from the files written."""
+    c = model.config
+    llama = c.is_llama_shaped
+    n_params = model.num_parameters()
+    prompt = _example_prompt(tokenizer)
+    tags = ["tinyllm", "text-generation", "llama" if llama else "custom-architecture",
+            "character-level" if tokenizer.name == "char" else "gpt2-bpe"]  # fmt: skip
+    front = ["---", *(["library_name: transformers"] if llama else []), "pipeline_tag: text-generation", "tags:",
+             *[f"- {t}" for t in tags], "---", ""]  # fmt: skip
+
+    if llama:
+        kind = "LLaMA-shaped (RMSNorm, SwiGLU, RoPE, no biases): a Hugging Face `LlamaForCausalLM`"
+    else:
+        kind = (f"tinyllm-only ({_not_llama_because(c)}): **not** a Llama, and no Hugging Face architecture "
+                "computes it; load it with tinyllm")  # fmt: skip
+    mlp = {"swiglu": "SwiGLU", "gelu": "GELU", "relu": "ReLU"}[c.mlp]
+    norm = {"rmsnorm": "RMSNorm", "layernorm": "LayerNorm"}[c.norm]
+    pos = f"RoPE, θ = {c.rope_theta:g}" if c.pos_emb == "rope" else "learned absolute embeddings"
+    tied = "tied to the token embedding (counted once)" if c.tie_embeddings else "separate from the token embedding"
+
+    step = training.get("step")
+    loss = training.get("best_val_loss")
+    if isinstance(loss, (int, float)):
+        ppl = math.exp(loss) if loss < 50 else float("inf")
+        if training.get("val_loss_is_these_weights"):
+            val = f"**{loss:.4f}** (perplexity {ppl:.2f}), measured on these weights"
+        else:
+            val = (f"**{loss:.4f}** (perplexity {ppl:.2f}): the lowest the run had recorded when this checkpoint "
+                   f"was written; these weights are from step {step} and may score differently")  # fmt: skip
+        val += " (mean cross-entropy per token, in nats, on the held-out split of the training text)"
+    else:
+        val = "not recorded in the checkpoint (no validation had run when it was written)"
+    hp = training.get("hyperparameters") or {}
+    recipe = ", ".join(f"{k} {v}" for k, v in hp.items() if v is not None) or "not recorded"
+    if data:
+        data_line = data
+    else:
+        data_line = ("not recorded in the checkpoint. tinyllm trains on Tiny Shakespeare (about 1.1 M characters "
+                     "of Shakespeare's plays, from Karpathy's char-rnn) unless `--data.path` names another text; "
+                     "`tinyllm export --data \"…\"` states it here")  # fmt: skip
+
+    if tokenizer.name == "char":
+        shown = "".join(ch if ch.isprintable() and ch != " " else repr(ch)[1:-1] if ch != " " else "␣"
+                        for ch in tokenizer.chars)  # fmt: skip
+        tok = (f"Character-level: one token per character, {tokenizer.vocab_size} characters (ids in this order): "
+               f"`{shown}`. Any other character in a prompt is an error, in tinyllm and in `tokenizers`. "
+               "`tokenizer.json` is a `tokenizers` WordLevel model over these characters with a pre-tokenizer that "
+               "isolates every character; `AutoTokenizer` loads it and gives the same ids as tinyllm.")  # fmt: skip
+    else:
+        tok = ("GPT-2's byte-level BPE (50,257 ids; `<|endoftext|>` = 50256). `tokenizer.json` was rebuilt from "
+               "tiktoken's `r50k_base` ranks (50,000 merges); `AutoTokenizer` loads it and gives the same ids as "
+               "tiktoken. One difference: tinyllm treats `<|endoftext|>` typed in a prompt as plain text, "
+               "Hugging Face as the special token.")  # fmt: skip
+
+    if hf_check and "max_abs_logit_diff" in hf_check:
+        check = (f"Checked at export: transformers {hf_check['transformers_version']} loads this folder as "
+                 f"`{hf_check['architecture']}` and reproduces tinyllm's logits on {hf_check['tokens']} random "
+                 f"tokens to within {hf_check['max_abs_logit_diff']:.2g} (float32); `AutoTokenizer` gives "
+                 "tinyllm's ids.")  # fmt: skip
+    elif hf_check:
+        check = (f"Checked at export: transformers {hf_check['transformers_version']}'s `AutoTokenizer` gives "
+                 "tinyllm's ids.")  # fmt: skip
+    else:
+        check = "Not checked against transformers at export (it was not installed)."
+
+    source = training.get("source")
+    lines = [
+        *front,
+        f"# {name}",
+        "",
+        f"A {n_params:,}-parameter decoder-only transformer trained from scratch with tinyllm on "
+        f"{'characters' if tokenizer.name == 'char' else 'GPT-2 BPE tokens'}. "
+        f"This card was generated by `tinyllm export`"
+        + (f" from the checkpoint `{source}` (sha256 `{training['source_sha256']}`)" if source else "")
+        + f"; it describes the weights in `{WEIGHTS}`, sha256 `{weights_sha256}`.",
+        "",
+        "## Model",
+        "",
+        "| | |",
+        "| --- | --- |",
+        f"| architecture | {kind} |",
+        f"| parameters | {n_params:,} |",
+        f"| layers × heads × width | {c.n_layer} × {c.n_head} × {c.n_embd} (head dimension {c.head_dim}) |",
+        f"| MLP | {mlp}, hidden width {c.hidden_dim} |",
+        f"| norm | {norm}, ε = {c.norm_eps:g} |",
+        f"| positions | {pos} |",
+        f"| biases | {'yes' if c.bias else 'none'} |",
+        f"| output head | {tied} |",
+        f"| context | {c.block_size} tokens |",
+        f"| vocabulary | {c.vocab_size:,} ({tokenizer.name}) |",
+        "| weights | float32, safetensors |",
+        "",
+        "## Training",
+        "",
+        "| | |",
+        "| --- | --- |",
+        f"| optimizer steps | {step if step is not None else 'not recorded'} |",
+        f"| validation loss | {val} |",
+        f"| optimizer | AdamW: {recipe} (warmup, then cosine decay to min_lr) |",
+        f"| data | {data_line} |",
+        f"| dropout in training | {c.dropout:g} |",
+        "",
+        "## Tokenizer",
+        "",
+        tok,
+        "",
+        "## Use",
+        "",
+        "With tinyllm (`pip install -e .` in its repository), on this folder:",
+        "",
+        "```bash",
+        f'python -m tinyllm generate --ckpt_path {name} --prompt "{prompt}" --max_new_tokens 500',
+        "```",
+        "",
+    ]
+    if llama:
+        lines += [
+            "With 🤗 transformers:",
+            "",
+            "```python",
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            "",
+            f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
+            f'model = AutoModelForCausalLM.from_pretrained("{name}")',
+            f'ids = tokenizer("{prompt}", return_tensors="pt").input_ids',
+            f"out = model.generate(ids, max_new_tokens={max(1, c.block_size - 16)}, do_sample=True, "
+            "temperature=0.8, top_k=200)",
+            "print(tokenizer.decode(out[0]))",
+            "```",
+            "",
+            f"Keep prompt + new tokens within the {c.block_size}-token context: the model never saw positions beyond "
+            "it (tinyllm's `generate` slides its window for you; transformers does not).",
+            "",
+        ]
+    else:
+        lines += [
+            "`transformers` cannot run these weights: `config.json` says `model_type: tinyllm`, and the tensors keep "
+            "tinyllm's names. `AutoTokenizer` still loads the tokenizer from this folder.",
+            "",
+        ]
+    lines += [
+        check,
+        "",
+        "## Intended use and limits",
+        "",
+        f"- For learning and experiments: how a small GPT trains, and what each architectural swap changes. "
+        f"Its text imitates its training data; with {_fmt_count(n_params)} parameters it is often ungrammatical "
+        "and never reliable.",
+        "- Not for any use that needs facts, safety or fairness: there is no instruction tuning and no safety "
+        "filtering, and it repeats whatever views its training text holds.",
+        f"- It reads at most {c.block_size} tokens of context.",
+    ]
+    if tokenizer.name == "char":
+        lines.append(f"- It can only read and write its {tokenizer.vocab_size} characters.")
+    lines += [
+        "- The validation loss is measured on text from the same source as the training text, so it says "
+        "nothing about other kinds of text.",
+        "",
+        "## Files",
+        "",
+        "| file | size |",
+        "| --- | ---: |",
+        *[f"| `{f}` | {_fmt_bytes(size)} |" for f, size in files.items()],
+        "",
+        "The folder holds no pickled data: safetensors and JSON only. tinyllm loads it with "
+        "`tinyllm.export.load_export` (or `--ckpt_path` on this folder) with the same logits as the checkpoint; "
+        "`config.json` keeps tinyllm's own config under the `tinyllm` key.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def training_info(p: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
+    """What a Lightning checkpoint records about its training, as plain JSON values."""
+    hparams = ckpt.get("hyper_parameters", {})
+    info: dict[str, Any] = {
+        "step": ckpt.get("global_step"),
+        "source": p.name,
+        "source_sha256": sha256_file(p),
+        "hyperparameters": {k: _plain(hparams[k]) for k in TRAINING_HPARAMS if k in hparams},
+    }
+    for key, state in (ckpt.get("callbacks") or {}).items():
+        if "ModelCheckpoint" in key and isinstance(state, dict) and state.get("best_model_score") is not None:
+            score = float(state["best_model_score"])
+            if math.isfinite(score):
+                info["best_val_loss"] = score
+                info["val_loss_is_these_weights"] = Path(str(state.get("best_model_path", ""))).name == p.name
+    return info
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _load_source(ckpt_path: str | Path, data_dir: str | Path | None) -> tuple[LoadedModel, dict[str, Any]]:
+    from tinyllm.checkpoint import export_dir_of
+
+    export_dir = export_dir_of(ckpt_path)
+    if export_dir is not None:  # re-exporting a folder: its training record carries over
+        loaded = load_export(export_dir, "cpu", data_dir)
+        _, section, _ = read_export_config(export_dir)
+        return loaded, dict(section.get("training") or {})
+    p, ckpt = read_checkpoint(ckpt_path)
+    return model_from_checkpoint(p, ckpt, "cpu", data_dir), training_info(p, ckpt)
+
+
+def _prepare_out_dir(out: Path) -> None:
+    """Refuse to write over anything but an earlier export holding only export's own files."""
+    if out.exists() and not out.is_dir():
+        raise TinyLLMError(f"--out_dir {out} is a file: choose a folder")
+    if out.is_dir():
+        present = sorted(p.name for p in out.iterdir())
+        if present and not is_export_dir(out):
+            raise TinyLLMError(f"--out_dir {out} is not empty and not an export: choose a new folder")
+        foreign = [name for name in present if name not in FILES]
+        if foreign:
+            raise TinyLLMError(
+                f"--out_dir {out} holds files export did not write ({', '.join(foreign[:3])}): "
+                "choose a new folder or move them away"
+            )
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_export(
+    model: GPT,
+    tokenizer: Tokenizer,
+    out_dir: str | Path,
+    training: dict[str, Any] | None = None,
+    data: str | None = None,
+    verify: bool = True,
+    data_dir: str | Path | None = None,
+) -> Path:
+    """Write ``model`` and ``tokenizer`` as an export folder (see the module docstring); returns the folder.
+
+    The folder is assembled beside ``out_dir`` and renamed into place, so a
+    failed export leaves no half-written folder. ``verify`` loads the result with
+    transformers, when installed, and refuses to finish if it disagrees.
+    """
+    out = Path(out_dir).expanduser().resolve()
+    _prepare_out_dir(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    training = dict(training or {})
+    config = model.config
+    model = model.eval()
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())
+        from safetensors.torch import save_file
+
+        save_file(export_state(model), tmp / WEIGHTS, metadata={"format": "pt"})
+        hf_tokenizer(tokenizer, data_dir).save(str(tmp / TOKENIZER))
+        _write_json(tmp / TOKENIZER_CONFIG, tokenizer_config(tokenizer, config.block_size))
+        section = {
+            "format_version": FORMAT_VERSION,
+            "weights_layout": layout_of(config),
+            "arch": config.to_dict(),
+            "tokenizer": tokenizer.state(),
+            "training": training,
+            "files": list(FILES),
+        }
+        _write_json(tmp / CONFIG, hf_config(config, tokenizer, section))
+        hf_check = check_with_transformers(tmp, model, tokenizer) if verify else None
+        files = {name: (tmp / name).stat().st_size for name in FILES if name != CARD}
+        card = model_card(out.name, model, tokenizer, training, files, sha256_file(tmp / WEIGHTS), hf_check, data)
+        (tmp / CARD).write_text(card, encoding="utf-8")
+        for name in FILES:  # safetensors writes 0600; give every file the usual permissions
+            os.chmod(tmp / name, 0o666 & ~_umask())
+        if out.exists():
+            shutil.rmtree(out)  # an earlier export of only our files (checked above)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
+
+
+def export(
+    ckpt_path: str | Path,
+    out_dir: str | Path,
+    data: str | None = None,
+    verify: bool = True,
+    data_dir: str | Path | None = None,
+) -> Path:
+    """Export a training checkpoint (or re-export a folder) to ``out_dir``; returns the folder."""
+    loaded, training = _load_source(ckpt_path, data_dir)
+    return write_export(loaded.model, loaded.tokenizer, out_dir, training, data, verify, data_dir)
+
+
+# ----------------------------------------------------------------------------- `validate` on an exported folder
+
+
+@contextmanager
+def lightning_checkpoint_args(args: list[str]) -> Iterator[list[str]]:
+    """``args`` with an exported folder given as ``--ckpt_path`` replaced by an equivalent temporary .ckpt.
+
+    Lightning's ``validate`` reads .ckpt files only. The temporary file holds the
+    folder's weights and architecture/tokenizer hyperparameters, nothing else
+    (tensors and plain types, loadable with weights_only=True); it is deleted
+    afterwards. Any other ``--ckpt_path`` passes through untouched.
+    """
+    from tinyllm.checkpoint import export_dir_of
+
+    where = None
+    for i, arg in enumerate(args):
+        if arg == "--ckpt_path" and i + 1 < len(args):
+            where, value, prefix = i + 1, args[i + 1], ""
+        elif arg.startswith("--ckpt_path="):
+            where, value, prefix = i, arg.split("=", 1)[1], "--ckpt_path="
+    if where is None or export_dir_of(value) is None:
+        yield args
+        return
+    loaded = load_export(export_dir_of(value))
+    with tempfile.TemporaryDirectory(prefix="tinyllm-export-") as tmp:
+        path = Path(tmp) / f"{loaded.path.name}.ckpt"
+        torch.save(lightning_checkpoint(loaded), path)
+        print(f"tinyllm: validating exported folder {loaded.path} (as {path.name})", file=sys.stderr)
+        yield [*args[:where], prefix + str(path), *args[where + 1 :]]
+
+
+def lightning_checkpoint(loaded: LoadedModel) -> dict[str, Any]:
+    """A minimal Lightning checkpoint dict (weights + hyperparameters) for ``loaded``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        pl_version = version("lightning")
+    except PackageNotFoundError:  # pragma: no cover - validate runs with Lightning installed
+        pl_version = "2.6.0"
+    state = {MODEL_PREFIX + k: v for k, v in loaded.model.state_dict().items()}
+    hparams = {"arch": loaded.model.config.to_dict(), "tokenizer": loaded.tokenizer.state()}
+    return {"state_dict": state, "hyper_parameters": hparams, "global_step": loaded.step or 0, "epoch": 0,
+            "pytorch-lightning_version": pl_version}  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def build_parser():
+    from jsonargparse import ArgumentParser
+
+    p = ArgumentParser(
+        prog="python -m tinyllm export", exit_on_error=False,
+        description="Write a checkpoint as a shareable folder: model.safetensors, config.json, tokenizer, model card.",
+    )  # fmt: skip
+    p.add_argument("--ckpt_path", type=str, required=True, help="a .ckpt file (or a directory holding last.ckpt)")
+    p.add_argument("--out_dir", type=str, required=True, help="the folder to write (new, or an earlier export)")
+    p.add_argument("--data", type=str | None, default=None, help="a line describing the training data, for the card")
+    p.add_argument("--verify", type=bool, default=True, help="check the folder with transformers, if installed")
+    p.add_argument("--data_dir", type=str | None, default=None, help="gpt2.tiktoken's folder ($TINYLLM_DATA_DIR)")
+    return p
+
+
+def main(argv: list[str]) -> None:
+    from jsonargparse import ArgumentError
+
+    try:
+        args = build_parser().parse_args(argv)
+    except ArgumentError as e:
+        raise TinyLLMError(one_line(str(e))) from None
+    out = export(args.ckpt_path, args.out_dir, args.data, args.verify, args.data_dir)
+    _, section, config = read_export_config(out)
+    kind = "LlamaForCausalLM (Hugging Face Llama layout)" if config.is_llama_shaped else "tinyllm layout (not a Llama)"
+    print(f"exported {_count_params(out):,} parameters to {out}: {kind}")
+    for name in section["files"]:
+        print(f"  {name:<22} {_fmt_bytes((out / name).stat().st_size):>10}")
+    print(f"next: python -m tinyllm generate --ckpt_path {out}   |   "
+          f"python -m tinyllm publish --export_dir {out} --repo_id USER/NAME --dry_run true")  # fmt: skip
+
+
+def _count_params(folder: Path) -> int:
+    from safetensors import safe_open
+
+    with safe_open(folder / WEIGHTS, framework="pt") as f:
+        return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())

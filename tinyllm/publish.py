@@ -1,0 +1,141 @@
+"""``python -m tinyllm publish``: upload an exported folder to the Hugging Face Hub.
+
+    python -m tinyllm publish --export_dir exports/quick --repo_id USER/NAME --dry_run true
+    HF_TOKEN=hf_... python -m tinyllm publish --export_dir exports/quick --repo_id USER/NAME [--private true]
+
+Before anything goes up, the folder is checked (``tinyllm.export.check_export``):
+every tensor present with the right shape, and a model card that names the
+sha256 of these very weights, so a card can never describe another checkpoint.
+Only the files ``tinyllm export`` wrote are uploaded; anything else in the
+folder stays local. The token comes from the ``HF_TOKEN`` environment variable
+only: never from a file, and never from huggingface_hub's stored login.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tinyllm.errors import TinyLLMError, one_line
+from tinyllm.export import FILES, _fmt_bytes, check_export
+
+REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+
+
+@dataclass(frozen=True)
+class Upload:
+    """What would go up: (file name, size in bytes), and the files left out."""
+
+    folder: Path
+    repo_id: str
+    files: list[tuple[str, int]]
+    left_out: list[str]
+
+    @property
+    def total(self) -> int:
+        return sum(size for _, size in self.files)
+
+
+def plan(export_dir: str | Path, repo_id: str) -> Upload:
+    """Check the folder and the repo id; list what would be uploaded. Needs no network and no token."""
+    if not REPO_ID.match(repo_id) or ".." in repo_id or repo_id.endswith((".git", "-", ".")):
+        raise TinyLLMError(f"--repo_id {repo_id!r} is not a Hub repository id: use USER/NAME (letters, digits, - _ .)")
+    folder = Path(export_dir).expanduser().resolve()
+    cfg = check_export(folder)
+    names = [n for n in cfg["tinyllm"].get("files", FILES) if n in FILES]
+    files = [(name, (folder / name).stat().st_size) for name in names]
+    left_out = sorted(p.name for p in folder.iterdir() if p.name not in names)
+    return Upload(folder, repo_id, files, left_out)
+
+
+def hf_token() -> str:
+    """The token from $HF_TOKEN, or a one-line error saying how to set it."""
+    token = os.environ.get("HF_TOKEN", "").strip()
+    if not token:
+        raise TinyLLMError(
+            "HF_TOKEN is not set: create a write token at https://huggingface.co/settings/tokens and run "
+            "`HF_TOKEN=... python -m tinyllm publish ...` (tinyllm reads the token from the environment only)"
+        )
+    return token
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "on", "yes", "true")
+
+
+def upload(up: Upload, token: str, private: bool) -> str:
+    """Create the repository if needed and upload the files in one commit; the repository's URL."""
+    if _offline():
+        raise TinyLLMError("HF_HUB_OFFLINE is set: publishing needs the network; unset it and run again")
+    try:
+        from huggingface_hub import HfApi
+    except ImportError:
+        raise TinyLLMError("publish needs huggingface_hub: pip install -e '.[hf]'") from None
+    api = HfApi(token=token)
+    try:
+        url = api.create_repo(up.repo_id, private=private, exist_ok=True, repo_type="model")
+        api.upload_folder(
+            repo_id=up.repo_id, folder_path=up.folder, repo_type="model",
+            allow_patterns=[name for name, _ in up.files],
+            commit_message=f"Upload {up.folder.name} with tinyllm export",
+        )  # fmt: skip
+    except Exception as e:  # network, auth, quota...: the Hub's answer in one line, never a traceback
+        raise TinyLLMError(f"upload to {up.repo_id} failed: {_describe(e)}") from None
+    return str(url)
+
+
+def _describe(e: Exception) -> str:
+    text = one_line(str(e), 200) or type(e).__name__
+    status = getattr(getattr(e, "response", None), "status_code", None)
+    if status in (401, 403):
+        return f"the Hub refused HF_TOKEN ({status}): use a token with write access ({text})"
+    names = {type(e).__name__, *(type(c).__name__ for c in (e.__cause__, e.__context__) if c is not None)}
+    if names & {"ConnectError", "ConnectionError", "ConnectTimeout", "OfflineModeIsEnabled", "gaierror"} or isinstance(
+        e, OSError
+    ):
+        return f"cannot reach the Hub; are you offline? ({type(e).__name__}: {text})"
+    return f"{type(e).__name__}: {text}"
+
+
+def build_parser():
+    from jsonargparse import ArgumentParser
+
+    p = ArgumentParser(prog="python -m tinyllm publish", exit_on_error=False,
+                       description="Upload an exported folder to the Hugging Face Hub (token from $HF_TOKEN).")
+    p.add_argument("--export_dir", type=str, required=True, help="a folder written by `tinyllm export`")
+    p.add_argument("--repo_id", type=str, required=True, help="USER/NAME on the Hub (created if missing)")
+    p.add_argument("--private", type=bool, default=False, help="create the repository as private")
+    p.add_argument("--dry_run", type=bool, default=False, help="list what would be uploaded, upload nothing")
+    return p
+
+
+def main(argv: list[str]) -> None:
+    from jsonargparse import ArgumentError
+
+    try:
+        args = build_parser().parse_args(argv)
+    except ArgumentError as e:
+        raise TinyLLMError(one_line(str(e))) from None
+    up = plan(args.export_dir, args.repo_id)
+    token = None
+    if not args.dry_run:  # fail before printing anything when the upload cannot even start
+        token = hf_token()
+        if _offline():
+            raise TinyLLMError("HF_HUB_OFFLINE is set: publishing needs the network; unset it and run again")
+    visibility = "private" if args.private else "public"
+    verb = "would upload" if args.dry_run else "uploading"
+    print(f"publish{' (dry run)' if args.dry_run else ''}: {verb} {len(up.files)} files, {_fmt_bytes(up.total)}, "
+          f"to https://huggingface.co/{up.repo_id} ({visibility})")  # fmt: skip
+    for name, size in up.files:
+        print(f"  {name:<22} {size:>12,} bytes  {_fmt_bytes(size):>9}")
+    if up.left_out:
+        print(f"  not uploaded (not written by export): {', '.join(up.left_out)}")
+    if args.dry_run:
+        state = "set" if os.environ.get("HF_TOKEN", "").strip() else "not set (a real upload needs it)"
+        print(f"HF_TOKEN is {state}; nothing was uploaded")
+        return
+    sys.stdout.flush()
+    print(f"published: {upload(up, token, args.private)}")
