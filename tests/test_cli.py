@@ -333,3 +333,40 @@ def test_random_windows_differ_between_ranks():
     # And the endless stream yields batch 0, 1, 2, ... from `start`.
     stream = iter(RandomWindows(tokens, block_size=32, batch_size=8, seed=1337, rank=1, start=1))
     assert torch.equal(next(stream)[0], rank1.batch(1)[0])
+
+
+def _assert_one_line_error(proc: subprocess.CompletedProcess[str], *mentions: str) -> str:
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("tinyllm: error: "), last
+    for m in mentions:
+        assert m in last, (m, last)
+    return last
+
+
+def test_corrupt_checkpoint_for_validate_is_one_line(tmp_path: Path):
+    (tmp_path / "broken.ckpt").write_bytes(b"PK\x03\x04 this is not a checkpoint")
+    proc = run_cli("validate", "--config", TINY, "--ckpt_path", "broken.ckpt", cwd=tmp_path, timeout=120)
+    _assert_one_line_error(proc, "broken.ckpt", "not a readable checkpoint")
+
+
+def test_bad_callback_option_in_the_config_is_one_line(tmp_path: Path):
+    text = TINY.read_text()
+    # The sample prompt holds a character Tiny Shakespeare lacks: refused at start-up, not at the first sample.
+    (tmp_path / "prompt.yaml").write_text(text.replace('prompt: "ROMEO:"', 'prompt: "ROMEO§"'))
+    proc = run_cli("fit", "--config", "prompt.yaml", cwd=tmp_path, timeout=120)
+    _assert_one_line_error(proc, "§")
+    assert not list(tmp_path.rglob("*.ckpt"))
+    (tmp_path / "every.yaml").write_text(text.replace("every_n_train_steps: 8", "every_n_train_steps: 0"))
+    proc = run_cli("fit", "--config", "every.yaml", cwd=tmp_path, timeout=120)
+    _assert_one_line_error(proc, "every_n_train_steps")
+    # Two stateful callbacks of one kind: Lightning's RuntimeError, as one line too.
+    proc = run_cli("fit", "--config", TINY, "--trainer.callbacks+=tinyllm.callbacks.RNGState", cwd=tmp_path)
+    _assert_one_line_error(proc, "RNGState")
+
+
+def test_unknown_device_for_generate_is_one_line(fit_run: FitRun, tmp_path: Path):
+    proc = run_cli("generate", "--ckpt_path", fit_run.dir / "checkpoints/tiny/last.ckpt", "--device", "gpu",
+                   "--max_new_tokens", "2", cwd=tmp_path)  # fmt: skip
+    _assert_one_line_error(proc, "--device")

@@ -268,14 +268,14 @@ def test_autotokenizer_matches_char_tokenizer(exports, data_dir: Path):
 
 @pytest.mark.parametrize("name", list(RUNS))
 def test_model_card_is_generated_from_the_checkpoint(runs, exports, name):
-    from tinyllm.export import sha256_file
+    from tinyllm.files import sha256_of
 
     loaded = load_model(runs[name])
     card = (exports[name] / "README.md").read_text()
     assert f"{loaded.model.num_parameters():,}" in card
     assert f"{loaded.metrics['best_val_loss']:.4f}" in card and "measured on these weights" in card
     assert "| optimizer steps | 4 |" in card
-    assert sha256_file(exports[name] / "model.safetensors") in card and sha256_file(runs[name]) in card
+    assert sha256_of(exports[name] / "model.safetensors") in card and sha256_of(runs[name]) in card
     assert "## Intended use and limits" in card and "| context | 32 tokens |" in card
     if name in LLAMA_RUNS:
         assert "`LlamaForCausalLM`" in card and "Checked at export: transformers" in card

@@ -150,3 +150,13 @@ def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
     assert "Traceback" not in proc.stderr
     assert load(tmp_path / CKPT / "last.ckpt")["global_step"] == 8
     assert not (tmp_path / CKPT / "on_exception.ckpt").exists()
+
+
+def test_unwritable_checkpoint_directory_is_reported_at_start_up(tmp_path: Path) -> None:
+    (tmp_path / "checkpoints").write_text("a file where the checkpoint folder should be")
+    proc = fit(tmp_path, "--trainer.max_steps", "4")
+    assert proc.returncode == 2
+    last_line = proc.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("tinyllm: error: cannot write to"), last_line
+    assert "checkpoints/tiny" in last_line and "Traceback" not in proc.stderr
+    assert not list((tmp_path / "logs").glob("tiny/events.out.tfevents.*"))  # nothing trained, nothing logged

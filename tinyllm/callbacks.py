@@ -17,7 +17,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from tinyllm.files import atomic_write_bytes
 
-from tinyllm.errors import NonFiniteLossError
+from tinyllm.errors import TinyLLMError
 
 
 def _windows_in_batch(batch: Any) -> int:
@@ -90,7 +90,7 @@ class ResumeCheckpoint(ModelCheckpoint):
 
     def __init__(self, dirpath: str, every_n_train_steps: int = 100) -> None:
         if every_n_train_steps < 1:
-            raise ValueError("ResumeCheckpoint.every_n_train_steps must be at least 1")
+            raise TinyLLMError(f"ResumeCheckpoint.every_n_train_steps must be at least 1, got {every_n_train_steps}")
         super().__init__(
             dirpath=dirpath,
             every_n_train_steps=every_n_train_steps,
@@ -136,15 +136,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class ExceptionCheckpoint(OnExceptionCheckpoint):
-    """Saves ``on_exception.ckpt`` on Ctrl-C or a crash, but not after a non-finite loss.
+    """Saves ``on_exception.ckpt`` on Ctrl-C or a crash, but not for tinyllm's own errors.
 
-    ``--ckpt_path last`` picks the newest of ``last.ckpt`` and this file. A
-    non-finite loss means the state is no longer worth resuming from, so the
-    last periodic checkpoint stays the one that is picked.
+    ``--ckpt_path last`` picks the newest of ``last.ckpt`` and this file. After a
+    non-finite loss the state is not worth resuming from, and a configuration
+    error (a ``TinyLLMError``) has nothing worth saving, so the last periodic
+    checkpoint stays the one that is picked. Nor is anything saved before the
+    first optimizer step.
     """
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, NonFiniteLossError):
+        if isinstance(exception, TinyLLMError) or trainer.global_step == 0:
             return
         super().on_exception(trainer, pl_module, exception)
 
@@ -236,7 +238,7 @@ class GenerationSamples(L.Callback):
 
         check_sampling(temperature, top_k, None)
         if max_new_tokens < 1 or every_n_evals < 1 or not prompt:
-            raise ValueError("GenerationSamples needs a prompt, max_new_tokens >= 1 and every_n_evals >= 1")
+            raise TinyLLMError("GenerationSamples needs a prompt, max_new_tokens >= 1 and every_n_evals >= 1")
         self.prompt, self.max_new_tokens, self.every_n_evals = prompt, max_new_tokens, every_n_evals
         self.temperature, self.top_k, self.seed = temperature, top_k, seed
         self.evals = 0
@@ -247,30 +249,34 @@ class GenerationSamples(L.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.evals = int(state_dict.get("evals", 0))
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Tokenize the prompt once, now: a character the vocabulary lacks fails at start-up, not at step 500.
+        from tinyllm.tokenizers import tokenizer_from_state
+
+        self._tokenizer = tokenizer_from_state(pl_module.hparams["tokenizer"], getattr(trainer.datamodule, "data_dir", None))
+        self._prompt_ids = self._tokenizer.encode(self.prompt)
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
         self.evals += 1
         if self.evals % self.every_n_evals or not trainer.is_global_zero:
             return
-        text = self.sample(pl_module, getattr(trainer.datamodule, "data_dir", None))
+        text = self.sample(pl_module.model)
         print(f"\n--- sample at step {trainer.global_step} ---\n{text}\n", flush=True)
         experiment = getattr(trainer.logger, "experiment", None)
         if hasattr(experiment, "add_text"):
             # Indented four spaces: TensorBoard renders Markdown, and this keeps line breaks.
             experiment.add_text("sample", "    " + text.replace("\n", "\n    "), trainer.global_step)
 
-    def sample(self, pl_module: L.LightningModule, data_dir: str | None = None) -> str:
+    def sample(self, model: torch.nn.Module) -> str:
         from tinyllm.generate import generate
-        from tinyllm.tokenizers import tokenizer_from_state
 
-        tokenizer = tokenizer_from_state(pl_module.hparams["tokenizer"], data_dir)
-        model = pl_module.model
         was_training = model.training
         model.eval()
         try:
             g = generate(
-                model, tokenizer.encode(self.prompt), self.max_new_tokens, decode=tokenizer.decode,
+                model, self._prompt_ids, self.max_new_tokens, decode=self._tokenizer.decode,
                 temperature=self.temperature, top_k=self.top_k, seed=self.seed, kv_cache=True,
             )
         finally:

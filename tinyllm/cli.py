@@ -64,18 +64,39 @@ def build_cli(args: list[str] | None, run: bool = True) -> Any:
             # Training draws endless random windows: the run length is max_steps, not epochs.
             parser.set_defaults({"trainer.max_epochs": -1, "trainer.check_val_every_n_epoch": None})
 
+        def _parse_ckpt_path(self) -> None:
+            # Lightning reads an explicit checkpoint right here (for its hyperparameters) and a corrupt or
+            # foreign file would end in a traceback; read it first, safely, for a one-line error instead.
+            sub = self.config.get("subcommand")
+            ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+            if ckpt_path and ckpt_path not in ("last", "best", "hpc"):
+                if not Path(ckpt_path).is_file():
+                    raise TinyLLMError(
+                        f"checkpoint {ckpt_path} is not a file: pass a .ckpt file, or 'last' to resume the run's newest"
+                    )
+                from tinyllm.checkpoint import read_checkpoint
+
+                read_checkpoint(ckpt_path)  # weights_only=True
+            super()._parse_ckpt_path()
+
         def before_instantiate_classes(self) -> None:
             cfg = self.config[self.subcommand] if self.subcommand else self.config
-            ckpt_path = cfg.get("ckpt_path")
-            if ckpt_path and ckpt_path not in ("last", "best", "hpc") and not Path(ckpt_path).is_file():
-                raise TinyLLMError(
-                    f"checkpoint {ckpt_path} does not exist: pass a .ckpt file, or 'last' to resume the run's newest"
-                )
             trainer_cfg = cfg.trainer
             if trainer_cfg.precision is None:
                 precision, why = choose_precision(str(trainer_cfg.accelerator))
                 trainer_cfg.precision = precision
                 print(f"tinyllm: precision auto -> {precision} ({why})", file=sys.stderr)
+
+        def instantiate_classes(self) -> None:
+            # jsonargparse wraps errors raised while building callbacks or models (a bad option in the
+            # YAML) in multi-line ValueErrors; surface our own one-line message instead.
+            try:
+                super().instantiate_classes()
+            except (ValueError, TypeError, RuntimeError) as e:  # all raised by a bad class or option in the config
+                cause: BaseException | None = e
+                while cause is not None and not isinstance(cause, TinyLLMError):
+                    cause = cause.__cause__ or cause.__context__
+                raise TinyLLMError(one_line(str(cause or e))) from None
 
         def before_fit(self) -> None:
             check_output_dirs(self.trainer, self.model.model.num_parameters())

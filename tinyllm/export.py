@@ -29,7 +29,6 @@ dependencies, the ``hf`` extra.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -45,6 +44,7 @@ import torch
 from tinyllm.checkpoint import MODEL_PREFIX, LoadedModel, model_from_checkpoint, read_checkpoint
 from tinyllm.config import GPTConfig
 from tinyllm.errors import ConfigError, TinyLLMError, one_line
+from tinyllm.files import sha256_of, umask
 from tinyllm.model import GPT
 from tinyllm.tokenizers import GPT2_EOT, CharTokenizer, GPT2Tokenizer, Tokenizer, read_ranks, tokenizer_from_state
 
@@ -64,14 +64,6 @@ def is_export_dir(path: str | Path) -> bool:
     """A folder written by ``tinyllm export`` (or at least shaped like one: config.json + model.safetensors)."""
     p = Path(path)
     return p.is_dir() and (p / CONFIG).is_file() and (p / WEIGHTS).is_file()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- weights: names and layout
@@ -297,7 +289,7 @@ def check_export(path: str | Path) -> dict[str, Any]:
         raise TinyLLMError(f"{d / WEIGHTS} is not a readable safetensors file ({one_line(str(e), 120)})") from None
     state_from_export({k: torch.empty(s, device="meta") for k, s in shapes.items()}, config, d / WEIGHTS)
     card = (d / CARD).read_text(encoding="utf-8") if (d / CARD).is_file() else ""
-    digest = sha256_file(d / WEIGHTS)
+    digest = sha256_of(d / WEIGHTS)
     if digest not in card:
         raise TinyLLMError(
             f"{d / CARD} does not describe these weights (model.safetensors has sha256 {digest[:12]}…, "
@@ -688,7 +680,7 @@ def training_info(p: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
     info: dict[str, Any] = {
         "step": ckpt.get("global_step"),
         "source": p.name,
-        "source_sha256": sha256_file(p),
+        "source_sha256": sha256_of(p),
         "hyperparameters": {k: _plain(hparams[k]) for k in TRAINING_HPARAMS if k in hparams},
     }
     for key, state in (ckpt.get("callbacks") or {}).items():
@@ -736,12 +728,6 @@ def _prepare_out_dir(out: Path) -> None:
             )
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_export(
     model: GPT,
     tokenizer: Tokenizer,
@@ -765,7 +751,7 @@ def write_export(
     model = model.eval()
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~umask())
         from safetensors.torch import save_file
 
         save_file(export_state(model), tmp / WEIGHTS, metadata={"format": "pt"})
@@ -782,10 +768,10 @@ def write_export(
         _write_json(tmp / CONFIG, hf_config(config, tokenizer, section))
         hf_check = check_with_transformers(tmp, model, tokenizer) if verify else None
         files = {name: (tmp / name).stat().st_size for name in FILES if name != CARD}
-        card = model_card(out.name, model, tokenizer, training, files, sha256_file(tmp / WEIGHTS), hf_check, data)
+        card = model_card(out.name, model, tokenizer, training, files, sha256_of(tmp / WEIGHTS), hf_check, data)
         (tmp / CARD).write_text(card, encoding="utf-8")
         for name in FILES:  # safetensors writes 0600; give every file the usual permissions
-            os.chmod(tmp / name, 0o666 & ~_umask())
+            os.chmod(tmp / name, 0o666 & ~umask())
         if out.exists():
             shutil.rmtree(out)  # an earlier export of only our files (checked above)
         os.replace(tmp, out)

@@ -222,7 +222,15 @@ DEMO_SETTINGS = [
 
 def pick_device(requested: str = "auto") -> torch.device:
     if requested != "auto":
-        return torch.device(requested)
+        try:
+            device = torch.device(requested)
+        except RuntimeError:
+            raise TinyLLMError(f"--device {requested!r} is not a device: use auto, cpu, cuda or mps") from None
+        if (device.type == "cuda" and not torch.cuda.is_available()) or (
+            device.type == "mps" and not torch.backends.mps.is_available()
+        ):
+            raise TinyLLMError(f"--device {requested} is not available on this machine: use auto or cpu")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if torch.backends.mps.is_available():

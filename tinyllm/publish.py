@@ -77,11 +77,16 @@ def upload(up: Upload, token: str, private: bool) -> str:
     api = HfApi(token=token)
     try:
         url = api.create_repo(up.repo_id, private=private, exist_ok=True, repo_type="model")
+        # create_repo leaves an existing repository as it is: never upload "private" weights to a public one.
+        if private and not api.model_info(up.repo_id).private:
+            raise TinyLLMError(f"{up.repo_id} exists and is public: make it private on the Hub first, or drop --private")
         api.upload_folder(
             repo_id=up.repo_id, folder_path=up.folder, repo_type="model",
             allow_patterns=[name for name, _ in up.files],
             commit_message=f"Upload {up.folder.name} with tinyllm export",
         )  # fmt: skip
+    except TinyLLMError:
+        raise
     except Exception as e:  # network, auth, quota...: the Hub's answer in one line, never a traceback
         raise TinyLLMError(f"upload to {up.repo_id} failed: {_describe(e)}") from None
     return str(url)
@@ -92,6 +97,8 @@ def _describe(e: Exception) -> str:
     status = getattr(getattr(e, "response", None), "status_code", None)
     if status in (401, 403):
         return f"the Hub refused HF_TOKEN ({status}): use a token with write access ({text})"
+    if status is not None:  # the Hub answered (HfHubHTTPError is also an OSError: check this first)
+        return f"the Hub answered {status}: {text}"
     names = {type(e).__name__, *(type(c).__name__ for c in (e.__cause__, e.__context__) if c is not None)}
     if names & {"ConnectError", "ConnectionError", "ConnectTimeout", "OfflineModeIsEnabled", "gaierror"} or isinstance(
         e, OSError
