@@ -34,7 +34,6 @@ from tinyllm.files import (
     atomic_write_bytes,
     ensure_file,
     gpt2_ranks_path,
-    sha256_of,
 )
 from tinyllm.tokenizers import CharTokenizer, GPT2Tokenizer, tokenizer_from_state
 

@@ -10,9 +10,10 @@ Every error a user can cause ends in one line on stderr and exit status 2.
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from tinyllm.errors import TinyLLMError, one_line
 
@@ -32,11 +33,6 @@ tinyllm commands:
 
 generate, bench and validate also take an exported folder as --ckpt_path.
 """
-
-
-def _lightning_cli(args: list[str] | None) -> None:
-    """Lightning's CLI; ``args=None`` reads sys.argv like any command-line program."""
-    build_cli(args)
 
 
 def build_cli(args: list[str] | None, run: bool = True) -> Any:
@@ -157,6 +153,51 @@ def announce_fresh_start(trainer: Any) -> None:
               "starting a new run", file=sys.stderr)
 
 
+@contextmanager
+def lightning_checkpoint_args(args: list[str]) -> Iterator[list[str]]:
+    """``args`` with an exported folder given as ``--ckpt_path`` replaced by an equivalent temporary .ckpt.
+
+    Lightning's ``validate`` reads .ckpt files only. The temporary file holds the
+    folder's weights and architecture/tokenizer hyperparameters, nothing else
+    (tensors and plain types, loadable with weights_only=True); it is deleted
+    afterwards. Any other ``--ckpt_path`` passes through untouched.
+    """
+    import tempfile
+
+    import torch
+
+    from tinyllm.checkpoint import export_dir_of
+    from tinyllm.export import load_export
+
+    where = None
+    for i, arg in enumerate(args):
+        if arg == "--ckpt_path" and i + 1 < len(args):
+            where, value, prefix = i + 1, args[i + 1], ""
+        elif arg.startswith("--ckpt_path="):
+            where, value, prefix = i, arg.split("=", 1)[1], "--ckpt_path="
+    if where is None or export_dir_of(value) is None:
+        yield args
+        return
+    loaded = load_export(export_dir_of(value))
+    with tempfile.TemporaryDirectory(prefix="tinyllm-export-") as tmp:
+        path = Path(tmp) / f"{loaded.path.name}.ckpt"
+        torch.save(lightning_checkpoint(loaded), path)
+        print(f"tinyllm: validating exported folder {loaded.path} (as {path.name})", file=sys.stderr)
+        yield [*args[:where], prefix + str(path), *args[where + 1 :]]
+
+
+def lightning_checkpoint(loaded: Any) -> dict[str, Any]:
+    """A minimal Lightning checkpoint dict (weights + hyperparameters) for ``loaded``."""
+    import lightning
+
+    from tinyllm.checkpoint import MODEL_PREFIX
+
+    state = {MODEL_PREFIX + k: v for k, v in loaded.model.state_dict().items()}
+    hparams = {"arch": loaded.model.config.to_dict(), "tokenizer": loaded.tokenizer.state()}
+    return {"state_dict": state, "hyper_parameters": hparams, "global_step": loaded.step or 0, "epoch": 0,
+            "pytorch-lightning_version": lightning.__version__}  # fmt: skip
+
+
 def _commands() -> dict[str, Callable[[list[str]], Any]]:
     from tinyllm import bench, export, generate, plot, publish
 
@@ -164,11 +205,10 @@ def _commands() -> dict[str, Callable[[list[str]], Any]]:
         # Lightning's validate, unchanged; an exported folder as --ckpt_path is handed over as a temporary .ckpt.
         import warnings
 
-        with export.lightning_checkpoint_args(args) as lightning_args, warnings.catch_warnings():
-            full = ["validate", *lightning_args]
+        with lightning_checkpoint_args(args) as lightning_args, warnings.catch_warnings():
             # Lightning warns when explicit args differ from sys.argv: here that is the point.
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-            _lightning_cli(None if full == sys.argv[1:] else full)
+            build_cli(["validate", *lightning_args])
 
     return {"generate": generate.main, "bench": bench.main, "export": export.main, "publish": publish.main,
             "validate": validate, "plot": plot.main}  # fmt: skip
@@ -184,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
         if args[0] in commands:
             commands[args[0]](args[1:])
         else:
-            _lightning_cli(argv)
+            build_cli(argv)  # None: Lightning reads sys.argv itself
     except TinyLLMError as e:
         print(f"tinyllm: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -33,15 +33,13 @@ import json
 import math
 import os
 import shutil
-import sys
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
-from tinyllm.checkpoint import MODEL_PREFIX, LoadedModel, model_from_checkpoint, read_checkpoint
+from tinyllm.checkpoint import LoadedModel, model_from_checkpoint, read_checkpoint
 from tinyllm.config import GPTConfig
 from tinyllm.errors import ConfigError, TinyLLMError, one_line
 from tinyllm.files import sha256_of, umask
@@ -798,48 +796,6 @@ def export(
 
 
 # ----------------------------------------------------------------------------- `validate` on an exported folder
-
-
-@contextmanager
-def lightning_checkpoint_args(args: list[str]) -> Iterator[list[str]]:
-    """``args`` with an exported folder given as ``--ckpt_path`` replaced by an equivalent temporary .ckpt.
-
-    Lightning's ``validate`` reads .ckpt files only. The temporary file holds the
-    folder's weights and architecture/tokenizer hyperparameters, nothing else
-    (tensors and plain types, loadable with weights_only=True); it is deleted
-    afterwards. Any other ``--ckpt_path`` passes through untouched.
-    """
-    from tinyllm.checkpoint import export_dir_of
-
-    where = None
-    for i, arg in enumerate(args):
-        if arg == "--ckpt_path" and i + 1 < len(args):
-            where, value, prefix = i + 1, args[i + 1], ""
-        elif arg.startswith("--ckpt_path="):
-            where, value, prefix = i, arg.split("=", 1)[1], "--ckpt_path="
-    if where is None or export_dir_of(value) is None:
-        yield args
-        return
-    loaded = load_export(export_dir_of(value))
-    with tempfile.TemporaryDirectory(prefix="tinyllm-export-") as tmp:
-        path = Path(tmp) / f"{loaded.path.name}.ckpt"
-        torch.save(lightning_checkpoint(loaded), path)
-        print(f"tinyllm: validating exported folder {loaded.path} (as {path.name})", file=sys.stderr)
-        yield [*args[:where], prefix + str(path), *args[where + 1 :]]
-
-
-def lightning_checkpoint(loaded: LoadedModel) -> dict[str, Any]:
-    """A minimal Lightning checkpoint dict (weights + hyperparameters) for ``loaded``."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        pl_version = version("lightning")
-    except PackageNotFoundError:  # pragma: no cover - validate runs with Lightning installed
-        pl_version = "2.6.0"
-    state = {MODEL_PREFIX + k: v for k, v in loaded.model.state_dict().items()}
-    hparams = {"arch": loaded.model.config.to_dict(), "tokenizer": loaded.tokenizer.state()}
-    return {"state_dict": state, "hyper_parameters": hparams, "global_step": loaded.step or 0, "epoch": 0,
-            "pytorch-lightning_version": pl_version}  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- the command
