@@ -370,3 +370,11 @@ def test_unknown_device_for_generate_is_one_line(fit_run: FitRun, tmp_path: Path
     proc = run_cli("generate", "--ckpt_path", fit_run.dir / "checkpoints/tiny/last.ckpt", "--device", "gpu",
                    "--max_new_tokens", "2", cwd=tmp_path)  # fmt: skip
     _assert_one_line_error(proc, "--device")
+
+
+def test_plot_turns_the_run_logs_into_a_png(fit_run: FitRun, tmp_path: Path):
+    proc = run_cli("plot", "--logdir", fit_run.dir / "logs/tiny", "--out", tmp_path / "curves.png", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    proc = run_cli("plot", "--logdir", tmp_path, cwd=tmp_path)  # a folder with no TensorBoard events
+    _assert_one_line_error(proc, "no TensorBoard event files")
