@@ -8,6 +8,7 @@ every test that needs a trained checkpoint (module-scoped ``fit_run``). Tests th
 from __future__ import annotations
 
 import math
+import json
 import os
 import re
 import shutil
@@ -378,3 +379,19 @@ def test_plot_turns_the_run_logs_into_a_png(fit_run: FitRun, tmp_path: Path):
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     proc = run_cli("plot", "--logdir", tmp_path, cwd=tmp_path)  # a folder with no TensorBoard events
     _assert_one_line_error(proc, "no TensorBoard event files")
+
+
+def test_bench_commands_print_and_write_their_figures(fit_run: FitRun, tmp_path: Path):
+    proc = run_cli("bench", "generate", "--ckpt_path", fit_run.dir / "checkpoints/tiny/last.ckpt",
+                   "--lengths", "[5, 40]", "--json", tmp_path / "gen.json", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads((tmp_path / "gen.json").read_text())["results"]
+    assert [r["new_tokens"] for r in rows] == [5, 40]  # 40 > block_size 32: the window moves
+    assert all(r["cached_tokens_per_s"] > 0 and r["recompute_tokens_per_s"] > 0 for r in rows)
+    proc = run_cli("bench", "train", "--config", TINY, "--steps", "2", "--warmup", "0", "--rounds", "1",
+                   "--json", tmp_path / "train.json", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (row,) = json.loads((tmp_path / "train.json").read_text())["results"]
+    assert row["tokens_per_step"] == 8 * 32 and row["parameters"] > 0
+    assert 0 < row["plain_mfu"] < 1 and 0 < row["lightning_mfu"] < 1 and row["matmul_peak_gflops"] > 0
+    assert "Lightning overhead" in proc.stdout
