@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from tinyllm.errors import TinyLLMError, one_line
+from tinyllm.errors import TinyLLMError, parse_args
 
 
 def _model_for_bench(ckpt_path: str | None, preset: str, device: torch.device):
@@ -190,7 +190,7 @@ def _print_train(row: dict[str, Any]) -> None:
 
 
 def main(argv: list[str]) -> None:
-    from jsonargparse import ArgumentError, ArgumentParser
+    from jsonargparse import ArgumentParser
 
     from tinyllm.generate import pick_device
 
@@ -209,10 +209,7 @@ def main(argv: list[str]) -> None:
     p.add_argument("--warmup", type=int, default=2, help="train: optimizer steps not measured")
     p.add_argument("--rounds", type=int, default=2, help="train: alternating rounds of plain and Lightning")
     p.add_argument("--json", type=str | None, default=None, help="also write the figures to this file")
-    try:
-        args = p.parse_args(argv)
-    except ArgumentError as e:
-        raise TinyLLMError(one_line(str(e))) from None
+    args = parse_args(p, argv)
     if args.what == "train":
         if not args.config:
             raise TinyLLMError("bench train needs --config, e.g. --config configs/modern.yaml")

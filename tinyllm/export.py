@@ -41,7 +41,7 @@ import torch
 
 from tinyllm.checkpoint import LoadedModel, model_from_checkpoint, read_checkpoint
 from tinyllm.config import GPTConfig
-from tinyllm.errors import ConfigError, TinyLLMError, one_line
+from tinyllm.errors import ConfigError, TinyLLMError, one_line, parse_args
 from tinyllm.files import sha256_of, umask
 from tinyllm.model import GPT
 from tinyllm.tokenizers import GPT2_EOT, CharTokenizer, GPT2Tokenizer, Tokenizer, read_ranks, tokenizer_from_state
@@ -817,12 +817,7 @@ def build_parser():
 
 
 def main(argv: list[str]) -> None:
-    from jsonargparse import ArgumentError
-
-    try:
-        args = build_parser().parse_args(argv)
-    except ArgumentError as e:
-        raise TinyLLMError(one_line(str(e))) from None
+    args = parse_args(build_parser(), argv)
     out = export(args.ckpt_path, args.out_dir, args.data, args.verify, args.data_dir)
     _, section, config = read_export_config(out)
     kind = "LlamaForCausalLM (Hugging Face Llama layout)" if config.is_llama_shaped else "tinyllm layout (not a Llama)"

@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
-from tinyllm.errors import TinyLLMError, one_line
+from tinyllm.errors import TinyLLMError, parse_args
 from tinyllm.model import GPT
 
 
@@ -260,14 +260,9 @@ def build_parser():
 
 
 def main(argv: list[str]) -> None:
-    from jsonargparse import ArgumentError
-
     from tinyllm.checkpoint import load_model
 
-    try:
-        args = build_parser().parse_args(argv)
-    except ArgumentError as e:
-        raise TinyLLMError(one_line(str(e))) from None
+    args = parse_args(build_parser(), argv)
     loaded = load_model(args.ckpt_path, pick_device(args.device))
     tok = loaded.tokenizer
     prompt_ids = tok.encode(args.prompt)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tinyllm.errors import TinyLLMError, one_line
+from tinyllm.errors import TinyLLMError, parse_args
 
 
 def read_scalars(logdir: str | Path) -> dict[str, list[tuple[int, float]]]:
@@ -59,16 +59,13 @@ def plot_run(logdir: str | Path, out: str | Path, title: str | None = None) -> P
 
 
 def main(argv: list[str]) -> None:
-    from jsonargparse import ArgumentError, ArgumentParser
+    from jsonargparse import ArgumentParser
 
     p = ArgumentParser(prog="python -m tinyllm plot", exit_on_error=False,
                        description="Plot a run's loss and learning-rate curves from its TensorBoard logs.")
     p.add_argument("--logdir", type=str, required=True, help="a run directory, e.g. logs/quick")
     p.add_argument("--out", type=str | None, default=None, help="PNG path (default: <logdir>/curves.png)")
     p.add_argument("--title", type=str | None, default=None)
-    try:
-        args = p.parse_args(argv)
-    except ArgumentError as e:
-        raise TinyLLMError(one_line(str(e))) from None
+    args = parse_args(p, argv)
     out = plot_run(args.logdir, args.out or Path(args.logdir) / "curves.png", args.title)
     print(f"wrote {out}")

@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tinyllm.errors import TinyLLMError, one_line
+from tinyllm.errors import TinyLLMError, one_line, parse_args
 from tinyllm.export import FILES, _fmt_bytes, check_export
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -120,12 +120,7 @@ def build_parser():
 
 
 def main(argv: list[str]) -> None:
-    from jsonargparse import ArgumentError
-
-    try:
-        args = build_parser().parse_args(argv)
-    except ArgumentError as e:
-        raise TinyLLMError(one_line(str(e))) from None
+    args = parse_args(build_parser(), argv)
     up = plan(args.export_dir, args.repo_id)
     token = None
     if not args.dry_run:  # fail before printing anything when the upload cannot even start
