@@ -10,8 +10,8 @@ Every error a user can cause ends in one line on stderr and exit status 2.
 from __future__ import annotations
 
 import shutil
-from contextlib import contextmanager
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
