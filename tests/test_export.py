@@ -434,3 +434,12 @@ def test_export_module_does_not_import_lightning(exports):
     proc = subprocess.run([sys.executable, "-c", code, str(exports["char"])], env=env_for_cli(),
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_model_card_usage_lines_load_the_published_name(runs, tmp_path: Path):
+    card = (export(runs["char"], tmp_path / "card", verify=False, repo_id="someone/tiny-shakespeare") / "README.md")
+    text = card.read_text()
+    assert 'from_pretrained("someone/tiny-shakespeare")' in text
+    assert "--ckpt_path someone/tiny-shakespeare" in text
+    local = export(runs["char"], tmp_path / "local", verify=False) / "README.md"
+    assert f'from_pretrained("{tmp_path / "local"}")' in local.read_text()

@@ -734,8 +734,12 @@ def write_export(
     data: str | None = None,
     verify: bool = True,
     data_dir: str | Path | None = None,
+    repo_id: str | None = None,
 ) -> Path:
     """Write ``model`` and ``tokenizer`` as an export folder (see the module docstring); returns the folder.
+
+    The card's usage lines load ``repo_id`` (where the folder will be published) or else ``out_dir``
+    as given.
 
     The folder is assembled beside ``out_dir`` and renamed into place, so a
     failed export leaves no half-written folder. ``verify`` loads the result with
@@ -766,7 +770,8 @@ def write_export(
         _write_json(tmp / CONFIG, hf_config(config, tokenizer, section))
         hf_check = check_with_transformers(tmp, model, tokenizer) if verify else None
         files = {name: (tmp / name).stat().st_size for name in FILES if name != CARD}
-        card = model_card(out.name, model, tokenizer, training, files, sha256_of(tmp / WEIGHTS), hf_check, data)
+        card = model_card(repo_id or str(out_dir), model, tokenizer, training, files, sha256_of(tmp / WEIGHTS),
+                          hf_check, data)  # fmt: skip
         (tmp / CARD).write_text(card, encoding="utf-8")
         for name in FILES:  # safetensors writes 0600; give every file the usual permissions
             os.chmod(tmp / name, 0o666 & ~umask())
@@ -789,10 +794,11 @@ def export(
     data: str | None = None,
     verify: bool = True,
     data_dir: str | Path | None = None,
+    repo_id: str | None = None,
 ) -> Path:
     """Export a training checkpoint (or re-export a folder) to ``out_dir``; returns the folder."""
     loaded, training = _load_source(ckpt_path, data_dir)
-    return write_export(loaded.model, loaded.tokenizer, out_dir, training, data, verify, data_dir)
+    return write_export(loaded.model, loaded.tokenizer, out_dir, training, data, verify, data_dir, repo_id)
 
 
 # ----------------------------------------------------------------------------- `validate` on an exported folder
@@ -813,12 +819,13 @@ def build_parser():
     p.add_argument("--data", type=str | None, default=None, help="a line describing the training data, for the card")
     p.add_argument("--verify", type=bool, default=True, help="check the folder with transformers, if installed")
     p.add_argument("--data_dir", type=str | None, default=None, help="gpt2.tiktoken's folder ($TINYLLM_DATA_DIR)")
+    p.add_argument("--repo_id", type=str | None, default=None, help="USER/NAME the card's usage lines load")
     return p
 
 
 def main(argv: list[str]) -> None:
     args = parse_args(build_parser(), argv)
-    out = export(args.ckpt_path, args.out_dir, args.data, args.verify, args.data_dir)
+    out = export(args.ckpt_path, args.out_dir, args.data, args.verify, args.data_dir, args.repo_id)
     _, section, config = read_export_config(out)
     kind = "LlamaForCausalLM (Hugging Face Llama layout)" if config.is_llama_shaped else "tinyllm layout (not a Llama)"
     print(f"exported {_count_params(out):,} parameters to {out}: {kind}")
