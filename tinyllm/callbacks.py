@@ -15,9 +15,8 @@ from lightning.pytorch.callbacks.progress.tqdm_progress import _update_n
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from tinyllm.files import atomic_write_bytes
-
 from tinyllm.errors import TinyLLMError
+from tinyllm.files import atomic_write_bytes
 
 
 def _windows_in_batch(batch: Any) -> int:

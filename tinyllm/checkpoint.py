@@ -9,6 +9,7 @@ are read with safetensors and json, which cannot run code at all.
 
 from __future__ import annotations
 
+import math
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,8 +114,15 @@ def model_from_checkpoint(
         model.load_state_dict(state)
     except RuntimeError as e:
         raise TinyLLMError(f"{p}: weights do not match its architecture ({str(e).splitlines()[0][:120]})") from None
-    metrics = {}
-    for cb_key, cb_state in ckpt.get("callbacks", {}).items():
-        if "ModelCheckpoint" in cb_key and cb_state.get("best_model_score") is not None:
-            metrics["best_val_loss"] = float(cb_state["best_model_score"])
+    best = best_checkpoint_state(ckpt)
+    metrics = {"best_val_loss": float(best["best_model_score"])} if best else {}
     return LoadedModel(model.to(device).eval(), tokenizer, p, ckpt.get("global_step"), metrics)
+
+
+def best_checkpoint_state(ckpt: dict[str, Any]) -> dict[str, Any] | None:
+    """The saved state of the run's "best" ModelCheckpoint (a finite ``best_model_score``), if there is one."""
+    for key, state in (ckpt.get("callbacks") or {}).items():
+        if "ModelCheckpoint" in key and isinstance(state, dict) and state.get("best_model_score") is not None:
+            if math.isfinite(float(state["best_model_score"])):
+                return state
+    return None

@@ -175,10 +175,11 @@ def lightning_checkpoint_args(args: list[str]) -> Iterator[list[str]]:
             where, value, prefix = i + 1, args[i + 1], ""
         elif arg.startswith("--ckpt_path="):
             where, value, prefix = i, arg.split("=", 1)[1], "--ckpt_path="
-    if where is None or export_dir_of(value) is None:
+    folder = export_dir_of(value) if where is not None else None
+    if folder is None:
         yield args
         return
-    loaded = load_export(export_dir_of(value))
+    loaded = load_export(folder)
     with tempfile.TemporaryDirectory(prefix="tinyllm-export-") as tmp:
         path = Path(tmp) / f"{loaded.path.name}.ckpt"
         torch.save(lightning_checkpoint(loaded), path)

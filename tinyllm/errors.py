@@ -13,10 +13,6 @@ class TinyLLMError(Exception):
     """An error the user can fix; its message is one actionable line."""
 
 
-class NonFiniteLossError(TinyLLMError):
-    """The training loss became NaN or infinite."""
-
-
 class ConfigError(TinyLLMError, ValueError):
     """An impossible or unknown model/data configuration."""
 

@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-from tinyllm.checkpoint import LoadedModel, model_from_checkpoint, read_checkpoint
+from tinyllm.checkpoint import LoadedModel, best_checkpoint_state, model_from_checkpoint, read_checkpoint
 from tinyllm.config import GPTConfig
 from tinyllm.errors import ConfigError, TinyLLMError, one_line, parse_args
 from tinyllm.files import sha256_of, umask
@@ -681,12 +681,10 @@ def training_info(p: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
         "source_sha256": sha256_of(p),
         "hyperparameters": {k: _plain(hparams[k]) for k in TRAINING_HPARAMS if k in hparams},
     }
-    for key, state in (ckpt.get("callbacks") or {}).items():
-        if "ModelCheckpoint" in key and isinstance(state, dict) and state.get("best_model_score") is not None:
-            score = float(state["best_model_score"])
-            if math.isfinite(score):
-                info["best_val_loss"] = score
-                info["val_loss_is_these_weights"] = Path(str(state.get("best_model_path", ""))).name == p.name
+    best = best_checkpoint_state(ckpt)
+    if best is not None:
+        info["best_val_loss"] = float(best["best_model_score"])
+        info["val_loss_is_these_weights"] = Path(str(best.get("best_model_path", ""))).name == p.name
     return info
 
 

@@ -12,7 +12,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from tinyllm.config import GPTConfig
-from tinyllm.errors import NonFiniteLossError, TinyLLMError
+from tinyllm.errors import TinyLLMError
 from tinyllm.model import GPT
 
 
@@ -108,7 +108,8 @@ class GPTLitModule(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss = self._loss(batch)
         if not torch.isfinite(loss):
-            raise NonFiniteLossError(
+            # A TinyLLMError: ExceptionCheckpoint saves nothing for it, so last.ckpt stays the last good state.
+            raise TinyLLMError(
                 f"the loss became {loss.item()} at step {self.global_step}: lower the learning rate or use "
                 "--trainer.precision 32-true; the last good checkpoint is kept"
             )
