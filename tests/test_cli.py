@@ -294,6 +294,17 @@ def test_generate_same_text_with_and_without_kv_cache(fit_run: FitRun, sampling:
     assert outs["true"].startswith("ROMEO:") and len(outs["true"]) == len("ROMEO:") + n_new + 1  # chars + "\n"
 
 
+def test_generate_int8_prints_text_and_compile_without_cache_is_one_line(fit_run: FitRun):
+    ckpt = fit_run.dir / "checkpoints/tiny/last.ckpt"
+    proc = run_cli("generate", "--ckpt_path", ckpt, "--max_new_tokens", "40", "--temperature", "0",
+                   "--quantize", "int8", cwd=fit_run.dir, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, describe(proc)
+    assert "quantize=int8" in proc.stderr
+    assert proc.stdout.startswith("ROMEO:") and len(proc.stdout) == len("ROMEO:") + 40 + 1
+    proc = run_cli("generate", "--ckpt_path", ckpt, "--compile", "true", "--kv_cache", "false", cwd=fit_run.dir)
+    _assert_one_line_error(proc, "--compile", "--kv_cache true")
+
+
 # ----------------------------------------------------------------------------- 9. DDP and per-rank data
 
 
@@ -383,10 +394,12 @@ def test_plot_turns_the_run_logs_into_a_png(fit_run: FitRun, tmp_path: Path):
 
 def test_bench_commands_print_and_write_their_figures(fit_run: FitRun, tmp_path: Path):
     proc = run_cli("bench", "generate", "--ckpt_path", fit_run.dir / "checkpoints/tiny/last.ckpt",
-                   "--lengths", "[5, 40]", "--json", tmp_path / "gen.json", cwd=tmp_path)  # fmt: skip
+                   "--lengths", "[5, 40]", "--setups", "[fp32, int8]", "--json", tmp_path / "gen.json",
+                   cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads((tmp_path / "gen.json").read_text())["results"]
-    assert [r["new_tokens"] for r in rows] == [5, 40]  # 40 > block_size 32: the window moves
+    # 40 > block_size 32: the window moves
+    assert [(r["setup"], r["new_tokens"]) for r in rows] == [("fp32", 5), ("fp32", 40), ("int8", 5), ("int8", 40)]
     assert all(r["cached_tokens_per_s"] > 0 and r["recompute_tokens_per_s"] > 0 for r in rows)
     proc = run_cli("bench", "train", "--config", TINY, "--steps", "2", "--warmup", "0", "--rounds", "1",
                    "--json", tmp_path / "train.json", cwd=tmp_path)  # fmt: skip

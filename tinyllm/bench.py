@@ -10,7 +10,7 @@ import json
 import platform
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -28,19 +28,24 @@ def _model_for_bench(ckpt_path: str | None, preset: str, device: torch.device):
     return GPT(GPTConfig.preset(preset, dropout=0.0)).to(device).eval(), f"preset {preset} (random weights)"
 
 
+# name -> (quantize, compile): the levers of fast decoding, one at a time
+GENERATE_SETUPS = {"fp32": ("none", False), "int8": ("int8", False), "int8+compile": ("int8", True)}
+
+
 def bench_generate(
-    model, lengths: list[int], prompt_len: int = 6, repeats: int = 1, recompute: bool = True
+    model, lengths: list[int], prompt_len: int = 6, repeats: int = 1, recompute: bool = True, decoder=None
 ) -> list[dict[str, Any]]:
     """tokens/s with and without the KV cache, and time to first token, at each length (batch 1)."""
     from tinyllm.generate import generate
 
     prompt = [i % model.config.vocab_size for i in range(prompt_len)]
-    generate(model, prompt, 20, temperature=0)  # warm-up: allocator, kernels, caches
+    generate(model, prompt, 20, temperature=0, decoder=decoder)  # warm-up: allocator, kernels, caches
     rows = []
     for n in lengths:
         row: dict[str, Any] = {"new_tokens": n}
         for kv in (True, False) if recompute else (True,):
-            runs = [generate(model, prompt, n, temperature=0.8, top_k=200, seed=1, kv_cache=kv) for _ in range(repeats)]
+            runs = [generate(model, prompt, n, temperature=0.8, top_k=200, seed=1, kv_cache=kv, decoder=decoder)
+                    for _ in range(repeats)]
             best = min(runs, key=lambda g: g.seconds)
             key = "cached" if kv else "recompute"
             row[f"{key}_tokens_per_s"] = round(n / best.seconds, 1)
@@ -49,6 +54,40 @@ def bench_generate(
             row["speedup"] = round(row["cached_tokens_per_s"] / row["recompute_tokens_per_s"], 2)
         rows.append(row)
     return rows
+
+
+def run_bench_generate(model, setups: list[str], lengths: list[int], repeats: int, recompute: bool):
+    """Every setup of ``GENERATE_SETUPS`` on its own copy of ``model``; rows carry the setup's name."""
+    import copy
+
+    from tinyllm.generate import compile_decoder
+    from tinyllm.quantize import quantize_int8
+
+    rows = []
+    for name in setups:
+        quantize, compile_ = GENERATE_SETUPS[name]
+        m = copy.deepcopy(model)
+        if quantize == "int8":
+            quantize_int8(m)
+        t0 = time.perf_counter()
+        decoder = compile_decoder(m) if compile_ else None
+        compile_s = time.perf_counter() - t0
+        for row in bench_generate(m, lengths, repeats=repeats, recompute=recompute, decoder=decoder):
+            rows.append({"setup": name, **row, **({"compile_s": round(compile_s, 1)} if compile_ else {})})
+    return rows
+
+
+def _print_generate(rows: list[dict[str, Any]]) -> None:
+    print(f"{'setup':>13} {'new tokens':>10} {'cached tok/s':>13} {'recompute tok/s':>16} {'speedup':>8} "
+          f"{'TTFT cached':>12}")
+    for r in rows:
+        print(f"{r['setup']:>13} {r['new_tokens']:>10} {r['cached_tokens_per_s']:>13.1f} "
+              f"{r.get('recompute_tokens_per_s', float('nan')):>16.1f} "
+              f"{r.get('speedup', float('nan')):>7.1f}x {r['cached_first_token_ms']:>10.1f}ms")
+    compiled = {r["setup"]: r["compile_s"] for r in rows if "compile_s" in r}
+    for name, seconds in compiled.items():
+        print(f"{name}: compiling the decode step took {seconds:.1f} s (once per process; not in TTFT)")
+    print("recompute always runs the model eagerly (compile applies to the one-token cached step)")
 
 
 # ----------------------------------------------------------------------------- training
@@ -202,6 +241,8 @@ def main(argv: list[str]) -> None:
     p.add_argument("--lengths", type=list[int], default=[100, 500, 1000], help="generate: new tokens per run")
     p.add_argument("--repeats", type=int, default=1, help="generate: runs per setting; the fastest is reported")
     p.add_argument("--recompute", type=bool, default=True, help="generate: also time it without the cache")
+    p.add_argument("--setups", type=list[Literal["fp32", "int8", "int8+compile"]], default=list(GENERATE_SETUPS),
+                   help="generate: fp32 (as trained), int8 (weight-only), int8+compile (torch.compile'd decode)")
     p.add_argument("--device", type=str, default="auto", help="generate: auto, cpu, cuda or mps")
     p.add_argument("--config", type=str | None, default=None, help="train: the YAML config, as for fit")
     p.add_argument("--set", type=list[str], default=[], help='train: overrides, e.g. ["--data.batch_size=16"]')
@@ -221,12 +262,8 @@ def main(argv: list[str]) -> None:
         model, source = _model_for_bench(args.ckpt_path, args.preset, pick_device(args.device))
         print(f"bench generate: {source}, {model.num_parameters():,} parameters, batch 1, "
               f"{torch.get_num_threads()} threads, {next(model.parameters()).device}")
-        rows = bench_generate(model, args.lengths, repeats=args.repeats, recompute=args.recompute)
-        print(f"{'new tokens':>10} {'cached tok/s':>13} {'recompute tok/s':>16} {'speedup':>8} {'TTFT cached':>12}")
-        for r in rows:
-            print(f"{r['new_tokens']:>10} {r['cached_tokens_per_s']:>13.1f} "
-                  f"{r.get('recompute_tokens_per_s', float('nan')):>16.1f} "
-                  f"{r.get('speedup', float('nan')):>7.1f}x {r['cached_first_token_ms']:>10.1f}ms")
+        rows = run_bench_generate(model, args.setups, args.lengths, args.repeats, args.recompute)
+        _print_generate(rows)
         out = {"benchmark": "generate", "model": source, "parameters": model.num_parameters(),
                "environment": _environment(), "results": rows}
     if args.json:

@@ -18,13 +18,14 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Literal
 
 import torch
 from torch import Tensor
 
 from tinyllm.errors import TinyLLMError, parse_args
-from tinyllm.model import GPT
+from tinyllm.model import GPT, KVCache
+from tinyllm.quantize import quantize_int8
 
 
 def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
@@ -89,11 +90,14 @@ def generate_tokens(
     top_p: float | None = None,
     seed: int | None = None,
     kv_cache: bool = True,
+    decoder: Callable[[Tensor, KVCache], Tensor] | None = None,
 ) -> Iterator[Tensor]:
     """Yield the next token of every sequence (a (B,) tensor), ``max_new_tokens`` times.
 
     ``prompt`` is (B, T) token ids on the model's device. The model is used as
-    it is; call ``model.eval()`` first (the CLI and callbacks do).
+    it is; call ``model.eval()`` first (the CLI and callbacks do). ``decoder``
+    (see :func:`compile_decoder`) replaces the model for the one-token cached
+    steps only; prefill and recompute always run the model itself.
     """
     if max_new_tokens < 1:
         raise TinyLLMError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
@@ -103,6 +107,7 @@ def generate_tokens(
     block, keep = model.config.block_size, max(1, model.config.block_size // 2)
     generators = make_generators(seed, prompt.size(0), prompt.device)
     cache = model.new_cache(prompt.size(0)) if kv_cache else None
+    decode = model if decoder is None else decoder
     tokens = prompt
     start = max(0, tokens.size(1) - block)  # the window is tokens[:, start:]
     prefill = True
@@ -116,10 +121,40 @@ def generate_tokens(
             logits = model(tokens[:, start:], cache)
             prefill = False
         else:
-            logits = model(tokens[:, -1:], cache)
+            logits = decode(tokens[:, -1:], cache)
         next_token = sample_next(logits[:, -1], temperature, top_k, top_p, generators)
         tokens = torch.cat([tokens, next_token[:, None]], dim=1)
         yield next_token
+
+
+def compile_decoder(model: GPT, batch_size: int = 1) -> Callable[[Tensor, KVCache], Tensor]:
+    """The model's one-token decode step through ``torch.compile``, compiled now.
+
+    A decode step is ~100 tiny operations around a few small matrix-vector
+    products; run one by one, their Python and dispatch overhead costs more
+    than their arithmetic. Compiling fuses them into a few kernels. Shapes are
+    dynamic (the cache grows every step), so one graph serves every length;
+    prefill and recompute stay eager. Compiling takes tens of seconds the first
+    time (torch caches the result on disk for the next run), so it pays off for
+    long generations, not for a short sample.
+    """
+    device, block = model.embed_tokens.weight.device, model.config.block_size
+    # On the CPU, a C++ wrapper around the kernels also removes the Python between them (~20% here, DEVLOG.md).
+    compiled = torch.compile(model, dynamic=True, options={"cpp_wrapper": device.type == "cpu"})
+    try:
+        # Warm up inside inference mode (as generation runs) on the shapes that get their own graph:
+        # a short cache (generic lengths) and the write into its last free slot.
+        with torch.inference_mode():
+            cache = model.new_cache(batch_size)
+            for prefill in sorted({min(2, block - 1), block - 1}):
+                cache.reset()
+                tokens = torch.zeros(batch_size, prefill + 1, dtype=torch.long, device=device)
+                model(tokens[:, :prefill], cache)
+                compiled(tokens[:, -1:], cache)
+    except Exception as e:  # compilation needs a working C++ compiler (CPU) or Triton (CUDA)
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise TinyLLMError(f"torch.compile failed on {device} ({first_line}): run without --compile") from None
+    return compiled
 
 
 @dataclass
@@ -255,6 +290,10 @@ def build_parser():
     p.add_argument("--stream", type=bool, default=True, help="print tokens as they arrive (one sample only)")
     p.add_argument("--stop", type=str | None, default=None, help="end a sample at this string")
     p.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--quantize", type=Literal["none", "int8"], default="none",
+                   help="int8: weight-only int8 linear layers, about 4x less memory traffic per token")
+    p.add_argument("--compile", type=bool, default=False,
+                   help="torch.compile the cached decode step (tens of seconds once; for long generations)")
     p.add_argument("--demo", type=bool, default=False, help="the original project's five settings for the prompt")
     return p
 
@@ -263,12 +302,17 @@ def main(argv: list[str]) -> None:
     from tinyllm.checkpoint import load_model
 
     args = parse_args(build_parser(), argv)
+    if args.compile and not args.kv_cache:
+        raise TinyLLMError("--compile speeds up the cached decode step: use it with --kv_cache true")
     loaded = load_model(args.ckpt_path, pick_device(args.device))
     tok = loaded.tokenizer
     prompt_ids = tok.encode(args.prompt)
     if not prompt_ids:
         raise TinyLLMError("the prompt is empty: give --prompt some text")
-    common = dict(decode=tok.decode, seed=args.seed, kv_cache=args.kv_cache)
+    if args.quantize == "int8":
+        quantize_int8(loaded.model)
+    decoder = compile_decoder(loaded.model, args.num_samples) if args.compile else None
+    common = dict(decode=tok.decode, seed=args.seed, kv_cache=args.kv_cache, decoder=decoder)
     if args.demo:
         for title, sampling in DEMO_SETTINGS:
             g = generate(loaded.model, prompt_ids, args.max_new_tokens, **common, **sampling)
@@ -289,4 +333,5 @@ def main(argv: list[str]) -> None:
             header = f"--- sample {i + 1} ---\n" if args.num_samples > 1 else ""
             print(f"{header}{args.prompt}{text}")
     print(f"[{sum(map(len, g.tokens))} tokens in {g.seconds:.2f} s: {g.tokens_per_second:.0f} tokens/s, "
-          f"first token after {g.first_token_seconds * 1000:.0f} ms, kv_cache={args.kv_cache}]", file=sys.stderr)
+          f"first token after {g.first_token_seconds * 1000:.0f} ms, kv_cache={args.kv_cache}, "
+          f"quantize={args.quantize}, compile={args.compile}]", file=sys.stderr)

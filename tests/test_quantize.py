@@ -1,0 +1,104 @@
+"""Tests for the fast-decoding levers: weight-only int8 (tinyllm.quantize) and the compiled decode step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from tinyllm.generate import compile_decoder, generate_tokens
+from tinyllm.quantize import Int8Linear, quantize_int8
+
+from test_generate import PRESET_NAMES, prompt_tensor, sharp_model
+
+
+def test_int8_linear_rounds_each_row_to_127_steps_of_its_absmax():
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 48, bias=True)
+    q = Int8Linear(linear)
+    w = linear.weight.detach()
+    assert q.weight.dtype == torch.int8 and q.weight.shape == w.shape
+    assert torch.equal(q.weight.abs().amax(dim=1), torch.full((48,), 127, dtype=torch.int8))  # absmax maps to ±127
+    dequantized = q.weight.float() * q.scale[:, None]
+    assert (dequantized - w).abs().max() <= q.scale.max() / 2 + 1e-7  # round-to-nearest: at most half a step
+
+
+@pytest.mark.parametrize("rows", [1, 3, Int8Linear.INT8_KERNEL_MAX_ROWS + 1, 40])
+def test_int8_linear_matches_float_linear_on_both_kernels(rows):
+    """Few rows run the int8 kernel (bfloat16 activations), many the dequantized matmul: both ≈ the fp32 layer."""
+    torch.manual_seed(1)
+    linear = nn.Linear(64, 48, bias=True)
+    with torch.no_grad():
+        linear.bias.normal_()
+    x = torch.randn(rows, 64)
+    q = Int8Linear(linear)
+    with torch.inference_mode():
+        ref, out = linear(x), q(x)
+        exact = nn.functional.linear(x, q.weight.float() * q.scale[:, None], linear.bias)
+    assert out.shape == ref.shape and out.dtype == torch.float32
+    # Error budget: weight rounding (≤ half a step) plus bfloat16 activations (2^-9 relative) on the int8 kernel.
+    assert (out - exact).abs().max() <= 0.02 * ref.abs().max()
+    assert (out - ref).abs().max() <= 0.03 * ref.abs().max()
+    assert (out - ref).abs().max() > 0  # it really is quantized
+
+
+def test_quantize_int8_replaces_every_linear_and_keeps_the_rest():
+    model = sharp_model("modern", tie_embeddings=True)
+    n_linear = sum(isinstance(m, nn.Linear) for m in model.modules())
+    embedding = model.embed_tokens.weight.detach().clone()
+    quantize_int8(model)
+    assert not any(isinstance(m, nn.Linear) for m in model.modules())
+    assert sum(isinstance(m, Int8Linear) for m in model.modules()) == n_linear
+    assert torch.equal(model.embed_tokens.weight, embedding)  # the tied embedding stays float
+    assert not model.training
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_int8_model_follows_the_float_model(name):
+    model = sharp_model(name, std=0.1)
+    prompt = prompt_tensor(2, 12)
+    with torch.inference_mode():
+        ref = model(prompt)
+        quantize_int8(model)
+        cache = model.new_cache(2)
+        cached = torch.cat([model(prompt[:, :-1], cache), model(prompt[:, -1:], cache)], dim=1)  # prefill + decode
+        full = model(prompt)
+    spread = (ref.max(-1).values - ref.min(-1).values).mean()
+    assert (full - ref).abs().max() < 0.05 * spread, name
+    assert (cached - ref).abs().max() < 0.05 * spread, name  # the decode step runs the int8 kernel
+    assert (full.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.9
+
+
+def _graph_count() -> int:
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("quantize", [False, True])
+def test_compiled_decoder_equals_eager_and_never_recompiles_while_generating(quantize):
+    torch._dynamo.reset()
+    model = sharp_model("modern", block_size=12)
+    if quantize:
+        quantize_int8(model)
+    decoder = compile_decoder(model, batch_size=2)
+    graphs = _graph_count()
+    prompt = prompt_tensor(2, 3)
+    n = 3 * model.config.block_size  # several window shifts: every cache length, and the full cache
+    logits: dict[str, list[torch.Tensor]] = {"eager": [], "compiled": []}
+
+    def recording(fn, key):
+        def step(idx, cache):
+            out = fn(idx, cache)
+            logits[key].append(out[:, -1].clone())
+            return out
+        return step
+
+    eager = list(generate_tokens(model, prompt, n, temperature=0, decoder=recording(model, "eager")))
+    compiled = list(generate_tokens(model, prompt, n, temperature=0, decoder=recording(decoder, "compiled")))
+    assert _graph_count() == graphs, "decoding compiled a new graph after compile_decoder's warm-up"
+    assert len(logits["compiled"]) == len(logits["eager"]) > 2 * model.config.block_size
+    for a, b in zip(logits["eager"], logits["compiled"]):
+        assert (a - b).abs().max() <= 1e-4
+    assert torch.equal(torch.stack(eager), torch.stack(compiled))

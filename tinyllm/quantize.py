@@ -1,0 +1,75 @@
+"""Weight-only int8 quantization: the memory-bound half of fast CPU decoding.
+
+Decoding one token multiplies a single activation row by every weight matrix,
+so each step reads all the weights once and does only 2 FLOPs per weight read:
+the speed limit is memory bandwidth, not arithmetic. The 10.6M-parameter
+modern model holds 42 MB of fp32 weights; at the ~12 GB/s that the 2-core CPU
+this was written on streams (DEVLOG.md), that alone caps decoding near 300
+tokens/s. In int8 the same weights are 10.6 MB, a quarter of the bytes, and fit
+in its 32 MB last-level cache.
+
+Plain PyTorch, inference only: the model is trained in floating point and
+quantized after loading (``tinyllm generate --quantize int8``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class Int8Linear(nn.Module):
+    """A linear layer whose weight is stored as int8 with one scale per output row.
+
+        s_o   = max_i |W_oi| / 127                       (absmax, per output channel)
+        Wq_oi = round(W_oi / s_o)  ∈ [-127, 127]
+        y     = (x · Wqᵀ) ⊙ s + b
+
+    Symmetric absmax quantization as in LLM.int8() (Dettmers et al., 2022,
+    arXiv:2208.07339), applied to the weights only, like llama.cpp's Q8_0. The
+    rounding error per weight is at most s_o / 2, under 0.4% of the row's
+    largest weight. On the CPU, for a few rows (decoding), the product runs in
+    torch's int8-weight kernel, which takes bfloat16 activations: x is rounded
+    to bfloat16 on the way in and the result returned in x's dtype. Its cost
+    grows with every row, so a prompt (prefill) is multiplied by the
+    dequantized weight instead, in x's dtype.
+    """
+
+    # Rows up to which the int8 kernel beats dequantize-then-matmul (crossover ~24 rows measured here, DEVLOG.md).
+    INT8_KERNEL_MAX_ROWS = 16
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        w = linear.weight.detach().float()
+        scale = w.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny) / 127
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.register_buffer("weight", torch.round(w / scale[:, None]).to(torch.int8))
+        self.register_buffer("scale", scale)
+        self.register_buffer("scale_bf16", scale.to(torch.bfloat16))
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.device.type == "cpu" and x.numel() <= self.INT8_KERNEL_MAX_ROWS * self.in_features:
+            rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
+            y = torch._weight_int8pack_mm(rows, self.weight, self.scale_bf16)
+            y = y.view(*x.shape[:-1], self.out_features).to(x.dtype)
+        else:  # dequantize on the fly (the weights still take a quarter of the memory at rest)
+            y = F.linear(x, self.weight.to(x.dtype)) * self.scale.to(x.dtype)
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def quantize_int8(model: nn.Module) -> nn.Module:
+    """Replace every ``nn.Linear`` of ``model`` by an :class:`Int8Linear`, in place; returns the model.
+
+    Embeddings and norms stay in floating point (a lookup reads one row, not the
+    whole table). A head tied to the embedding gets its own int8 copy.
+    """
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.Linear):
+                setattr(module, name, Int8Linear(child).to(child.weight.device))
+    return model.eval()
