@@ -24,10 +24,11 @@ Lightning commands (see `python -m tinyllm COMMAND --help`):
   validate   val loss of a checkpoint: validate --config configs/quick.yaml --ckpt_path last
 
 tinyllm commands:
-  generate   sample text from a checkpoint (KV cache, top-k/top-p, streaming)
+  generate   sample text from a checkpoint (KV cache, top-k/top-p, streaming, --quantize int8, --compile)
   bench      measure speed: bench generate [--ckpt_path P | --preset modern] [--json FILE]
              bench train --config configs/modern.yaml [--steps 5] [--json FILE]
   plot       loss and LR curves as PNG: plot --logdir logs/quick [--out curves.png]
+  experiment the swaps, reproducibly: experiment swaps --preset cpu [--seeds "[1, 2, 3]"]
   export     shareable folder (safetensors, Llama layout if LLaMA-shaped): export --ckpt_path P --out_dir DIR
   publish    upload an export to the Hub ($HF_TOKEN): publish --export_dir DIR --repo_id USER/NAME [--dry_run true]
 
@@ -200,7 +201,7 @@ def lightning_checkpoint(loaded: Any) -> dict[str, Any]:
 
 
 def _commands() -> dict[str, Callable[[list[str]], Any]]:
-    from tinyllm import bench, export, generate, plot, publish
+    from tinyllm import bench, experiment, export, generate, plot, publish
 
     def validate(args: list[str]) -> None:
         # Lightning's validate, unchanged; an exported folder as --ckpt_path is handed over as a temporary .ckpt.
@@ -212,7 +213,7 @@ def _commands() -> dict[str, Callable[[list[str]], Any]]:
             build_cli(["validate", *lightning_args])
 
     return {"generate": generate.main, "bench": bench.main, "export": export.main, "publish": publish.main,
-            "validate": validate, "plot": plot.main}  # fmt: skip
+            "validate": validate, "plot": plot.main, "experiment": experiment.main}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
