@@ -2,7 +2,9 @@
 
 Recompute (the cache off) and the KV cache (on) run through the same loop and
 see the same tokens at the same absolute positions, so their logits agree to
-float rounding and greedy text is identical. The only difference is what is fed
+float rounding and, with the model's own float weights, greedy text is
+identical (int8 weights, ``tinyllm.quantize``, round a prompt and a decode
+step differently). The only difference is what is fed
 to the model: the whole window, or just the newest token.
 
 Past ``block_size``: when the window is full, its oldest tokens are dropped so
@@ -142,18 +144,20 @@ def compile_decoder(model: GPT, batch_size: int = 1) -> Callable[[Tensor, KVCach
     # On the CPU, a C++ wrapper around the kernels also removes the Python between them (~20% here, DEVLOG.md).
     compiled = torch.compile(model, dynamic=True, options={"cpp_wrapper": device.type == "cpu"})
     try:
-        # Warm up inside inference mode (as generation runs) on the shapes that get their own graph:
-        # a short cache (generic lengths) and the write into its last free slot.
+        # Warm up inside inference mode (as generation runs) on every shape that gets its own graph.
         with torch.inference_mode():
             cache = model.new_cache(batch_size)
-            for prefill in sorted({min(2, block - 1), block - 1}):
+            # Lengths 1 and 2 (small sizes get their own graphs) and the last slot; block_size 1 never decodes.
+            for prefill in sorted({1, min(2, block - 1), block - 1} - {0}):
                 cache.reset()
                 tokens = torch.zeros(batch_size, prefill + 1, dtype=torch.long, device=device)
                 model(tokens[:, :prefill], cache)
                 compiled(tokens[:, -1:], cache)
     except Exception as e:  # compilation needs a working C++ compiler (CPU) or Triton (CUDA)
-        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise TinyLLMError(f"torch.compile failed on {device} ({first_line}): run without --compile") from None
+        cause = getattr(e, "inner_exception", None) or e  # dynamo wraps the backend's own error
+        first_line = next((line for line in str(cause).splitlines() if line.strip()), "")
+        raise TinyLLMError(f"torch.compile failed on {device} ({type(cause).__name__}: {first_line}): "
+                           "run without --compile") from None
     return compiled
 
 
@@ -291,7 +295,7 @@ def build_parser():
     p.add_argument("--stop", type=str | None, default=None, help="end a sample at this string")
     p.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--quantize", type=Literal["none", "int8"], default="none",
-                   help="int8: weight-only int8 linear layers, about 4x less memory traffic per token")
+                   help="int8 (CPU): weight-only int8 linear layers, 4x fewer weight bytes per token")
     p.add_argument("--compile", type=bool, default=False,
                    help="torch.compile the cached decode step (tens of seconds once; for long generations)")
     p.add_argument("--demo", type=bool, default=False, help="the original project's five settings for the prompt")
@@ -310,8 +314,10 @@ def main(argv: list[str]) -> None:
     if not prompt_ids:
         raise TinyLLMError("the prompt is empty: give --prompt some text")
     if args.quantize == "int8":
+        if loaded.model.embed_tokens.weight.device.type != "cpu":
+            raise TinyLLMError("--quantize int8 is for the CPU (a GPU is faster in fp16): add --device cpu or drop it")
         quantize_int8(loaded.model)
-    decoder = compile_decoder(loaded.model, args.num_samples) if args.compile else None
+    decoder = compile_decoder(loaded.model, 1 if args.demo else args.num_samples) if args.compile else None
     common = dict(decode=tok.decode, seed=args.seed, kv_cache=args.kv_cache, decoder=decoder)
     if args.demo:
         for title, sampling in DEMO_SETTINGS:

@@ -27,24 +27,29 @@ class Int8Linear(nn.Module):
         y     = (x · Wqᵀ) ⊙ s + b
 
     Symmetric absmax quantization as in LLM.int8() (Dettmers et al., 2022,
-    arXiv:2208.07339), applied to the weights only, like llama.cpp's Q8_0. The
-    rounding error per weight is at most s_o / 2, under 0.4% of the row's
-    largest weight. On the CPU, for a few rows (decoding), the product runs in
-    torch's int8-weight kernel, which takes bfloat16 activations: x is rounded
-    to bfloat16 on the way in and the result returned in x's dtype. Its cost
-    grows with every row, so a prompt (prefill) is multiplied by the
+    arXiv:2208.07339), applied to the weights only, like llama.cpp's Q8_0. s_o
+    is rounded to a bfloat16 value first (at most 2⁻⁹ relative, so the largest
+    weight lands within one step of ±127, clamped), and then every weight is
+    within s_o / 2 of its int8 value times s_o.
+
+    On the CPU, for a few rows (decoding), the product runs in torch's
+    int8-weight kernel, whose fast path takes bfloat16 activations: x is
+    rounded to bfloat16 on the way in and the result returned in x's dtype. Its
+    cost grows with every row, so a prompt (prefill) is multiplied by the
     dequantized weight instead, in x's dtype.
     """
 
-    # Rows up to which the int8 kernel beats dequantize-then-matmul (crossover ~24 rows measured here, DEVLOG.md).
+    # The int8 kernel still wins at 16 rows and loses at 32 (measured here, DEVLOG.md): use it up to 16.
     INT8_KERNEL_MAX_ROWS = 16
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         w = linear.weight.detach().float()
-        scale = w.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny) / 127
+        scale = w.abs().amax(dim=1).clamp(min=torch.finfo(torch.bfloat16).tiny) / 127
+        # A scale that bfloat16 holds exactly, so both kernels below use the very same weights.
+        scale = scale.to(torch.bfloat16).float()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.register_buffer("weight", torch.round(w / scale[:, None]).to(torch.int8))
+        self.register_buffer("weight", torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8))
         self.register_buffer("scale", scale)
         self.register_buffer("scale_bf16", scale.to(torch.bfloat16))
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
@@ -63,10 +68,11 @@ class Int8Linear(nn.Module):
 
 
 def quantize_int8(model: nn.Module) -> nn.Module:
-    """Replace every ``nn.Linear`` of ``model`` by an :class:`Int8Linear`, in place; returns the model.
+    """Replace every ``nn.Linear`` of ``model`` by an :class:`Int8Linear`, in place; returns the model, in eval mode.
 
-    Embeddings and norms stay in floating point (a lookup reads one row, not the
-    whole table). A head tied to the embedding gets its own int8 copy.
+    Inference only. Embeddings and norms stay in floating point (a lookup reads
+    one row, not the whole table). A head tied to the embedding gets its own
+    int8 copy. Made for the CPU: elsewhere every product dequantizes first.
     """
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
