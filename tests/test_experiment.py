@@ -13,10 +13,10 @@ from tinyllm.experiment import EXPERIMENTS, SWITCHES, VARIANTS, run_config, summ
 from test_cli import _assert_one_line_error, describe, run_cli
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, object]:
+def _flatten(d: dict | list, prefix: str = "") -> dict[str, object]:
     out = {}
-    for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    for k, v in d.items() if isinstance(d, dict) else enumerate(d):
+        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, (dict, list)) else {f"{prefix}{k}": v})
     return out
 
 
@@ -28,12 +28,11 @@ def test_variants_differ_only_in_their_switches_and_run_names(experiment):
         assert cfg.keys() == base.keys()
         differs = {k for k in cfg if cfg[k] != base[k]}
         # Only architecture switches, and where the run writes (its name appears in paths).
-        assert differs <= {f"model.arch.{s}" for s in SWITCHES} | {"trainer.logger.init_args.name", "trainer.callbacks"}
-        if variant != "vanilla":
-            assert any(k.startswith("model.arch.") for k in differs), variant
+        where = {k for k in differs if k == "trainer.logger.init_args.name" or k.endswith(".dirpath")}
+        assert differs - where <= {f"model.arch.{s}" for s in SWITCHES}, variant
+        assert bool(differs - where) == (variant != "vanilla"), variant
     cfg = run_config(experiment, "vanilla", 7)
     assert cfg["seed_everything"] == cfg["data"]["seed"] == 7  # same init seed and same batches for every variant
-    assert run_config(experiment, "modern", 7)["model"]["arch"] != cfg["model"]["arch"]
 
 
 def test_summary_deltas_are_paired_by_seed():
@@ -56,7 +55,8 @@ def test_swaps_smoke_writes_table_plot_and_json_and_skips_finished_runs(tmp_path
     table = (tmp_path / "res/swaps.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| `")]
     assert [r.split("`")[1] for r in rows] == list(VARIANTS)
-    assert "(baseline)" in rows[0] and all("±" in r for r in rows[1:])  # deltas with a spread over 2 seeds
+    cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
+    assert cells[0][-3] == "(baseline)" and all("±" in c[-3] for c in cells[1:])  # Δ with its spread over 2 seeds
     assert (tmp_path / "res/swaps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     runs = json.loads((tmp_path / "res/swaps.json").read_text())["runs"]
     assert len(runs) == 2 * len(VARIANTS)
@@ -79,3 +79,14 @@ def test_experiment_bad_options_are_one_line(tmp_path: Path):
     _assert_one_line_error(proc, "vanilla")
     proc = run_cli("experiment", "swaps", "--variants", "[vanilla, gpt5]", cwd=tmp_path)
     _assert_one_line_error(proc, "gpt5")
+    proc = run_cli("experiment", "swaps", "--variants", "[vanilla, vanilla]", cwd=tmp_path)
+    _assert_one_line_error(proc, "twice")
+
+
+def test_a_run_of_another_configuration_is_refused_not_mixed_in(tmp_path: Path):
+    stale = tmp_path / "checkpoints/swaps-smoke/vanilla-seed1"
+    stale.mkdir(parents=True)
+    (stale / "config.yaml").write_text('{"trainer": {"max_steps": 5}}')
+    (stale / "results.json").write_text("{}")
+    proc = run_cli("experiment", "swaps", "--preset", "smoke", "--seeds", "[1]", cwd=tmp_path)
+    _assert_one_line_error(proc, "another 'smoke' configuration")

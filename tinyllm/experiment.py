@@ -106,17 +106,23 @@ def train_one(experiment: str, variant: str, seed: int) -> dict[str, Any]:
     cfg = run_config(experiment, variant, seed)
     group, name = f"swaps-{experiment}", run_name(variant, seed)
     run_dir = Path("checkpoints") / group / name
-    done = run_dir / "results.json"
+    config_file, done, clock = run_dir / "config.yaml", run_dir / "results.json", run_dir / "seconds.txt"
+    text = json.dumps(cfg, indent=2)  # JSON is YAML: LightningCLI reads it as a config
+    if config_file.exists() and config_file.read_text() != text:
+        raise TinyLLMError(f"{run_dir} holds a run of another {experiment!r} configuration: move it away, or "
+                           "give this experiment another --out and working directory")  # fmt: skip
     if done.exists():
         print(f"experiment: {name} already finished ({done})", file=sys.stderr)
         return json.loads(done.read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
-    config_file = run_dir / "config.yaml"
-    config_file.write_text(json.dumps(cfg, indent=2))  # JSON is YAML: LightningCLI reads it as a config
+    config_file.write_text(text)
     print(f"experiment: training {name} ({EXPERIMENTS[experiment].max_steps} steps)", file=sys.stderr)
     t0 = time.perf_counter()
-    cli = build_cli(["fit", "--config", str(config_file), "--ckpt_path", "last"])
-    seconds = time.perf_counter() - t0
+    try:
+        cli = build_cli(["fit", "--config", str(config_file), "--ckpt_path", "last"])
+    finally:  # the run's time adds up over interrupted sessions
+        seconds = time.perf_counter() - t0 + (float(clock.read_text()) if clock.exists() else 0.0)
+        clock.write_text(f"{seconds:.1f}\n")
     scalars = read_scalars(Path("logs") / group / name)
     if "val_loss" not in scalars:
         raise TinyLLMError(f"{name} logged no val_loss: check logs/{group}/{name}")
@@ -149,6 +155,11 @@ def _pm(values: list[float], signed: bool = False) -> str:
 
 def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per variant: val loss at each evaluation (mean over seeds), final loss, and the paired delta to vanilla."""
+    steps = [s for s, _ in results[0]["val_loss"]]
+    for r in results:
+        if [s for s, _ in r["val_loss"]] != steps:
+            raise TinyLLMError(f"{run_name(r['variant'], r['seed'])} was evaluated at other steps than "
+                               f"{run_name(results[0]['variant'], results[0]['seed'])}: the runs are not comparable")
     base = {r["seed"]: r["val_loss"][-1][1] for r in results if r["variant"] == "vanilla"}
     rows = []
     for variant in dict.fromkeys(r["variant"] for r in results):
@@ -176,8 +187,10 @@ def write_table(rows: list[dict[str, Any]], experiment: str, path: Path) -> None
         "",
         f"Preset `{experiment}`: {spec.about}. Seeds {', '.join(map(str, seeds))}: every variant of one seed sees the "
         "same batches in the same order, with the same steps and schedule. Val loss is the cross-entropy "
-        "(nats/char) over the whole validation split; the curve columns are means over seeds; ± is the "
-        "standard deviation over seeds; Δ is paired by seed (variant − vanilla, negative = better).",
+        "(nats/char) over the whole validation split, at the steps TensorBoard shows (the evaluation after "
+        f"optimizer step {spec.eval_every} is logged at step {spec.eval_every - 1}); the curve columns are means over seeds; ± is the standard "
+        "deviation over seeds; Δ is the final loss paired by seed (variant − vanilla, negative = better). "
+        "tokens/s counts training only; minutes include the evaluations.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|",
@@ -245,6 +258,8 @@ def main(argv: list[str]) -> None:
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
         raise TinyLLMError(f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(VARIANTS)}")
+    if len(set(args.variants)) != len(args.variants):
+        raise TinyLLMError(f"--variants lists a variant twice: {args.variants}")
     if not args.seeds or len(set(args.seeds)) != len(args.seeds):
         raise TinyLLMError(f"--seeds must list distinct seeds, got {args.seeds}")
     rows = run_swaps(args.preset, args.seeds, args.variants, Path(args.out))
