@@ -28,6 +28,7 @@ tinyllm commands:
   bench      measure speed: bench generate [--ckpt_path P | --preset modern] [--json FILE]
              bench train --config configs/modern.yaml [--steps 5] [--json FILE]
   plot       loss and LR curves as PNG: plot --logdir logs/quick [--out curves.png]
+  card       a model card with val loss and samples measured now: card --ckpt_path P [--out MODEL_CARD.md]
   experiment the swaps, reproducibly: experiment swaps --preset cpu [--seeds "[1, 2, 3]"]
   export     shareable folder (safetensors, Llama layout if LLaMA-shaped): export --ckpt_path P --out_dir DIR
   publish    upload an export to the Hub ($HF_TOKEN): publish --export_dir DIR --repo_id USER/NAME [--dry_run true]
@@ -149,7 +150,7 @@ def announce_fresh_start(trainer: Any) -> None:
         elif isinstance(cb, OnExceptionCheckpoint):
             found += [p for p in [Path(cb.ckpt_path)] if p.exists()]
     if not found:
-        dirs = sorted({str(cb.dirpath) for cb in trainer.callbacks if getattr(cb, "dirpath", None)})
+        dirs = sorted({str(Path(cb.dirpath).resolve()) for cb in trainer.callbacks if getattr(cb, "dirpath", None)})
         print(f"tinyllm: no checkpoint to resume in {', '.join(dirs) or 'the checkpoint directory'}: "
               "starting a new run", file=sys.stderr)
 
@@ -201,7 +202,7 @@ def lightning_checkpoint(loaded: Any) -> dict[str, Any]:
 
 
 def _commands() -> dict[str, Callable[[list[str]], Any]]:
-    from tinyllm import bench, experiment, export, generate, plot, publish
+    from tinyllm import bench, card, experiment, export, generate, plot, publish
 
     def validate(args: list[str]) -> None:
         # Lightning's validate, unchanged; an exported folder as --ckpt_path is handed over as a temporary .ckpt.
@@ -213,7 +214,7 @@ def _commands() -> dict[str, Callable[[list[str]], Any]]:
             build_cli(["validate", *lightning_args])
 
     return {"generate": generate.main, "bench": bench.main, "export": export.main, "publish": publish.main,
-            "validate": validate, "plot": plot.main, "experiment": experiment.main}  # fmt: skip
+            "validate": validate, "plot": plot.main, "experiment": experiment.main, "card": card.main}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -39,7 +39,8 @@ from typing import Any
 
 import torch
 
-from tinyllm.checkpoint import LoadedModel, best_checkpoint_state, model_from_checkpoint, read_checkpoint
+from tinyllm.card import WEIGHTS, ExportFacts, fmt_bytes, model_card, training_info
+from tinyllm.checkpoint import LoadedModel, model_from_checkpoint, read_checkpoint
 from tinyllm.config import GPTConfig
 from tinyllm.errors import ConfigError, TinyLLMError, one_line, parse_args
 from tinyllm.files import sha256_of, umask
@@ -47,14 +48,12 @@ from tinyllm.model import GPT
 from tinyllm.tokenizers import GPT2_EOT, CharTokenizer, GPT2Tokenizer, Tokenizer, read_ranks, tokenizer_from_state
 
 FORMAT_VERSION = 1
-WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 CARD = "README.md"
 TOKENIZER = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
 FILES = (WEIGHTS, CONFIG, TOKENIZER, TOKENIZER_CONFIG, CARD)  # everything export writes, and publish uploads
 HF_PARITY_TOLERANCE = 1e-3  # export refuses to claim Llama compatibility beyond this max |Δlogit| (tests ask 1e-4)
-TRAINING_HPARAMS = ("lr", "min_lr", "warmup_steps", "weight_decay", "betas")
 HF_EXTRA = "pip install -e '.[hf]' (or: pip install tokenizers transformers huggingface_hub)"
 
 
@@ -454,246 +453,7 @@ def check_with_transformers(folder: Path, model: GPT, tokenizer: Tokenizer) -> d
             transformers.logging.enable_progress_bar()
 
 
-# ----------------------------------------------------------------------------- the model card
-
-
-def _fmt_bytes(n: int) -> str:
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
-
-
-def _fmt_count(n: int) -> str:
-    return f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n:,}"
-
-
-def _example_prompt(tokenizer: Tokenizer) -> str:
-    if tokenizer.name != "char" or all(ch in tokenizer.chars for ch in "ROMEO:"):
-        return "ROMEO:"
-    return next((ch for ch in tokenizer.chars if ch.isalpha()), tokenizer.chars[0])
-
-
-def _not_llama_because(config: GPTConfig) -> str:
-    why = []
-    if config.norm != "rmsnorm":
-        why.append(f"{config.norm} instead of RMSNorm")
-    if config.mlp != "swiglu":
-        why.append(f"a {config.mlp} MLP instead of SwiGLU")
-    if config.pos_emb != "rope":
-        why.append(f"{config.pos_emb} positions instead of RoPE")
-    if config.bias:
-        why.append("biases")
-    return ", ".join(why)
-
-
-def model_card(
-    name: str,
-    model: GPT,
-    tokenizer: Tokenizer,
-    training: dict[str, Any],
-    files: dict[str, int],
-    weights_sha256: str,
-    hf_check: dict[str, Any] | None,
-    data: str | None = None,
-) -> str:
-    """README.md for the exported folder: every figure comes from the checkpoint or from the files written."""
-    c = model.config
-    llama = c.is_llama_shaped
-    n_params = model.num_parameters()
-    prompt = _example_prompt(tokenizer)
-    tags = ["tinyllm", "text-generation", "llama" if llama else "custom-architecture",
-            "character-level" if tokenizer.name == "char" else "gpt2-bpe"]  # fmt: skip
-    front = ["---", *(["library_name: transformers"] if llama else []), "pipeline_tag: text-generation", "tags:",
-             *[f"- {t}" for t in tags], "---", ""]  # fmt: skip
-
-    if llama:
-        kind = "LLaMA-shaped (RMSNorm, SwiGLU, RoPE, no biases): a Hugging Face `LlamaForCausalLM`"
-    else:
-        kind = (f"tinyllm-only ({_not_llama_because(c)}): **not** a Llama, and no Hugging Face architecture "
-                "computes it; load it with tinyllm")  # fmt: skip
-    mlp = {"swiglu": "SwiGLU", "gelu": "GELU", "relu": "ReLU"}[c.mlp]
-    norm = {"rmsnorm": "RMSNorm", "layernorm": "LayerNorm"}[c.norm]
-    pos = f"RoPE, θ = {c.rope_theta:g}" if c.pos_emb == "rope" else "learned absolute embeddings"
-    tied = "tied to the token embedding (counted once)" if c.tie_embeddings else "separate from the token embedding"
-
-    step = training.get("step")
-    loss = training.get("best_val_loss")
-    if isinstance(loss, (int, float)):
-        ppl = math.exp(loss) if loss < 50 else float("inf")
-        if training.get("val_loss_is_these_weights"):
-            val = f"**{loss:.4f}** (perplexity {ppl:.2f}), measured on these weights"
-        else:
-            val = (f"**{loss:.4f}** (perplexity {ppl:.2f}): the lowest the run had recorded when this checkpoint "
-                   f"was written; these weights are from step {step} and may score differently")  # fmt: skip
-        val += " (mean cross-entropy per token, in nats, on the held-out split of the training text)"
-    else:
-        val = "not recorded in the checkpoint (no validation had run when it was written)"
-    hp = training.get("hyperparameters") or {}
-    recipe = ", ".join(f"{k} {v}" for k, v in hp.items() if v is not None) or "not recorded"
-    if data:
-        data_line = data
-    else:
-        data_line = ("not recorded in the checkpoint. tinyllm trains on Tiny Shakespeare (about 1.1 M characters "
-                     "of Shakespeare's plays, from Karpathy's char-rnn) unless `--data.path` names another text; "
-                     "`tinyllm export --data \"…\"` states it here")  # fmt: skip
-
-    if tokenizer.name == "char":
-        shown = "".join(ch if ch.isprintable() and ch != " " else repr(ch)[1:-1] if ch != " " else "␣"
-                        for ch in tokenizer.chars)  # fmt: skip
-        tok = (f"Character-level: one token per character, {tokenizer.vocab_size} characters (ids in this order): "
-               f"`{shown}`. Any other character in a prompt is an error, in tinyllm and in `tokenizers`. "
-               "`tokenizer.json` is a `tokenizers` WordLevel model over these characters with a pre-tokenizer that "
-               "isolates every character; `AutoTokenizer` loads it and gives the same ids as tinyllm.")  # fmt: skip
-    else:
-        tok = ("GPT-2's byte-level BPE (50,257 ids; `<|endoftext|>` = 50256). `tokenizer.json` was rebuilt from "
-               "tiktoken's `r50k_base` ranks (50,000 merges); `AutoTokenizer` loads it and gives the same ids as "
-               "tiktoken. One difference: tinyllm treats `<|endoftext|>` typed in a prompt as plain text, "
-               "Hugging Face as the special token.")  # fmt: skip
-
-    if hf_check and "max_abs_logit_diff" in hf_check:
-        check = (f"Checked at export: transformers {hf_check['transformers_version']} loads this folder as "
-                 f"`{hf_check['architecture']}` and reproduces tinyllm's logits on {hf_check['tokens']} random "
-                 f"tokens to within {hf_check['max_abs_logit_diff']:.2g} (float32); `AutoTokenizer` gives "
-                 "tinyllm's ids.")  # fmt: skip
-    elif hf_check:
-        check = (f"Checked at export: transformers {hf_check['transformers_version']}'s `AutoTokenizer` gives "
-                 "tinyllm's ids.")  # fmt: skip
-    else:
-        check = "Not checked against transformers at export (it was not installed)."
-
-    source = training.get("source")
-    lines = [
-        *front,
-        f"# {name}",
-        "",
-        f"A {n_params:,}-parameter decoder-only transformer trained from scratch with tinyllm on "
-        f"{'characters' if tokenizer.name == 'char' else 'GPT-2 BPE tokens'}. "
-        f"This card was generated by `tinyllm export`"
-        + (f" from the checkpoint `{source}` (sha256 `{training['source_sha256']}`)" if source else "")
-        + f"; it describes the weights in `{WEIGHTS}`, sha256 `{weights_sha256}`.",
-        "",
-        "## Model",
-        "",
-        "| | |",
-        "| --- | --- |",
-        f"| architecture | {kind} |",
-        f"| parameters | {n_params:,} |",
-        f"| layers × heads × width | {c.n_layer} × {c.n_head} × {c.n_embd} (head dimension {c.head_dim}) |",
-        f"| MLP | {mlp}, hidden width {c.hidden_dim} |",
-        f"| norm | {norm}, ε = {c.norm_eps:g} |",
-        f"| positions | {pos} |",
-        f"| biases | {'yes' if c.bias else 'none'} |",
-        f"| output head | {tied} |",
-        f"| context | {c.block_size} tokens |",
-        f"| vocabulary | {c.vocab_size:,} ({tokenizer.name}) |",
-        "| weights | float32, safetensors |",
-        "",
-        "## Training",
-        "",
-        "| | |",
-        "| --- | --- |",
-        f"| optimizer steps | {step if step is not None else 'not recorded'} |",
-        f"| validation loss | {val} |",
-        f"| optimizer | AdamW: {recipe} (warmup, then cosine decay to min_lr) |",
-        f"| data | {data_line} |",
-        f"| dropout in training | {c.dropout:g} |",
-        "",
-        "## Tokenizer",
-        "",
-        tok,
-        "",
-        "## Use",
-        "",
-        "With tinyllm (`pip install -e .` in its repository), on this folder:",
-        "",
-        "```bash",
-        f'python -m tinyllm generate --ckpt_path {name} --prompt "{prompt}" --max_new_tokens 500',
-        "```",
-        "",
-    ]
-    if llama:
-        lines += [
-            "With 🤗 transformers:",
-            "",
-            "```python",
-            "from transformers import AutoModelForCausalLM, AutoTokenizer",
-            "",
-            f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
-            f'model = AutoModelForCausalLM.from_pretrained("{name}")',
-            f'ids = tokenizer("{prompt}", return_tensors="pt").input_ids',
-            f"out = model.generate(ids, max_new_tokens={max(1, c.block_size - 16)}, do_sample=True, "
-            "temperature=0.8, top_k=200)",
-            "print(tokenizer.decode(out[0]))",
-            "```",
-            "",
-            f"Keep prompt + new tokens within the {c.block_size}-token context: the model never saw positions beyond "
-            "it (tinyllm's `generate` slides its window for you; transformers does not).",
-            "",
-        ]
-    else:
-        lines += [
-            "`transformers` cannot run these weights: `config.json` says `model_type: tinyllm`, and the tensors keep "
-            "tinyllm's names. `AutoTokenizer` still loads the tokenizer from this folder.",
-            "",
-        ]
-    lines += [
-        check,
-        "",
-        "## Intended use and limits",
-        "",
-        f"- For learning and experiments: how a small GPT trains, and what each architectural swap changes. "
-        f"Its text imitates its training data; with {_fmt_count(n_params)} parameters it is often ungrammatical "
-        "and never reliable.",
-        "- Not for any use that needs facts, safety or fairness: there is no instruction tuning and no safety "
-        "filtering, and it repeats whatever views its training text holds.",
-        f"- It reads at most {c.block_size} tokens of context.",
-    ]
-    if tokenizer.name == "char":
-        lines.append(f"- It can only read and write its {tokenizer.vocab_size} characters.")
-    lines += [
-        "- The validation loss is measured on text from the same source as the training text, so it says "
-        "nothing about other kinds of text.",
-        "",
-        "## Files",
-        "",
-        "| file | size |",
-        "| --- | ---: |",
-        *[f"| `{f}` | {_fmt_bytes(size)} |" for f, size in files.items()],
-        "",
-        "The folder holds no pickled data: safetensors and JSON only. tinyllm loads it with "
-        "`tinyllm.export.load_export` (or `--ckpt_path` on this folder) with the same logits as the checkpoint; "
-        "`config.json` keeps tinyllm's own config under the `tinyllm` key.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
 # ----------------------------------------------------------------------------- export
-
-
-def training_info(p: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
-    """What a Lightning checkpoint records about its training, as plain JSON values."""
-    hparams = ckpt.get("hyper_parameters", {})
-    info: dict[str, Any] = {
-        "step": ckpt.get("global_step"),
-        "source": p.name,
-        "source_sha256": sha256_of(p),
-        "hyperparameters": {k: _plain(hparams[k]) for k in TRAINING_HPARAMS if k in hparams},
-    }
-    best = best_checkpoint_state(ckpt)
-    if best is not None:
-        info["best_val_loss"] = float(best["best_model_score"])
-        info["val_loss_is_these_weights"] = Path(str(best.get("best_model_path", ""))).name == p.name
-    return info
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return list(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _load_source(ckpt_path: str | Path, data_dir: str | Path | None) -> tuple[LoadedModel, dict[str, Any]]:
@@ -768,8 +528,8 @@ def write_export(
         _write_json(tmp / CONFIG, hf_config(config, tokenizer, section))
         hf_check = check_with_transformers(tmp, model, tokenizer) if verify else None
         files = {name: (tmp / name).stat().st_size for name in FILES if name != CARD}
-        card = model_card(repo_id or str(out_dir), model, tokenizer, training, files, sha256_of(tmp / WEIGHTS),
-                          hf_check, data)  # fmt: skip
+        card = model_card(repo_id or str(out_dir), model, tokenizer, training, data,
+                          ExportFacts(files, sha256_of(tmp / WEIGHTS), hf_check))
         (tmp / CARD).write_text(card, encoding="utf-8")
         for name in FILES:  # safetensors writes 0600; give every file the usual permissions
             os.chmod(tmp / name, 0o666 & ~umask())
@@ -799,9 +559,6 @@ def export(
     return write_export(loaded.model, loaded.tokenizer, out_dir, training, data, verify, data_dir, repo_id)
 
 
-# ----------------------------------------------------------------------------- `validate` on an exported folder
-
-
 # ----------------------------------------------------------------------------- the command
 
 
@@ -828,7 +585,7 @@ def main(argv: list[str]) -> None:
     kind = "LlamaForCausalLM (Hugging Face Llama layout)" if config.is_llama_shaped else "tinyllm layout (not a Llama)"
     print(f"exported {_count_params(out):,} parameters to {out}: {kind}")
     for name in section["files"]:
-        print(f"  {name:<22} {_fmt_bytes((out / name).stat().st_size):>10}")
+        print(f"  {name:<22} {fmt_bytes((out / name).stat().st_size):>10}")
     print(f"next: python -m tinyllm generate --ckpt_path {out}   |   "
           f"python -m tinyllm publish --export_dir {out} --repo_id USER/NAME --dry_run true")  # fmt: skip
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinyllm.errors import TinyLLMError, one_line, parse_args
-from tinyllm.export import FILES, _fmt_bytes, check_export
+from tinyllm.card import fmt_bytes
+from tinyllm.export import FILES, check_export
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
@@ -129,10 +130,10 @@ def main(argv: list[str]) -> None:
             raise TinyLLMError("HF_HUB_OFFLINE is set: publishing needs the network; unset it and run again")
     visibility = "private" if args.private else "public"
     verb = "would upload" if args.dry_run else "uploading"
-    print(f"publish{' (dry run)' if args.dry_run else ''}: {verb} {len(up.files)} files, {_fmt_bytes(up.total)}, "
+    print(f"publish{' (dry run)' if args.dry_run else ''}: {verb} {len(up.files)} files, {fmt_bytes(up.total)}, "
           f"to https://huggingface.co/{up.repo_id} ({visibility})")  # fmt: skip
     for name, size in up.files:
-        print(f"  {name:<22} {size:>12,} bytes  {_fmt_bytes(size):>9}")
+        print(f"  {name:<22} {size:>12,} bytes  {fmt_bytes(size):>9}")
     if up.left_out:
         print(f"  not uploaded (not written by export): {', '.join(up.left_out)}")
     if args.dry_run:
