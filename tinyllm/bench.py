@@ -7,18 +7,22 @@ benchmark at a time on an otherwise idle machine.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import torch
+from torch import Tensor
 
 from tinyllm.errors import TinyLLMError, parse_args
+from tinyllm.model import GPT, KVCache
 
 
 def _model_for_bench(ckpt_path: str | None, preset: str, device: torch.device):
-    from tinyllm import GPT, GPTConfig
+    from tinyllm import GPTConfig
     from tinyllm.checkpoint import load_model
 
     if ckpt_path:
@@ -33,7 +37,8 @@ GENERATE_SETUPS = {"fp32": ("none", False), "int8": ("int8", False), "int8+compi
 
 
 def bench_generate(
-    model, lengths: list[int], prompt_len: int = 6, repeats: int = 1, recompute: bool = True, decoder=None
+    model: GPT, lengths: list[int], prompt_len: int = 6, repeats: int = 1, recompute: bool = True,
+    decoder: Callable[[Tensor, KVCache], Tensor] | None = None,
 ) -> list[dict[str, Any]]:
     """tokens/s with and without the KV cache, and time to first token, at each length (batch 1)."""
     from tinyllm.generate import generate
@@ -56,7 +61,9 @@ def bench_generate(
     return rows
 
 
-def run_bench_generate(model, setups: list[str], lengths: list[int], repeats: int, recompute: bool):
+def run_bench_generate(
+    model: GPT, setups: list[str], lengths: list[int], repeats: int, recompute: bool
+) -> list[dict[str, Any]]:
     """Every setup of ``GENERATE_SETUPS`` on its own copy of ``model``; rows carry the setup's name."""
     import copy
 
@@ -86,15 +93,23 @@ def _print_generate(rows: list[dict[str, Any]]) -> None:
               f"{r.get('speedup', float('nan')):>7.1f}x {r['cached_first_token_ms']:>10.1f}ms")
     compiled = {r["setup"]: r["compile_s"] for r in rows if "compile_s" in r}
     for name, seconds in compiled.items():
-        print(f"{name}: compiling the decode step took {seconds:.1f} s (once per process; not in TTFT)")
-    print("recompute always runs the model eagerly (compile applies to the one-token cached step)")
+        print(f"{name}: compiling the decode step took {seconds:.1f} s (once per process; not in TTFT); "
+              "recompute runs the model eagerly")
 
 
 # ----------------------------------------------------------------------------- training
 
 
-def matmul_peak_flops(sizes: tuple[int, ...] = (1024, 2048, 3072), repeats: int = 3) -> float:
-    """This device's fp32 matrix-multiply FLOP/s, measured now: the best n×n product (2n³ FLOPs) over a few sizes."""
+def matmul_peak_flops(sizes: tuple[int, ...] = (1024, 2048, 4096), repeats: int = 5, spin_s: float = 1.0) -> float:
+    """This device's fp32 matrix-multiply FLOP/s, measured now: the best n×n product (2n³ FLOPs) over a few sizes.
+
+    A second of products first lets the cores reach their sustained clock, so the figure does not
+    depend on what ran before.
+    """
+    a = torch.randn(2048, 2048)
+    end = time.perf_counter() + spin_s
+    while time.perf_counter() < end:
+        a @ a
     best = 0.0
     for n in sizes:
         a, b = torch.randn(n, n), torch.randn(n, n)
@@ -109,22 +124,41 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+@contextmanager
+def _cpu_times(acc: list[float]) -> Iterator[None]:
+    """Add the process's user and system CPU seconds spent inside the block to ``acc``."""
+    before = os.times()
+    yield
+    after = os.times()
+    acc[0] += after.user - before.user
+    acc[1] += after.system - before.system
+
+
 def _peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def _fresh(lit):
+    """A new module with ``lit``'s weights. (A deepcopy would keep calling the original's in-place
+    ``torch.compile``d forward, and so train the original's parameters.)"""
+    import inspect
+
+    accepted = inspect.signature(type(lit)).parameters  # LightningCLI adds keys of its own to hparams
+    twin = type(lit)(**{k: v for k, v in lit.hparams.items() if k in accepted})
+    twin.load_state_dict(lit.state_dict())
+    return twin
+
+
 def bench_plain_loop(lit, datamodule, steps: int, warmup: int, accumulate: int, clip: float | None) -> list[float]:
     """The same training step as the Lightning run, as a plain PyTorch loop: seconds per optimizer step."""
-    import copy
-
     import torch.nn.functional as F
 
     from tinyllm.data import RandomWindows
     from tinyllm.lit import make_optimizer, make_scheduler
 
-    model = copy.deepcopy(lit.model).train()
+    model = _fresh(lit).model.train()
     optimizer = make_optimizer(model, lit.lr, lit.weight_decay, lit.betas)
     scheduler = make_scheduler(optimizer, lit.warmup_steps, warmup + steps, lit.min_lr / lit.lr)
     batches = iter(RandomWindows(datamodule._train_tokens, datamodule.block_size, datamodule.batch_size,
@@ -186,7 +220,6 @@ def _environment() -> dict[str, Any]:
 def run_bench_train(config_args: list[str], steps: int, warmup: int, rounds: int = 2) -> dict[str, Any]:
     """Plain PyTorch loop vs Lightning on the same config, fp32 on the CPU: tokens/s, step time, MFU, peak memory,
     and Lightning's overhead over the plain loop."""
-    import copy
     import statistics
 
     from tinyllm.cli import build_cli
@@ -202,10 +235,14 @@ def run_bench_train(config_args: list[str], steps: int, warmup: int, rounds: int
     # Alternate the two loops (plain, Lightning, plain, …) so neither always pays the first-touch costs;
     # each loop's figure is its best round's median step time.
     plain, lightning = float("inf"), float("inf")
+    cpu = {"plain": [0.0, 0.0], "lightning": [0.0, 0.0]}  # [user, system] CPU seconds, all rounds
     for _ in range(rounds):
-        plain = min(plain, statistics.median(
-            bench_plain_loop(lit, datamodule, steps, warmup, cfg["accumulate"], cfg["clip"])))
-        lightning = min(lightning, statistics.median(bench_lightning(copy.deepcopy(lit), datamodule, cfg, steps, warmup)))
+        with _cpu_times(cpu["plain"]):
+            plain = min(plain, statistics.median(
+                bench_plain_loop(lit, datamodule, steps, warmup, cfg["accumulate"], cfg["clip"])))
+        with _cpu_times(cpu["lightning"]):
+            lightning = min(lightning, statistics.median(
+                bench_lightning(_fresh(lit), datamodule, cfg, steps, warmup)))
     flops_per_step = lit._flops_per_token * tokens_per_step
     row = {"config": " ".join(config_args), "parameters": lit.model.num_parameters(),
            "tokens_per_step": tokens_per_step, "precision": cfg["precision"],
@@ -214,6 +251,8 @@ def run_bench_train(config_args: list[str], steps: int, warmup: int, rounds: int
         row[f"{name}_step_s"] = round(seconds, 4)
         row[f"{name}_tokens_per_s"] = round(tokens_per_step / seconds, 1)
         row[f"{name}_mfu"] = round(flops_per_step / seconds / peak, 4)
+        user, system = cpu[name]  # system: kernel time, page faults mostly
+        row[f"{name}_system_cpu_share"] = round(system / (user + system), 3) if user + system > 0 else None
     row["lightning_overhead"] = round(lightning / plain - 1, 4)
     row["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     return row
@@ -224,7 +263,7 @@ def _print_train(row: dict[str, Any]) -> None:
           f"{row['precision']}, matmul peak {row['matmul_peak_gflops']} GFLOP/s (measured now)")
     for name in ("plain", "lightning"):
         print(f"  {name:>9}: {row[f'{name}_step_s']:.3f} s/step  {row[f'{name}_tokens_per_s']:>9,.0f} tokens/s  "
-              f"MFU {row[f'{name}_mfu']:.1%}")
+              f"MFU {row[f'{name}_mfu']:.1%}  system CPU {row[f'{name}_system_cpu_share'] or 0:.0%}")
     print(f"  Lightning overhead {row['lightning_overhead']:+.1%}, peak resident memory {row['peak_rss_mb']:,.0f} MB")
 
 
@@ -241,7 +280,7 @@ def main(argv: list[str]) -> None:
     p.add_argument("--lengths", type=list[int], default=[100, 500, 1000], help="generate: new tokens per run")
     p.add_argument("--repeats", type=int, default=1, help="generate: runs per setting; the fastest is reported")
     p.add_argument("--recompute", type=bool, default=True, help="generate: also time it without the cache")
-    p.add_argument("--setups", type=list[Literal["fp32", "int8", "int8+compile"]], default=list(GENERATE_SETUPS),
+    p.add_argument("--setups", type=list[Literal[tuple(GENERATE_SETUPS)]], default=list(GENERATE_SETUPS),
                    help="generate: fp32 (as trained), int8 (weight-only), int8+compile (torch.compile'd decode)")
     p.add_argument("--device", type=str, default="auto", help="generate: auto, cpu, cuda or mps")
     p.add_argument("--config", type=str | None, default=None, help="train: the YAML config, as for fit")
