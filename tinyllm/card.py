@@ -106,7 +106,7 @@ def model_card(
     tags = ["tinyllm", "text-generation", "llama" if llama else "custom-architecture",
             "character-level" if tokenizer.name == "char" else "gpt2-bpe"]  # fmt: skip
     front = ["---", *(["library_name: transformers"] if llama else []), "pipeline_tag: text-generation", "tags:",
-             *[f"- {t}" for t in tags], "---", ""]  # fmt: skip
+             *[f"- {t}" for t in tags], "---", ""] if export else []  # fmt: skip  (Hub metadata: exports only)
 
     if llama:
         kind = "LLaMA-shaped (RMSNorm, SwiGLU, RoPE, no biases): a Hugging Face `LlamaForCausalLM`"
