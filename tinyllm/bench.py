@@ -67,18 +67,15 @@ def run_bench_generate(
     """Every setup of ``GENERATE_SETUPS`` on its own copy of ``model``; rows carry the setup's name."""
     import copy
 
-    from tinyllm.generate import compile_decoder
-    from tinyllm.quantize import quantize_int8
+    from tinyllm.generate import prepare_decoding
 
     rows = []
     for name in setups:
         quantize, compile_ = GENERATE_SETUPS[name]
         m = copy.deepcopy(model)
-        if quantize == "int8":
-            quantize_int8(m)
         t0 = time.perf_counter()
-        decoder = compile_decoder(m) if compile_ else None
-        compile_s = time.perf_counter() - t0
+        decoder = prepare_decoding(m, quantize, compile_)
+        compile_s = time.perf_counter() - t0  # quantizing takes milliseconds; compiling, seconds
         for row in bench_generate(m, lengths, repeats=repeats, recompute=recompute, decoder=decoder):
             rows.append({"setup": name, **row, **({"compile_s": round(compile_s, 1)} if compile_ else {})})
     return rows

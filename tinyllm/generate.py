@@ -161,6 +161,20 @@ def compile_decoder(model: GPT, batch_size: int = 1) -> Callable[[Tensor, KVCach
     return compiled
 
 
+def prepare_decoding(
+    model: GPT, quantize: str = "none", compile: bool = False, batch_size: int = 1
+) -> Callable[[Tensor, KVCache], Tensor] | None:
+    """Apply the fast-decoding levers: int8 weights (in place, CPU only) and a compiled decode step.
+
+    Returns the ``decoder`` for :func:`generate_tokens` (None: the model itself).
+    """
+    if quantize == "int8":
+        if model.embed_tokens.weight.device.type != "cpu":
+            raise TinyLLMError("--quantize int8 is for the CPU (a GPU is faster in fp16): add --device cpu or drop it")
+        quantize_int8(model)
+    return compile_decoder(model, batch_size) if compile else None
+
+
 @dataclass
 class Generation:
     """Generated token ids per sample, and how fast they came."""
@@ -313,11 +327,7 @@ def main(argv: list[str]) -> None:
     prompt_ids = tok.encode(args.prompt)
     if not prompt_ids:
         raise TinyLLMError("the prompt is empty: give --prompt some text")
-    if args.quantize == "int8":
-        if loaded.model.embed_tokens.weight.device.type != "cpu":
-            raise TinyLLMError("--quantize int8 is for the CPU (a GPU is faster in fp16): add --device cpu or drop it")
-        quantize_int8(loaded.model)
-    decoder = compile_decoder(loaded.model, 1 if args.demo else args.num_samples) if args.compile else None
+    decoder = prepare_decoding(loaded.model, args.quantize, args.compile, 1 if args.demo else args.num_samples)
     common = dict(decode=tok.decode, seed=args.seed, kv_cache=args.kv_cache, decoder=decoder)
     if args.demo:
         for title, sampling in DEMO_SETTINGS:
