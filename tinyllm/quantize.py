@@ -45,19 +45,17 @@ class Int8Linear(nn.Module):
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         w = linear.weight.detach().float()
-        scale = w.abs().amax(dim=1).clamp(min=torch.finfo(torch.bfloat16).tiny) / 127
-        # A scale that bfloat16 holds exactly, so both kernels below use the very same weights.
-        scale = scale.to(torch.bfloat16).float()
+        # One bfloat16 scale per row, the int8 kernel's own dtype: both kernels below use the very same weights.
+        scale = (w.abs().amax(dim=1).clamp(min=torch.finfo(torch.bfloat16).tiny) / 127).to(torch.bfloat16)
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.register_buffer("weight", torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8))
+        self.register_buffer("weight", torch.round(w / scale.float()[:, None]).clamp(-127, 127).to(torch.int8))
         self.register_buffer("scale", scale)
-        self.register_buffer("scale_bf16", scale.to(torch.bfloat16))
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.device.type == "cpu" and x.numel() <= self.INT8_KERNEL_MAX_ROWS * self.in_features:
             rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
-            y = torch._weight_int8pack_mm(rows, self.weight, self.scale_bf16)
+            y = torch._weight_int8pack_mm(rows, self.weight, self.scale)
             y = y.view(*x.shape[:-1], self.out_features).to(x.dtype)
         else:  # dequantize on the fly (the weights still take a quarter of the memory at rest)
             y = F.linear(x, self.weight.to(x.dtype)) * self.scale.to(x.dtype)
