@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from tinyllm.checkpoint import best_checkpoint_state
-from tinyllm.config import GPTConfig
 from tinyllm.errors import TinyLLMError, parse_args
 from tinyllm.files import sha256_of
 from tinyllm.model import GPT
@@ -66,19 +65,6 @@ def _example_prompt(tokenizer: Tokenizer) -> str:
     return next((ch for ch in tokenizer.chars if ch.isalpha()), tokenizer.chars[0])
 
 
-def _not_llama_because(config: GPTConfig) -> str:
-    why = []
-    if config.norm != "rmsnorm":
-        why.append(f"{config.norm} instead of RMSNorm")
-    if config.mlp != "swiglu":
-        why.append(f"a {config.mlp} MLP instead of SwiGLU")
-    if config.pos_emb != "rope":
-        why.append(f"{config.pos_emb} positions instead of RoPE")
-    if config.bias:
-        why.append("biases")
-    return ", ".join(why)
-
-
 def _perplexity(loss: float) -> float:
     """e^loss, the effective number of equally likely next tokens (inf where it would overflow)."""
     return math.exp(loss) if loss < 50 else float("inf")
@@ -111,7 +97,7 @@ def model_card(
     if llama:
         kind = "LLaMA-shaped (RMSNorm, SwiGLU, RoPE, no biases): a Hugging Face `LlamaForCausalLM`"
     else:
-        kind = (f"tinyllm-only ({_not_llama_because(c)}): **not** a Llama, and no Hugging Face architecture "
+        kind = (f"tinyllm-only ({', '.join(c.llama_differences())}): **not** a Llama, and no Hugging Face architecture "
                 "computes it; load it with tinyllm")  # fmt: skip
     mlp = {"swiglu": "SwiGLU", "gelu": "GELU", "relu": "ReLU"}[c.mlp]
     norm = {"rmsnorm": "RMSNorm", "layernorm": "LayerNorm"}[c.norm]
@@ -335,7 +321,7 @@ def measure(model: GPT, tokenizer: Tokenizer, data_path: str | None, data_dir: s
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
     (metrics,) = trainer.validate(lit, datamodule=data, verbose=False)
-    val_tokens = sum(y.numel() for _, y in data.val_dataloader())
+    val_tokens = len(data.val_dataloader().dataset) * model.config.block_size  # whole windows of targets
     ids = tokenizer.encode(prompt)
     texts = []
     for i in range(samples):

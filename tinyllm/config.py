@@ -104,10 +104,23 @@ class GPTConfig:
             return 64 * math.ceil(2 * 4 * self.n_embd / 3 / 64)
         return 4 * self.n_embd
 
+    def llama_differences(self) -> list[str]:
+        """What keeps this model from being a LLaMA, in words (empty for a LLaMA-shaped model)."""
+        why = []
+        if self.norm != "rmsnorm":
+            why.append(f"{self.norm} instead of RMSNorm")
+        if self.mlp != "swiglu":
+            why.append(f"a {self.mlp} MLP instead of SwiGLU")
+        if self.pos_emb != "rope":
+            why.append(f"{self.pos_emb} positions instead of RoPE")
+        if self.bias:
+            why.append("biases")
+        return why
+
     @property
     def is_llama_shaped(self) -> bool:
         """True when a Hugging Face ``LlamaForCausalLM`` computes the same function."""
-        return self.norm == "rmsnorm" and self.mlp == "swiglu" and self.pos_emb == "rope" and not self.bias
+        return not self.llama_differences()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
