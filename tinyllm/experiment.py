@@ -64,14 +64,19 @@ def run_name(variant: str, seed: int) -> str:
     return f"{variant}-seed{seed}"
 
 
+def run_path(experiment: str, variant: str, seed: int) -> str:
+    """Where one run writes, under both checkpoints/ and logs/."""
+    return f"swaps-{experiment}/{run_name(variant, seed)}"
+
+
 def run_config(experiment: str, variant: str, seed: int) -> dict[str, Any]:
     """The LightningCLI config of one run, as the dict a YAML file would hold."""
     spec, switches = EXPERIMENTS[experiment], PRESETS[variant]
     arch = {"block_size": spec.block_size, "n_layer": spec.n_layer, "n_head": spec.n_head, "n_embd": spec.n_embd,
             "dropout": spec.dropout, "attention": "sdpa", "tie_embeddings": True,
             **{k: getattr(switches, k) for k in SWITCHES}}  # fmt: skip
-    group, name = f"swaps-{experiment}", run_name(variant, seed)
-    ckpt_dir = f"checkpoints/{group}/{name}"
+    where = run_path(experiment, variant, seed)
+    ckpt_dir = f"checkpoints/{where}"
     return {
         "seed_everything": seed,
         "model": {"arch": arch, "lr": spec.lr, "min_lr": spec.min_lr, "warmup_steps": spec.warmup_steps,
@@ -82,7 +87,7 @@ def run_config(experiment: str, variant: str, seed: int) -> dict[str, Any]:
             "log_every_n_steps": min(10, spec.eval_every),
             "plugins": [{"class_path": "tinyllm.callbacks.AtomicCheckpointIO"}],
             "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                       "init_args": {"save_dir": "logs", "name": f"{group}/{name}", "version": ""}},
+                       "init_args": {"save_dir": "logs", "name": where, "version": ""}},
             "callbacks": [
                 {"class_path": "tinyllm.callbacks.ResumeCheckpoint",
                  "init_args": {"dirpath": ckpt_dir, "every_n_train_steps": spec.eval_every}},
@@ -104,13 +109,13 @@ def train_one(experiment: str, variant: str, seed: int) -> dict[str, Any]:
     from tinyllm.plot import read_scalars
 
     cfg = run_config(experiment, variant, seed)
-    group, name = f"swaps-{experiment}", run_name(variant, seed)
-    run_dir = Path("checkpoints") / group / name
+    where, name = run_path(experiment, variant, seed), run_name(variant, seed)
+    run_dir = Path("checkpoints") / where
     config_file, done, clock = run_dir / "config.yaml", run_dir / "results.json", run_dir / "seconds.txt"
     text = json.dumps(cfg, indent=2)  # JSON is YAML: LightningCLI reads it as a config
     if config_file.exists() and config_file.read_text() != text:
-        raise TinyLLMError(f"{run_dir} holds a run of another {experiment!r} configuration: move it away, or "
-                           "give this experiment another --out and working directory")  # fmt: skip
+        raise TinyLLMError(f"{run_dir} holds a run of another {experiment!r} configuration: move it away, or run "
+                           "this experiment from another working directory")  # fmt: skip
     if done.exists():
         print(f"experiment: {name} already finished ({done})", file=sys.stderr)
         return json.loads(done.read_text())
@@ -123,9 +128,9 @@ def train_one(experiment: str, variant: str, seed: int) -> dict[str, Any]:
     finally:  # the run's time adds up over interrupted sessions
         seconds = time.perf_counter() - t0 + (float(clock.read_text()) if clock.exists() else 0.0)
         clock.write_text(f"{seconds:.1f}\n")
-    scalars = read_scalars(Path("logs") / group / name)
+    scalars = read_scalars(Path("logs") / where)
     if "val_loss" not in scalars:
-        raise TinyLLMError(f"{name} logged no val_loss: check logs/{group}/{name}")
+        raise TinyLLMError(f"{name} logged no val_loss: check logs/{where}")
     # Tokens/s of training alone (evaluation excluded), over a sliding window of steps.
     throughput = [v for _, v in scalars.get("train/device/items_per_sec", [])]
     result = {
@@ -164,7 +169,6 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for variant in dict.fromkeys(r["variant"] for r in results):
         runs = [r for r in results if r["variant"] == variant]
-        steps = [s for s, _ in runs[0]["val_loss"]]
         curve = [statistics.fmean(dict(r["val_loss"])[s] for r in runs) for s in steps]
         finals = [r["val_loss"][-1][1] for r in runs]
         deltas = [r["val_loss"][-1][1] - base[r["seed"]] for r in runs if r["seed"] in base]
