@@ -63,6 +63,16 @@ def is_export_dir(path: str | Path) -> bool:
     return p.is_dir() and (p / CONFIG).is_file() and (p / WEIGHTS).is_file()
 
 
+def _export_dir(path: str | Path) -> Path:
+    """``path`` as an export folder, or a one-line error saying what is missing."""
+    d = Path(path).expanduser()
+    if not d.is_dir():
+        raise TinyLLMError(f"export directory {d} does not exist: run `tinyllm export --out_dir {d}` first")
+    if not is_export_dir(d):
+        raise TinyLLMError(f"{d} is not an exported model: it needs {CONFIG} and {WEIGHTS} (run `tinyllm export`)")
+    return d
+
+
 # ----------------------------------------------------------------------------- weights: names and layout
 
 
@@ -236,9 +246,7 @@ def load_export(
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    d = Path(path).expanduser()
-    if not is_export_dir(d):
-        raise TinyLLMError(f"{d} is not an exported model: it needs {CONFIG} and {WEIGHTS} (run `tinyllm export`)")
+    d = _export_dir(path)
     _, section, config = read_export_config(d)
     try:
         tokenizer = tokenizer_from_state(section["tokenizer"], data_dir)
@@ -270,11 +278,7 @@ def check_export(path: str | Path) -> dict[str, Any]:
     """
     from safetensors import SafetensorError, safe_open
 
-    d = Path(path).expanduser()
-    if not d.is_dir():
-        raise TinyLLMError(f"export directory {d} does not exist: run `tinyllm export --out_dir {d}` first")
-    if not is_export_dir(d):
-        raise TinyLLMError(f"{d} is not an exported model: it needs {CONFIG} and {WEIGHTS} (run `tinyllm export`)")
+    d = _export_dir(path)
     cfg, section, config = read_export_config(d)
     missing = [name for name in FILES if not (d / name).is_file()]
     if missing:

@@ -19,8 +19,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tinyllm.errors import TinyLLMError, one_line, parse_args
 from tinyllm.card import fmt_bytes
+from tinyllm.errors import TinyLLMError, one_line, parse_args
 from tinyllm.export import FILES, check_export
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -63,14 +63,14 @@ def hf_token() -> str:
     return token
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "on", "yes", "true")
+def _require_online() -> None:
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "on", "yes", "true"):
+        raise TinyLLMError("HF_HUB_OFFLINE is set: publishing needs the network; unset it and run again")
 
 
 def upload(up: Upload, token: str, private: bool) -> str:
     """Create the repository if needed and upload the files in one commit; the repository's URL."""
-    if _offline():
-        raise TinyLLMError("HF_HUB_OFFLINE is set: publishing needs the network; unset it and run again")
+    _require_online()
     try:
         from huggingface_hub import HfApi
     except ImportError:
@@ -126,8 +126,7 @@ def main(argv: list[str]) -> None:
     token = None
     if not args.dry_run:  # fail before printing anything when the upload cannot even start
         token = hf_token()
-        if _offline():
-            raise TinyLLMError("HF_HUB_OFFLINE is set: publishing needs the network; unset it and run again")
+        _require_online()
     visibility = "private" if args.private else "public"
     verb = "would upload" if args.dry_run else "uploading"
     print(f"publish{' (dry run)' if args.dry_run else ''}: {verb} {len(up.files)} files, {fmt_bytes(up.total)}, "
