@@ -1,4 +1,108 @@
-from tinyllm.cli import main
+"""``python -m tinyllm COMMAND``: the one registry of commands.
+
+Each command is a typed function whose docstring is its help; jsonargparse
+builds the parsers from the signatures, so ``--help`` can never drift from
+what a command takes. ``fit`` and ``validate`` are Lightning's (LightningCLI
+parses their options). A command's module is imported only when it runs, so
+``generate`` does not pay for Lightning's start-up. Every error a user can
+cause ends in one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from typing import Any, Callable
+
+from jsonargparse import ArgumentError, ArgumentParser
+
+from tinyllm.errors import TinyLLMError, one_line
+
+# name -> "module:function", or a group of them (`bench generate`, `bench train`)
+COMMANDS: dict[str, str | dict[str, str]] = {
+    "fit": "tinyllm.commands.train:fit",
+    "validate": "tinyllm.commands.train:validate",
+    "generate": "tinyllm.commands.generate:generate",
+    "bench": {"generate": "tinyllm.commands.bench:bench_generate", "train": "tinyllm.commands.bench:bench_train"},
+    "export": "tinyllm.commands.export:export",
+    "publish": "tinyllm.commands.publish:publish",
+    "card": "tinyllm.commands.card:card",
+    "plot": "tinyllm.commands.plot:plot",
+    "experiment": {"swaps": "tinyllm.commands.experiment:swaps"},
+}
+LIGHTNING_COMMANDS = ("fit", "validate")  # LightningCLI parses their options
+
+
+def command(target: str) -> Callable[..., Any]:
+    """The function ``module:function`` names."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def summary(target: str | dict[str, str]) -> str:
+    """A command's one-line help: the first line of its docstring (of its module's, for a group)."""
+    if isinstance(target, dict):
+        first = next(iter(target.values()))
+        doc = importlib.import_module(first.partition(":")[0]).__doc__
+    else:
+        doc = command(target).__doc__
+    return inspect.cleandoc(doc or "").splitlines()[0] if doc else ""
+
+
+def build_parser() -> ArgumentParser:
+    """The parser of every registered command, built from the functions' signatures and docstrings."""
+    parser = ArgumentParser(prog="python -m tinyllm", description=__doc__.splitlines()[0], exit_on_error=False)
+    add_commands(parser, COMMANDS)
+    return parser
+
+
+def add_commands(parser: ArgumentParser, commands: dict[str, Any]) -> None:
+    """Add ``commands`` as subcommands of ``parser`` (jsonargparse wants each level added before the next)."""
+    subcommands = parser.add_subcommands(dest="command", required=True)
+    for name, target in commands.items():
+        prog = f"{parser.prog} {name}"
+        if isinstance(target, dict):
+            sub = ArgumentParser(prog=prog, description=summary(target), exit_on_error=False)
+            subcommands.add_subcommand(name, sub, help=summary(target))
+            add_commands(sub, target)
+            continue
+        fn = command(target)
+        sub = ArgumentParser(prog=prog, description=inspect.getdoc(fn).split("\n\nArgs:")[0], exit_on_error=False)
+        if name not in LIGHTNING_COMMANDS:
+            sub.add_function_arguments(fn, as_group=False)
+        subcommands.add_subcommand(name, sub, help=summary(target))
+
+
+def run(argv: list[str]) -> None:
+    """Run the command ``argv`` names with the options that follow it."""
+    if argv and argv[0] in LIGHTNING_COMMANDS:
+        command(COMMANDS[argv[0]])(argv[1:])
+        return
+    parser = build_parser()
+    try:
+        cfg = parser.parse_args(argv)
+    except ArgumentError as e:
+        raise TinyLLMError(one_line(str(e))) from None
+    target: Any = COMMANDS
+    while isinstance(target, dict):  # walk down to the chosen function
+        name = cfg.pop("command") if "command" in cfg else cfg["subcommand"]
+        cfg = cfg[name]
+        target = target[name]
+    kwargs = {k: v for k, v in cfg.as_dict().items() if k not in ("command", "__path__")}
+    command(target)(**kwargs)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        run(sys.argv[1:] if argv is None else argv)
+    except TinyLLMError as e:
+        print(f"tinyllm: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("tinyllm: interrupted", file=sys.stderr)
+        sys.exit(130)
+
 
 if __name__ == "__main__":
     main()

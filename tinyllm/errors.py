@@ -6,9 +6,6 @@ that says what is wrong and what to do. The CLI prints that line and exits
 with status 2 instead of showing a traceback.
 """
 
-from typing import Any
-
-
 class TinyLLMError(Exception):
     """An error the user can fix; its message is one actionable line."""
 
@@ -21,13 +18,3 @@ def one_line(message: str, limit: int = 400) -> str:
     """jsonargparse spreads an error over several indented lines; join them into one."""
     text = " ".join(part.strip() for part in message.splitlines() if part.strip())
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def parse_args(parser: Any, argv: list[str]) -> Any:
-    """``parser.parse_args(argv)`` for our commands, with jsonargparse's error turned into one line."""
-    from jsonargparse import ArgumentError
-
-    try:
-        return parser.parse_args(argv)
-    except ArgumentError as e:
-        raise TinyLLMError(one_line(str(e))) from None

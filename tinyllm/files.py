@@ -131,3 +131,11 @@ def gpt2_ranks_path(data_dir: str | Path | None = None) -> Path:
     if cached.exists() and sha256_of(cached) == GPT2_RANKS.sha256:
         return cached
     return download(GPT2_RANKS, local)
+
+
+def fmt_bytes(n: int) -> str:
+    """A byte count for people: 1.2 MB, 830 kB, 12 B."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"

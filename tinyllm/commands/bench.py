@@ -1,4 +1,4 @@
-"""``python -m tinyllm bench generate|train``: measured speed, printed (and optionally saved as JSON).
+"""Measure speed: decoding (``bench generate``) and training (``bench train``), printed and optionally saved as JSON.
 
 Speed claims in tinyllm come from here, never from timed unit tests. Run one
 benchmark at a time on an otherwise idle machine.
@@ -6,25 +6,33 @@ benchmark at a time on an otherwise idle machine.
 
 from __future__ import annotations
 
-import json
+import copy
+import inspect
+from json import dumps
 import os
 import platform
+import resource
+import statistics
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
+import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from tinyllm.errors import TinyLLMError, parse_args
-from tinyllm.model import GPT, KVCache
+from tinyllm.core.config import GPTConfig
+from tinyllm.core.generate import generate, pick_device, prepare_decoding
+from tinyllm.core.model import GPT, KVCache
+from tinyllm.formats.load import load_model
+from tinyllm.training.cli import build_cli
+from tinyllm.training.data import RandomWindows
+from tinyllm.training.schedule import make_scheduler
 
 
 def _model_for_bench(ckpt_path: str | None, preset: str, device: torch.device):
-    from tinyllm import GPTConfig
-    from tinyllm.checkpoint import load_model
-
     if ckpt_path:
         loaded = load_model(ckpt_path, device)
         return loaded.model, f"checkpoint {loaded.path}"
@@ -41,8 +49,6 @@ def bench_generate(
     decoder: Callable[[Tensor, KVCache], Tensor] | None = None,
 ) -> list[dict[str, Any]]:
     """tokens/s with and without the KV cache, and time to first token, at each length (batch 1)."""
-    from tinyllm.generate import generate
-
     prompt = [i % model.config.vocab_size for i in range(prompt_len)]
     generate(model, prompt, 20, temperature=0, decoder=decoder)  # warm-up: allocator, kernels, caches
     rows = []
@@ -65,10 +71,6 @@ def run_bench_generate(
     model: GPT, setups: list[str], lengths: list[int], repeats: int, recompute: bool
 ) -> list[dict[str, Any]]:
     """Every setup of ``GENERATE_SETUPS`` on its own copy of ``model``; rows carry the setup's name."""
-    import copy
-
-    from tinyllm.generate import prepare_decoding
-
     rows = []
     for name in setups:
         quantize, compile_ = GENERATE_SETUPS[name]
@@ -132,16 +134,12 @@ def _cpu_times(acc: list[float]) -> Iterator[None]:
 
 
 def _peak_rss_mb() -> float:
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def _fresh(lit):
     """A new module with ``lit``'s weights. (A deepcopy would keep calling the original's in-place
     ``torch.compile``d forward, and so train the original's parameters.)"""
-    import inspect
-
     accepted = inspect.signature(type(lit)).parameters  # LightningCLI adds keys of its own to hparams
     twin = type(lit)(**{k: v for k, v in lit.hparams.items() if k in accepted})
     twin.load_state_dict(lit.state_dict())
@@ -150,15 +148,10 @@ def _fresh(lit):
 
 def bench_plain_loop(lit, datamodule, steps: int, warmup: int, accumulate: int, clip: float | None) -> list[float]:
     """The same training step as the Lightning run, as a plain PyTorch loop: seconds per optimizer step."""
-    import torch.nn.functional as F
-
-    from tinyllm.data import RandomWindows
-    from tinyllm.lit import make_optimizer, make_scheduler
-
     model = _fresh(lit).model.train()
-    optimizer = make_optimizer(model, lit.lr, lit.weight_decay, lit.betas)
+    optimizer = model.configure_optimizer(lit.lr, lit.weight_decay, lit.betas)
     scheduler = make_scheduler(optimizer, lit.warmup_steps, warmup + steps, lit.min_lr / lit.lr)
-    batches = iter(RandomWindows(datamodule._train_tokens, datamodule.block_size, datamodule.batch_size,
+    batches = iter(RandomWindows(datamodule.train_tokens, datamodule.block_size, datamodule.batch_size,
                                  datamodule.seed, rank=0))
     times = []
     for _ in range(warmup + steps):
@@ -179,8 +172,6 @@ def bench_plain_loop(lit, datamodule, steps: int, warmup: int, accumulate: int, 
 
 def bench_lightning(lit, datamodule, trainer_cfg, steps: int, warmup: int) -> list[float]:
     """Seconds per optimizer step of ``Trainer.fit`` with the config's precision, accumulation and clipping."""
-    import lightning as L
-
     class StepTimes(L.Callback):
         def __init__(self) -> None:
             self.stamps: list[float] = []
@@ -217,10 +208,6 @@ def _environment() -> dict[str, Any]:
 def run_bench_train(config_args: list[str], steps: int, warmup: int, rounds: int = 2) -> dict[str, Any]:
     """Plain PyTorch loop vs Lightning on the same config, fp32 on the CPU: tokens/s, step time, MFU, peak memory,
     and Lightning's overhead over the plain loop."""
-    import statistics
-
-    from tinyllm.cli import build_cli
-
     cli = build_cli(config_args, run=False)
     lit, datamodule, trainer = cli.model, cli.datamodule, cli.trainer
     datamodule.prepare_data()
@@ -240,7 +227,7 @@ def run_bench_train(config_args: list[str], steps: int, warmup: int, rounds: int
         with _cpu_times(cpu["lightning"]):
             lightning = min(lightning, statistics.median(
                 bench_lightning(_fresh(lit), datamodule, cfg, steps, warmup)))
-    flops_per_step = lit._flops_per_token * tokens_per_step
+    flops_per_step = lit.model.flops_per_token() * tokens_per_step
     row = {"config": " ".join(config_args), "parameters": lit.model.num_parameters(),
            "tokens_per_step": tokens_per_step, "precision": cfg["precision"],
            "matmul_peak_gflops": round(peak / 1e9, 1)}
@@ -264,45 +251,57 @@ def _print_train(row: dict[str, Any]) -> None:
     print(f"  Lightning overhead {row['lightning_overhead']:+.1%}, peak resident memory {row['peak_rss_mb']:,.0f} MB")
 
 
-def main(argv: list[str]) -> None:
-    from jsonargparse import ArgumentParser
+def bench_generate(
+    ckpt_path: str | None = None,
+    preset: str = "modern",
+    lengths: list[int] = [100, 500, 1000],
+    repeats: int = 1,
+    recompute: bool = True,
+    setups: list[Literal["fp32", "int8", "int8+compile"]] = list(GENERATE_SETUPS),
+    device: str = "auto",
+    json: str | None = None,
+) -> None:
+    """Decoding speed: tokens/s with the KV cache and without, time to first token, per setup.
 
-    from tinyllm.generate import pick_device
+    Args:
+        ckpt_path: benchmark this checkpoint or exported folder ...
+        preset: ... or a randomly initialised preset (vanilla, modern, ...).
+        lengths: new tokens per run.
+        repeats: runs per setting; the fastest is reported.
+        recompute: also time generation without the cache.
+        setups: fp32 (as trained), int8 (weight-only), int8+compile (torch.compile'd decode step).
+        device: auto, cpu, cuda or mps.
+        json: also write the figures to this JSON file.
+    """
+    model, source = _model_for_bench(ckpt_path, preset, pick_device(device))
+    print(f"bench generate: {source}, {model.num_parameters():,} parameters, batch 1, "
+          f"{torch.get_num_threads()} threads, {next(model.parameters()).device}")  # fmt: skip
+    rows = run_bench_generate(model, setups, lengths, repeats, recompute)
+    _print_generate(rows)
+    _write_json(json, {"benchmark": "generate", "model": source, "parameters": model.num_parameters(),
+                           "environment": _environment(), "results": rows})  # fmt: skip
 
-    p = ArgumentParser(prog="python -m tinyllm bench", exit_on_error=False,
-                       description="Measure speed: `bench generate` (KV cache vs recompute) or `bench train`.")
-    p.add_argument("what", choices=["generate", "train"])
-    p.add_argument("--ckpt_path", type=str | None, default=None, help="generate: benchmark this checkpoint ...")
-    p.add_argument("--preset", type=str, default="modern", help="generate: ... or a randomly initialised preset")
-    p.add_argument("--lengths", type=list[int], default=[100, 500, 1000], help="generate: new tokens per run")
-    p.add_argument("--repeats", type=int, default=1, help="generate: runs per setting; the fastest is reported")
-    p.add_argument("--recompute", type=bool, default=True, help="generate: also time it without the cache")
-    p.add_argument("--setups", type=list[Literal[tuple(GENERATE_SETUPS)]], default=list(GENERATE_SETUPS),
-                   help="generate: fp32 (as trained), int8 (weight-only), int8+compile (torch.compile'd decode)")
-    p.add_argument("--device", type=str, default="auto", help="generate: auto, cpu, cuda or mps")
-    p.add_argument("--config", type=str | None, default=None, help="train: the YAML config, as for fit")
-    p.add_argument("--set", type=list[str], default=[], help='train: overrides, e.g. ["--data.batch_size=16"]')
-    p.add_argument("--steps", type=int, default=5, help="train: measured optimizer steps (after warm-up)")
-    p.add_argument("--warmup", type=int, default=2, help="train: optimizer steps not measured")
-    p.add_argument("--rounds", type=int, default=2, help="train: alternating rounds of plain and Lightning")
-    p.add_argument("--json", type=str | None, default=None, help="also write the figures to this file")
-    args = parse_args(p, argv)
-    if args.what == "train":
-        if not args.config:
-            raise TinyLLMError("bench train needs --config, e.g. --config configs/modern.yaml")
-        config_args = ["--config", args.config, *args.set]
-        out: dict[str, Any] = run_bench_train(config_args, args.steps, args.warmup, args.rounds)
-        _print_train(out)
-        out = {"benchmark": "train", "environment": _environment(), "results": [out]}
-    else:
-        model, source = _model_for_bench(args.ckpt_path, args.preset, pick_device(args.device))
-        print(f"bench generate: {source}, {model.num_parameters():,} parameters, batch 1, "
-              f"{torch.get_num_threads()} threads, {next(model.parameters()).device}")
-        rows = run_bench_generate(model, args.setups, args.lengths, args.repeats, args.recompute)
-        _print_generate(rows)
-        out = {"benchmark": "generate", "model": source, "parameters": model.num_parameters(),
-               "environment": _environment(), "results": rows}
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
-        print(f"wrote {args.json}")
+
+def bench_train(
+    config: str, set: list[str] = [], steps: int = 5, warmup: int = 2, rounds: int = 2, json: str | None = None
+) -> None:
+    """Training speed: a plain PyTorch loop against Lightning on one config, with MFU against a peak measured now.
+
+    Args:
+        config: the YAML config, as for fit (e.g. configs/modern.yaml).
+        set: overrides as fit takes them, e.g. ["--data.batch_size=16"].
+        steps: measured optimizer steps (after warm-up).
+        warmup: optimizer steps not measured.
+        rounds: alternating rounds of the plain loop and Lightning; each reports its best.
+        json: also write the figures to this JSON file.
+    """
+    row = run_bench_train(["--config", config, *set], steps, warmup, rounds)
+    _print_train(row)
+    _write_json(json, {"benchmark": "train", "environment": _environment(), "results": [row]})
+
+
+def _write_json(path: str | None, figures: dict[str, Any]) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(dumps(figures, indent=2) + "\n")
+        print(f"wrote {path}")

@@ -1,4 +1,4 @@
-"""``python -m tinyllm experiment swaps``: the GPT-2 → LLaMA swaps as one reproducible experiment.
+"""Reproducible experiments: ``experiment swaps``, the GPT-2 → LLaMA swaps measured side by side.
 
     python -m tinyllm experiment swaps --preset cpu --seeds "[1337, 1338, 1339]"
 
@@ -26,8 +26,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tinyllm.config import PRESETS
-from tinyllm.errors import TinyLLMError, parse_args
+from matplotlib.figure import Figure
+
+from tinyllm.commands.plot import read_scalars
+from tinyllm.core.config import PRESETS
+from tinyllm.errors import TinyLLMError
+from tinyllm.training.cli import RunFolders, build_cli
 
 VARIANTS = ("vanilla", "vanilla+rmsnorm", "vanilla+swiglu", "vanilla+rope", "modern")
 SWITCHES = ("norm", "mlp", "pos_emb", "bias")  # what a variant changes; everything else is the experiment's
@@ -70,47 +74,32 @@ def run_path(experiment: str, variant: str, seed: int) -> str:
 
 
 def run_config(experiment: str, variant: str, seed: int) -> dict[str, Any]:
-    """The LightningCLI config of one run, as the dict a YAML file would hold."""
+    """The LightningCLI config of one run, as the dict a YAML file would hold: only what differs from the defaults.
+
+    Checkpoints, logging and exact resume are the CLI's, as for any run. Early
+    stopping and samples are off: every variant runs the same number of steps.
+    """
     spec, switches = EXPERIMENTS[experiment], PRESETS[variant]
     arch = {"block_size": spec.block_size, "n_layer": spec.n_layer, "n_head": spec.n_head, "n_embd": spec.n_embd,
-            "dropout": spec.dropout, "attention": "sdpa", "tie_embeddings": True,
-            **{k: getattr(switches, k) for k in SWITCHES}}  # fmt: skip
-    where = run_path(experiment, variant, seed)
-    ckpt_dir = f"checkpoints/{where}"
+            "dropout": spec.dropout, **{k: getattr(switches, k) for k in SWITCHES}}  # fmt: skip
     return {
+        "name": run_path(experiment, variant, seed),
         "seed_everything": seed,
-        "model": {"arch": arch, "lr": spec.lr, "min_lr": spec.min_lr, "warmup_steps": spec.warmup_steps,
-                  "weight_decay": 0.1},
-        "data": {"tokenizer": "char", "batch_size": spec.batch_size, "seed": seed},
-        "trainer": {
-            "max_steps": spec.max_steps, "val_check_interval": spec.eval_every, "gradient_clip_val": 1.0,
-            "log_every_n_steps": min(10, spec.eval_every),
-            "plugins": [{"class_path": "tinyllm.callbacks.AtomicCheckpointIO"}],
-            "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                       "init_args": {"save_dir": "logs", "name": where, "version": ""}},
-            "callbacks": [
-                {"class_path": "tinyllm.callbacks.ResumeCheckpoint",
-                 "init_args": {"dirpath": ckpt_dir, "every_n_train_steps": spec.eval_every}},
-                {"class_path": "tinyllm.callbacks.ExceptionCheckpoint", "init_args": {"dirpath": ckpt_dir}},
-                {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor",
-                 "init_args": {"logging_interval": "step"}},
-                {"class_path": "tinyllm.callbacks.TokenThroughput",
-                 "init_args": {"window_size": max(2, min(20, spec.max_steps // 3))}},
-                {"class_path": "tinyllm.callbacks.RNGState"},
-                {"class_path": "tinyllm.callbacks.TensorBoardResume"},
-            ],
-        },
+        "model": {"arch": arch, "lr": spec.lr, "min_lr": spec.min_lr, "warmup_steps": spec.warmup_steps},
+        "data": {"batch_size": spec.batch_size, "seed": seed},
+        "trainer": {"max_steps": spec.max_steps, "val_check_interval": spec.eval_every, "gradient_clip_val": 1.0,
+                    "log_every_n_steps": min(10, spec.eval_every)},
+        "early_stopping": None,
+        "samples": None,
+        "throughput": {"window_size": max(2, min(20, spec.max_steps // 3))},
     }  # fmt: skip
 
 
 def train_one(experiment: str, variant: str, seed: int) -> dict[str, Any]:
     """Train (or resume, or skip when finished) one run; returns its measured results."""
-    from tinyllm.cli import build_cli
-    from tinyllm.plot import read_scalars
-
     cfg = run_config(experiment, variant, seed)
-    where, name = run_path(experiment, variant, seed), run_name(variant, seed)
-    run_dir = Path("checkpoints") / where
+    name, folders = run_name(variant, seed), RunFolders(run_path(experiment, variant, seed))
+    run_dir = folders.checkpoints
     config_file, done, clock = run_dir / "config.yaml", run_dir / "results.json", run_dir / "seconds.txt"
     text = json.dumps(cfg, indent=2)  # JSON is YAML: LightningCLI reads it as a config
     if config_file.exists() and config_file.read_text() != text:
@@ -128,9 +117,9 @@ def train_one(experiment: str, variant: str, seed: int) -> dict[str, Any]:
     finally:  # the run's time adds up over interrupted sessions
         seconds = time.perf_counter() - t0 + (float(clock.read_text()) if clock.exists() else 0.0)
         clock.write_text(f"{seconds:.1f}\n")
-    scalars = read_scalars(Path("logs") / where)
+    scalars = read_scalars(folders.logs)
     if "val_loss" not in scalars:
-        raise TinyLLMError(f"{name} logged no val_loss: check logs/{where}")
+        raise TinyLLMError(f"{name} logged no val_loss: check {folders.logs}")
     # Tokens/s of training alone (evaluation excluded), over a sliding window of steps.
     throughput = [v for _, v in scalars.get("train/device/items_per_sec", [])]
     result = {
@@ -211,12 +200,9 @@ def write_table(rows: list[dict[str, Any]], experiment: str, path: Path) -> None
 
 
 def write_plot(rows: list[dict[str, Any]], results: list[dict[str, Any]], experiment: str, path: Path) -> None:
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig = Figure(figsize=(8, 5))
+    ax = fig.subplots()
     for r in rows:
         (line,) = ax.plot(r["steps"], r["curve"], marker="o", lw=2, label=r["variant"])
         runs = [dict(x["val_loss"]) for x in results if x["variant"] == r["variant"]]
@@ -230,7 +216,6 @@ def write_plot(rows: list[dict[str, Any]], results: list[dict[str, Any]], experi
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def run_swaps(experiment: str, seeds: list[int], variants: list[str], out: Path) -> list[dict[str, Any]]:
@@ -246,27 +231,30 @@ def run_swaps(experiment: str, seeds: list[int], variants: list[str], out: Path)
     return rows
 
 
-def main(argv: list[str]) -> None:
-    from jsonargparse import ArgumentParser
+def swaps(
+    preset: str = "original",
+    seeds: list[int] = [1337],
+    variants: list[str] = list(VARIANTS),
+    out: str = "results",
+) -> None:
+    """The GPT-2 -> LLaMA swaps as one experiment: vanilla, each single swap, and modern, paired by seed.
 
-    p = ArgumentParser(prog="python -m tinyllm experiment", exit_on_error=False,
-                       description="Reproducible experiments. swaps: vanilla, each single swap, and modern.")
-    p.add_argument("what", choices=["swaps"])
-    p.add_argument("--preset", type=str, default="original", help=f"one of {', '.join(EXPERIMENTS)}")
-    p.add_argument("--seeds", type=list[int], default=[1337], help="one run per variant and seed, e.g. [1, 2, 3]")
-    p.add_argument("--variants", type=list[str], default=list(VARIANTS))
-    p.add_argument("--out", type=str, default="results", help="where swaps.md, swaps.png and swaps.json go")
-    args = parse_args(p, argv)
-    if args.preset not in EXPERIMENTS:
-        raise TinyLLMError(f"unknown --preset {args.preset!r}: choose one of {', '.join(EXPERIMENTS)}")
-    unknown = [v for v in args.variants if v not in VARIANTS]
+    Args:
+        preset: the training every variant gets: original (6x384, a GPU job), cpu (4x128, minutes) or smoke.
+        seeds: one run per variant and seed, e.g. [1, 2, 3].
+        variants: which of vanilla, vanilla+rmsnorm, vanilla+swiglu, vanilla+rope, modern.
+        out: where swaps.md, swaps.png and swaps.json go.
+    """
+    if preset not in EXPERIMENTS:
+        raise TinyLLMError(f"unknown --preset {preset!r}: choose one of {', '.join(EXPERIMENTS)}")
+    unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise TinyLLMError(f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(VARIANTS)}")
-    if len(set(args.variants)) != len(args.variants):
-        raise TinyLLMError(f"--variants lists a variant twice: {args.variants}")
-    if not args.seeds or len(set(args.seeds)) != len(args.seeds):
-        raise TinyLLMError(f"--seeds must list distinct seeds, got {args.seeds}")
-    rows = run_swaps(args.preset, args.seeds, args.variants, Path(args.out))
-    out = Path(args.out)
-    print((out / "swaps.md").read_text())
-    print(f"wrote {out / 'swaps.md'}, {out / 'swaps.png'} and {out / 'swaps.json'} ({len(rows)} variants)")
+    if len(set(variants)) != len(variants):
+        raise TinyLLMError(f"--variants lists a variant twice: {variants}")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise TinyLLMError(f"--seeds must list distinct seeds, got {seeds}")
+    folder = Path(out)
+    rows = run_swaps(preset, seeds, variants, folder)
+    print((folder / "swaps.md").read_text())
+    print(f"wrote {folder / 'swaps.md'}, {folder / 'swaps.png'} and {folder / 'swaps.json'} ({len(rows)} variants)")

@@ -1,50 +1,66 @@
-"""Lightning callbacks of our own; each is configured in the YAML, none is hard-coded."""
+"""tinyllm's Lightning callbacks.
+
+The ones that exact resume, atomic saves and TensorBoard continuity need
+(``ResumeCheckpoint``, ``AtomicCheckpointIO``, ``RNGState``) are always on:
+``tinyllm.training.cli`` wires them in code, so a config cannot drop them.
+The rest (``TokenThroughput``, ``StepProgressBar``, ``GenerationSamples``) are
+optional, each one switch of the config with its defaults in the same place.
+"""
 
 from __future__ import annotations
 
 import io
 import random
+import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint, ThroughputMonitor, TQDMProgressBar
-from lightning.pytorch.callbacks.progress.tqdm_progress import _update_n
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.fabric.utilities.throughput import Throughput, get_available_flops
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from tinyllm.compat import evaluation_follows_batch, save_last_checkpoint
+from tinyllm.core.generate import check_sampling, generate
+from tinyllm.core.tokenizers import tokenizer_from_state
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import atomic_write_bytes
 
 
-def _windows_in_batch(batch: Any) -> int:
-    return batch[0].size(0)
+class TokenThroughput(L.Callback):
+    """Training tokens/s, and MFU when the device's peak FLOP/s is known, logged as ``train/device/*``.
 
-
-def _tokens_in_batch(batch: Any) -> int:
-    return batch[0].numel()
-
-
-class TokenThroughput(ThroughputMonitor):
-    """Lightning's ThroughputMonitor for (x, y) token batches: ``items_per_sec`` is tokens/s.
-
-    MFU is logged when the device's peak FLOP/s is known: Lightning knows
-    common GPUs; for a CPU pass ``peak_flops`` (``python -m tinyllm bench
-    train`` measures it).
+    Built on Lightning's ``Throughput`` meter. Only the time from the start to
+    the end of each training batch counts (not evaluation, not checkpoints).
+    Lightning knows common GPUs' peaks; for a CPU pass ``peak_flops``
+    (``python -m tinyllm bench train`` measures it). The model's FLOPs per batch
+    come from ``pl_module.flops_per_batch``.
     """
 
     def __init__(self, peak_flops: float | None = None, window_size: int = 50) -> None:
-        super().__init__(batch_size_fn=_windows_in_batch, length_fn=_tokens_in_batch, window_size=window_size)
-        self.peak_flops = peak_flops
+        self.peak_flops, self.window_size = peak_flops, window_size
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
-        if self.available_flops is None and self.peak_flops:
-            self.available_flops = int(self.peak_flops)
-            for throughput in self._throughputs.values():
-                throughput.available_flops = self.available_flops
+        peak = self.peak_flops or get_available_flops(trainer.strategy.root_device, torch.get_default_dtype())
+        self.meter = Throughput(available_flops=peak, world_size=trainer.world_size, window_size=self.window_size)
+        self.elapsed, self.batches, self.windows, self.tokens, self.flops = 0.0, 0, 0, 0, 0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, *_: Any) -> None:
+        self.t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           *_: Any) -> None:  # fmt: skip
+        self.elapsed += time.perf_counter() - self.t0
+        self.batches += 1
+        self.windows += batch[0].size(0)
+        self.tokens += batch[0].numel()
+        self.flops += getattr(pl_module, "flops_per_batch", 0)
+        self.meter.update(time=self.elapsed, batches=self.batches, samples=self.windows, lengths=self.tokens,
+                          flops=self.flops)  # fmt: skip
+        # Lightning writes step metrics every log_every_n_steps; logging each batch costs a small dict.
+        pl_module.log_dict({f"train/{k}": v for k, v in self.meter.compute().items()}, on_step=True, on_epoch=False)
 
 
 class StepProgressBar(TQDMProgressBar):
@@ -59,14 +75,15 @@ class StepProgressBar(TQDMProgressBar):
         bar = self.train_progress_bar
         bar.reset(total=trainer.max_steps if trainer.max_steps > 0 else None)
         bar.initial = trainer.global_step  # so the rate (and time left) counts only this session's steps
-        _update_n(bar, trainer.global_step)
+        bar.n = trainer.global_step
         bar.set_description("step")
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *_: Any) -> None:
         bar = self.train_progress_bar
-        if bar is not None and self._should_update(trainer.global_step, bar.total):
-            _update_n(bar, trainer.global_step)
-            bar.set_postfix(self.get_metrics(trainer, pl_module))
+        step = trainer.global_step
+        if bar is not None and bar.n != step and (step % self.refresh_rate == 0 or step == bar.total):
+            bar.n = step
+            bar.set_postfix(self.get_metrics(trainer, pl_module))  # also redraws the bar
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
@@ -75,36 +92,46 @@ class StepProgressBar(TQDMProgressBar):
 
 
 class ResumeCheckpoint(ModelCheckpoint):
-    """``last.ckpt`` every ``every_n_train_steps`` optimizer steps: the checkpoint to resume from.
+    """``last.ckpt`` every ``every_n_train_steps`` optimizer steps, and on Ctrl-C or a crash: what ``--ckpt_path last`` resumes.
 
     Periodic checkpoints, not evaluation-time ones, are what survive a hard kill
-    (a Colab disconnect is a SIGKILL). One refinement over a plain
-    ``ModelCheckpoint``: when an evaluation runs right after such a step, the
-    save waits until the evaluation has finished. Lightning does not re-run an
-    evaluation on resume, so a checkpoint taken just before it would lose that
-    evaluation's effect on early stopping and on the best checkpoint.
-    List this callback after the "best" ModelCheckpoint, so that the state it
-    saves already includes that evaluation's best score.
+    (a Colab disconnect is a SIGKILL). Two refinements over a plain
+    ``ModelCheckpoint``:
+
+    * When an evaluation runs right after such a step, the save waits until the
+      evaluation has finished. Lightning does not re-run an evaluation on
+      resume, so a checkpoint taken just before it would lose that
+      evaluation's effect on early stopping and on the best checkpoint. (The
+      CLI lists this callback after the "best" one, so that the state it saves
+      already includes that evaluation's best score.)
+    * On an exception it saves ``on_exception.ckpt`` and ``last.ckpt``
+      (Lightning's ``save_on_exception``), except for tinyllm's own errors (a
+      non-finite loss is no state to resume from; a configuration error has
+      nothing to save) and before the first optimizer step. A finished run
+      deletes the stale ``on_exception.ckpt``.
     """
+
+    EXCEPTION_NAME = "on_exception"
 
     def __init__(self, dirpath: str, every_n_train_steps: int = 100) -> None:
         if every_n_train_steps < 1:
-            raise TinyLLMError(f"ResumeCheckpoint.every_n_train_steps must be at least 1, got {every_n_train_steps}")
+            raise TinyLLMError(f"the checkpoint interval must be at least 1 step, got {every_n_train_steps}")
         super().__init__(
             dirpath=dirpath,
+            filename=self.EXCEPTION_NAME,  # the only file it writes besides last.ckpt: top-k is off
             every_n_train_steps=every_n_train_steps,
             save_last=True,
             save_top_k=0,
             enable_version_counter=False,  # never last-v1.ckpt: there is one last.ckpt per run
             save_on_train_epoch_end=False,
+            save_on_exception=True,
         )
+        self.every = every_n_train_steps
         self._save_after_eval_at: int | None = None
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any) -> None:
-        # Lightning's own test for "does an evaluation follow this batch?" (private, hence the hasattr guard).
-        epoch_loop = trainer.fit_loop.epoch_loop
-        if hasattr(epoch_loop, "_should_check_val_fx") and epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher):
-            if trainer.global_step % self._every_n_train_steps == 0:
+        if evaluation_follows_batch(trainer):
+            if trainer.global_step % self.every == 0:
                 self._save_after_eval_at = trainer.global_step
             return
         super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
@@ -112,8 +139,19 @@ class ResumeCheckpoint(ModelCheckpoint):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._save_after_eval_at == trainer.global_step and not trainer.sanity_checking:
             self._save_after_eval_at = None
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            save_last_checkpoint(self, trainer)
         super().on_validation_end(trainer, pl_module)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, TinyLLMError) or trainer.global_step == 0:
+            return
+        super().on_exception(trainer, pl_module, exception)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        stale = Path(self.dirpath) / f"{self.EXCEPTION_NAME}{self.FILE_EXTENSION}"
+        if trainer.is_global_zero and stale.exists():
+            stale.unlink()
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -132,42 +170,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
         atomic_write_bytes(Path(path), buffer.getvalue())
-
-
-class ExceptionCheckpoint(OnExceptionCheckpoint):
-    """Saves ``on_exception.ckpt`` on Ctrl-C or a crash, but not for tinyllm's own errors.
-
-    ``--ckpt_path last`` picks the newest of ``last.ckpt`` and this file. After a
-    non-finite loss the state is not worth resuming from, and a configuration
-    error (a ``TinyLLMError``) has nothing worth saving, so the last periodic
-    checkpoint stays the one that is picked. Nor is anything saved before the
-    first optimizer step.
-    """
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, TinyLLMError) or trainer.global_step == 0:
-            return
-        super().on_exception(trainer, pl_module, exception)
-
-
-class TensorBoardResume(L.Callback):
-    """On resume, hide what the crashed run logged after its checkpoint, so each curve stays one line.
-
-    TensorBoard's ``purge_step``: events at or after that step in earlier files
-    of the run directory are dropped when the logs are read. It must be set
-    before the SummaryWriter is created, which happens lazily on first use.
-    """
-
-    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        # Lightning logs optimizer step k (1-based) at step k - 1, so a checkpoint taken after
-        # `global_step` steps holds everything logged below that step; the resumed run logs from there.
-        purge_step = int(checkpoint.get("global_step", 0))
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                if logger._experiment is not None:  # already opened: reopen with the purge
-                    logger._experiment.close()
-                    logger._experiment = None
-                logger._kwargs["purge_step"] = purge_step
 
 
 class RNGState(L.Callback):
@@ -233,8 +235,6 @@ class GenerationSamples(L.Callback):
         top_k: int | None = 200,
         seed: int = 1337,
     ) -> None:
-        from tinyllm.generate import check_sampling
-
         check_sampling(temperature, top_k, None)
         if max_new_tokens < 1 or every_n_evals < 1 or not prompt:
             raise TinyLLMError("GenerationSamples needs a prompt, max_new_tokens >= 1 and every_n_evals >= 1")
@@ -250,8 +250,6 @@ class GenerationSamples(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Tokenize the prompt once, now: a character the vocabulary lacks fails at start-up, not at step 500.
-        from tinyllm.tokenizers import tokenizer_from_state
-
         self._tokenizer = tokenizer_from_state(pl_module.hparams["tokenizer"], getattr(trainer.datamodule, "data_dir", None))
         self._prompt_ids = self._tokenizer.encode(self.prompt)
 
@@ -269,8 +267,6 @@ class GenerationSamples(L.Callback):
             experiment.add_text("sample", "    " + text.replace("\n", "\n    "), trainer.global_step)
 
     def sample(self, model: torch.nn.Module) -> str:
-        from tinyllm.generate import generate
-
         was_training = model.training
         model.eval()
         try:

@@ -29,9 +29,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
+from tinyllm.compat import training_batches_processed
+from tinyllm.core.tokenizers import Tokenizer, build_tokenizer
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import atomic_write_bytes, resolve_data_dir, shakespeare_path
-from tinyllm.tokenizers import Tokenizer, build_tokenizer
 
 # ----------------------------------------------------------------------------- corpus → tokens
 
@@ -233,13 +234,13 @@ class ShakespeareDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         splits = self.splits()
-        self._train_tokens = torch.from_numpy(splits.train.astype(np.int64))
-        self._val_tokens = torch.from_numpy(splits.val.astype(np.int64))
+        self.train_tokens = torch.from_numpy(splits.train.astype(np.int64))
+        self.val_tokens = torch.from_numpy(splits.val.astype(np.int64))
 
     def train_dataloader(self) -> DataLoader:
         rank = self.trainer.global_rank if self.trainer is not None else 0
         windows = RandomWindows(
-            self._train_tokens, self.block_size, self.batch_size, self.seed, rank, start=self.train_batches_done
+            self.train_tokens, self.block_size, self.batch_size, self.seed, rank, start=self.train_batches_done
         )
         # batch_size=None: the dataset already yields whole batches. A private generator keeps the
         # loader from drawing on the global RNG, which drives dropout and must resume exactly.
@@ -247,7 +248,7 @@ class ShakespeareDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(
-            FixedWindows(self._val_tokens, self.block_size),
+            FixedWindows(self.val_tokens, self.block_size),
             batch_size=self.val_batch_size,
             shuffle=False,
             num_workers=self.num_workers,
@@ -259,7 +260,7 @@ class ShakespeareDataModule(L.LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         done = self.train_batches_done
         if self.trainer is not None:
-            done = self.trainer.fit_loop.epoch_loop.batch_progress.total.processed
+            done = training_batches_processed(self.trainer)
         return {"train_batches_done": done}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -1,10 +1,10 @@
-"""Load a trained model for inference, without trusting the file.
+"""Read a training checkpoint for inference, without trusting the file.
 
-Training checkpoints are Lightning ``.ckpt`` files. For inference we read them
-with ``torch.load(weights_only=True)``: tensors and plain containers only, so a
-file carrying foreign pickled objects (which could run code) is refused.
-Exported folders (``tinyllm export``: ``model.safetensors`` + ``config.json``)
-are read with safetensors and json, which cannot run code at all.
+Training checkpoints are Lightning ``.ckpt`` files, but reading one needs no
+Lightning: ``torch.load(weights_only=True)`` gives tensors and plain containers
+only, so a file carrying foreign pickled objects (which could run code) is
+refused. (Exported folders are read by ``tinyllm.formats``; ``formats.load``
+takes either.)
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Any
 
 import torch
 
-from tinyllm.config import GPTConfig
+from tinyllm.core.config import GPTConfig
+from tinyllm.core.model import GPT
+from tinyllm.core.tokenizers import Tokenizer, tokenizer_from_state
 from tinyllm.errors import ConfigError, TinyLLMError
-from tinyllm.model import GPT
-from tinyllm.tokenizers import Tokenizer, tokenizer_from_state
 
 MODEL_PREFIX = "model."  # GPTLitModule keeps the GPT in `self.model`
 
@@ -68,32 +68,6 @@ def read_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "arch" not in ckpt.get("hyper_parameters", {}):
         raise TinyLLMError(f"{p} is not a tinyllm checkpoint (no model state or architecture in it)")
     return p, ckpt
-
-
-def export_dir_of(path: str | Path) -> Path | None:
-    """The exported folder ``path`` names (the folder, or its model.safetensors), or None.
-
-    A directory holding last.ckpt/best.ckpt stays a checkpoint directory, as before.
-    """
-    from tinyllm.export import is_export_dir
-
-    p = Path(path).expanduser()
-    if p.is_file() and p.suffix == ".safetensors":
-        p = p.parent
-    if not p.is_dir() or any((p / name).is_file() for name in CHECKPOINT_NAMES):
-        return None
-    return p if is_export_dir(p) else None
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu", data_dir: str | None = None) -> LoadedModel:
-    """The GPT and tokenizer of a training checkpoint or an exported folder, in eval mode on ``device``."""
-    export_dir = export_dir_of(path)
-    if export_dir is not None:
-        from tinyllm.export import load_export
-
-        return load_export(export_dir, device, data_dir)
-    p, ckpt = read_checkpoint(path)
-    return model_from_checkpoint(p, ckpt, device, data_dir)
 
 
 def model_from_checkpoint(

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tinyllm.compat import int8_weight_matmul
+
 
 class Int8Linear(nn.Module):
     """A linear layer whose weight is stored as int8 with one scale per output row.
@@ -55,7 +57,7 @@ class Int8Linear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.device.type == "cpu" and x.numel() <= self.INT8_KERNEL_MAX_ROWS * self.in_features:
             rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
-            y = torch._weight_int8pack_mm(rows, self.weight, self.scale)
+            y = int8_weight_matmul(rows, self.weight, self.scale)
             y = y.view(*x.shape[:-1], self.out_features).to(x.dtype)
         else:  # dequantize on the fly (the weights still take a quarter of the memory at rest)
             y = F.linear(x, self.weight.to(x.dtype)) * self.scale.to(x.dtype)

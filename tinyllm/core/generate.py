@@ -17,17 +17,16 @@ because every token's absolute position changes).
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Literal
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor
 
-from tinyllm.errors import TinyLLMError, parse_args
-from tinyllm.model import GPT, KVCache
-from tinyllm.quantize import quantize_int8
+from tinyllm.core.model import GPT, KVCache
+from tinyllm.core.quantize import quantize_int8
+from tinyllm.errors import TinyLLMError
 
 
 def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
@@ -262,18 +261,8 @@ class _Streamer:
         self._emit_upto(final)
 
 
-# ----------------------------------------------------------------------------- the command
-
-DEMO_SETTINGS = [
-    ("temperature 0.5", dict(temperature=0.5)),
-    ("temperature 0.8", dict(temperature=0.8)),
-    ("temperature 1.0", dict(temperature=1.0)),
-    ("temperature 1.0, top-k 50", dict(temperature=1.0, top_k=50)),
-    ("temperature 1.0, top-p 0.9", dict(temperature=1.0, top_p=0.9)),
-]
-
-
 def pick_device(requested: str = "auto") -> torch.device:
+    """``auto``: CUDA, else Apple's MPS, else the CPU; anything else must name an available device."""
     if requested != "auto":
         try:
             device = torch.device(requested)
@@ -289,65 +278,3 @@ def pick_device(requested: str = "auto") -> torch.device:
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def build_parser():
-    from jsonargparse import ArgumentParser
-
-    p = ArgumentParser(prog="python -m tinyllm generate", description="Sample text from a checkpoint.",
-                       exit_on_error=False)
-    p.add_argument("--ckpt_path", type=str, required=True, help="a .ckpt file, a directory holding last.ckpt, or an exported folder")
-    p.add_argument("--prompt", type=str, default="ROMEO:")
-    p.add_argument("--max_new_tokens", type=int, default=500)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    p.add_argument("--top_k", type=int | None, default=200)
-    p.add_argument("--top_p", type=float | None, default=None)
-    p.add_argument("--seed", type=int | None, default=1337)
-    p.add_argument("--kv_cache", type=bool, default=True)
-    p.add_argument("--num_samples", type=int, default=1)
-    p.add_argument("--stream", type=bool, default=True, help="print tokens as they arrive (one sample only)")
-    p.add_argument("--stop", type=str | None, default=None, help="end a sample at this string")
-    p.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda or mps")
-    p.add_argument("--quantize", type=Literal["none", "int8"], default="none",
-                   help="int8 (CPU): weight-only int8 linear layers, 4x fewer weight bytes per token")
-    p.add_argument("--compile", type=bool, default=False,
-                   help="torch.compile the cached decode step (tens of seconds once; for long generations)")
-    p.add_argument("--demo", type=bool, default=False, help="the original project's five settings for the prompt")
-    return p
-
-
-def main(argv: list[str]) -> None:
-    from tinyllm.checkpoint import load_model
-
-    args = parse_args(build_parser(), argv)
-    if args.compile and not args.kv_cache:
-        raise TinyLLMError("--compile speeds up the cached decode step: use it with --kv_cache true")
-    loaded = load_model(args.ckpt_path, pick_device(args.device))
-    tok = loaded.tokenizer
-    prompt_ids = tok.encode(args.prompt)
-    if not prompt_ids:
-        raise TinyLLMError("the prompt is empty: give --prompt some text")
-    decoder = prepare_decoding(loaded.model, args.quantize, args.compile, 1 if args.demo else args.num_samples)
-    common = dict(decode=tok.decode, seed=args.seed, kv_cache=args.kv_cache, decoder=decoder)
-    if args.demo:
-        for title, sampling in DEMO_SETTINGS:
-            g = generate(loaded.model, prompt_ids, args.max_new_tokens, **common, **sampling)
-            print(f"=== {title} ({g.tokens_per_second:.0f} tokens/s) ===\n{args.prompt}{g.texts[0]}\n")
-        return
-    sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
-    stream = args.stream and args.num_samples == 1
-    if stream:
-        print(args.prompt, end="", flush=True)
-    g = generate(
-        loaded.model, prompt_ids, args.max_new_tokens, num_samples=args.num_samples, stop=args.stop,
-        on_text=(lambda s: print(s, end="", flush=True)) if stream else None, **common, **sampling,
-    )
-    if stream:
-        print()
-    else:
-        for i, text in enumerate(g.texts):
-            header = f"--- sample {i + 1} ---\n" if args.num_samples > 1 else ""
-            print(f"{header}{args.prompt}{text}")
-    print(f"[{sum(map(len, g.tokens))} tokens in {g.seconds:.2f} s: {g.tokens_per_second:.0f} tokens/s, "
-          f"first token after {g.first_token_seconds * 1000:.0f} ms, kv_cache={args.kv_cache}, "
-          f"quantize={args.quantize}, compile={args.compile}]", file=sys.stderr)

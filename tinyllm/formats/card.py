@@ -1,15 +1,13 @@
 """Model cards, generated from a checkpoint and measured figures, never written by hand.
 
-    python -m tinyllm card --ckpt_path checkpoints/quick/best.ckpt --out MODEL_CARD.md
-
 ``tinyllm export`` writes the same card as its folder's README.md. ``tinyllm
 card`` describes a training checkpoint instead, and measures what a reader
 needs: the validation loss of these very weights over the whole held-out
 split, and samples generated from them.
 
 The card text itself is plain Python (no Lightning); the ``card`` command
-measures the loss with Lightning's ``Trainer.validate``, exactly as
-``tinyllm validate`` does.
+(``tinyllm.commands.card``) measures the loss with Lightning's
+``Trainer.validate``, exactly as ``tinyllm validate`` does.
 """
 
 from __future__ import annotations
@@ -19,14 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tinyllm.checkpoint import best_checkpoint_state
-from tinyllm.errors import TinyLLMError, parse_args
-from tinyllm.files import sha256_of
-from tinyllm.model import GPT
-from tinyllm.tokenizers import Tokenizer
+from tinyllm.core.checkpoint import best_checkpoint_state
+from tinyllm.core.model import GPT
+from tinyllm.core.tokenizers import Tokenizer
+from tinyllm.files import fmt_bytes, sha256_of
+from tinyllm.formats.hf_layout import WEIGHTS
 
 TRAINING_HPARAMS = ("lr", "min_lr", "warmup_steps", "weight_decay", "betas")
-WEIGHTS = "model.safetensors"  # the weights file of an export folder (tinyllm.export writes it)
 
 
 @dataclass
@@ -48,18 +45,11 @@ class Measured:
     samples: list[tuple[str, str]] = field(default_factory=list)  # (settings, prompt + generated text)
 
 
-def fmt_bytes(n: int) -> str:
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
-
-
 def _fmt_count(n: int) -> str:
     return f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n:,}"
 
 
-def _example_prompt(tokenizer: Tokenizer) -> str:
+def example_prompt(tokenizer: Tokenizer) -> str:
     if tokenizer.name != "char" or all(ch in tokenizer.chars for ch in "ROMEO:"):
         return "ROMEO:"
     return next((ch for ch in tokenizer.chars if ch.isalpha()), tokenizer.chars[0])
@@ -88,7 +78,7 @@ def model_card(
     c = model.config
     llama = c.is_llama_shaped
     n_params = model.num_parameters()
-    prompt = _example_prompt(tokenizer)
+    prompt = example_prompt(tokenizer)
     tags = ["tinyllm", "text-generation", "llama" if llama else "custom-architecture",
             "character-level" if tokenizer.name == "char" else "gpt2-bpe"]  # fmt: skip
     front = ["---", *(["library_name: transformers"] if llama else []), "pipeline_tag: text-generation", "tags:",
@@ -297,74 +287,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-# ----------------------------------------------------------------------------- the command
-
-
-def measure(model: GPT, tokenizer: Tokenizer, data_path: str | None, data_dir: str | None, val_fraction: float,
-            prompt: str, samples: int, max_new_tokens: int, seed: int) -> Measured:
-    """Val loss of ``model`` over the whole held-out split (as ``tinyllm validate``), and a few samples."""
-    import lightning as L
-
-    from tinyllm.data import ShakespeareDataModule
-    from tinyllm.generate import generate
-    from tinyllm.lit import GPTLitModule
-
-    data = ShakespeareDataModule(data_dir=data_dir, path=data_path, tokenizer=tokenizer.name,
-                                 block_size=model.config.block_size, batch_size=32, val_fraction=val_fraction)
-    if data.tokenizer_state != tokenizer.state():
-        raise TinyLLMError("the checkpoint's tokenizer differs from the data's: pass --data_path, the text file it "
-                           "was trained on")  # fmt: skip
-    lit = GPTLitModule(arch=model.config, tokenizer=tokenizer.state())
-    lit.model.load_state_dict(model.state_dict())
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
-    (metrics,) = trainer.validate(lit, datamodule=data, verbose=False)
-    val_tokens = len(data.val_dataloader().dataset) * model.config.block_size  # whole windows of targets
-    ids = tokenizer.encode(prompt)
-    texts = []
-    for i in range(samples):
-        g = generate(model.eval(), ids, max_new_tokens, decode=tokenizer.decode, seed=seed + i,
-                     temperature=0.8, top_k=200)  # fmt: skip
-        texts.append((f"prompt {prompt!r}, temperature 0.8, top-k 200, seed {seed + i}", prompt + g.texts[0]))
-    split = f"the last {val_fraction:.0%} of {Path(data_path).name if data_path else 'Tiny Shakespeare'}"
-    return Measured(float(metrics["val_loss"]), val_tokens, split, texts)
-
-
-def main(argv: list[str]) -> None:
-    from jsonargparse import ArgumentParser
-
-    from tinyllm.checkpoint import export_dir_of, model_from_checkpoint, read_checkpoint
-
-    p = ArgumentParser(prog="python -m tinyllm card", exit_on_error=False,
-                       description="Write a model card for a checkpoint, with its val loss and samples measured now.")
-    p.add_argument("--ckpt_path", type=str, required=True, help="a .ckpt file (or a directory holding last.ckpt)")
-    p.add_argument("--out", type=str, default="MODEL_CARD.md")
-    p.add_argument("--samples", type=int, default=2, help="generated samples shown on the card")
-    p.add_argument("--max_new_tokens", type=int, default=300)
-    p.add_argument("--prompt", type=str | None, default=None, help='default "ROMEO:" where the vocabulary allows')
-    p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--data", type=str | None, default=None, help="a line describing the training data")
-    p.add_argument("--data_path", type=str | None, default=None, help="the text it was trained on, if not Shakespeare")
-    p.add_argument("--data_dir", type=str | None, default=None, help="input.txt's folder ($TINYLLM_DATA_DIR)")
-    p.add_argument("--val_fraction", type=float, default=0.1, help="as --data.val_fraction in training")
-    args = parse_args(p, argv)
-    if args.samples < 0 or args.max_new_tokens < 1:
-        raise TinyLLMError("--samples must be 0 or more and --max_new_tokens at least 1")
-    if export_dir_of(args.ckpt_path) is not None:
-        raise TinyLLMError(f"{args.ckpt_path} is an exported folder: its README.md is its card (card reads .ckpt files)")
-    path, ckpt = read_checkpoint(args.ckpt_path)
-    loaded = model_from_checkpoint(path, ckpt, "cpu", args.data_dir)
-    prompt = args.prompt if args.prompt is not None else _example_prompt(loaded.tokenizer)
-    if not loaded.tokenizer.encode(prompt):  # also refuses unknown characters, before the long evaluation
-        raise TinyLLMError("the prompt is empty: give --prompt some text")
-    measured = measure(loaded.model, loaded.tokenizer, args.data_path, args.data_dir, args.val_fraction, prompt,
-                       args.samples, args.max_new_tokens, args.seed)  # fmt: skip
-    text = model_card(args.ckpt_path, loaded.model, loaded.tokenizer, training_info(path, ckpt), args.data,
-                      measured=measured)  # fmt: skip
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
-    print(f"wrote {out}: val loss {measured.val_loss:.4f} over {measured.val_tokens:,} tokens, "
-          f"{len(measured.samples)} samples")

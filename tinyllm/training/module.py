@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import lightning as L
@@ -11,44 +10,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from tinyllm.config import GPTConfig
+from tinyllm.core.config import GPTConfig
+from tinyllm.core.model import GPT
 from tinyllm.errors import TinyLLMError
-from tinyllm.model import GPT
-
-
-def flops_per_token(config: GPTConfig, n_params: int) -> int:
-    """Training FLOPs per token: 6·N for the matmuls (forward 2N, backward 4N)
-    plus 12·L·T·C for attention scores and their weighted sum (PaLM, Chowdhery
-    et al., 2022, appendix B). Embedding lookups are not matmuls, so the
-    position table is left out of N."""
-    n = n_params - (config.block_size * config.n_embd if config.pos_emb == "learned" else 0)
-    return 6 * n + 12 * config.n_layer * config.block_size * config.n_embd
-
-
-def warmup_cosine(step: int, warmup_steps: int, max_steps: int, min_ratio: float) -> float:
-    """LR multiplier: linear warmup to 1 over ``warmup_steps``, then cosine down to ``min_ratio`` at ``max_steps``."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas: tuple[float, float]) -> torch.optim.AdamW:
-    """AdamW with decay on weight matrices and embeddings only, not on norm gains or biases."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [
-        {"params": decay, "weight_decay": weight_decay, "name": "decay"},
-        {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
-    ]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas)
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, max_steps: int, min_ratio: float):
-    """Linear warmup, then cosine decay to ``min_ratio`` of the peak LR, stepped once per optimizer step."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, warmup_steps, max_steps, min_ratio)
-    )
+from tinyllm.training.schedule import make_scheduler
 
 
 class GPTLitModule(L.LightningModule):
@@ -92,7 +57,7 @@ class GPTLitModule(L.LightningModule):
         self.lr, self.min_lr = lr, lr / 10 if min_lr is None else min_lr
         self.warmup_steps, self.weight_decay, self.betas = warmup_steps, weight_decay, tuple(betas)
         self.val_loss = MeanMetric()
-        self._flops_per_token = flops_per_token(arch, self.model.num_parameters())
+        self.flops_per_token = self.model.flops_per_token()
         self.flops_per_batch = 0  # read by Lightning's ThroughputMonitor for MFU
         if compile:
             self.model.compile()  # in place: parameter names (and checkpoints) stay the same
@@ -113,7 +78,7 @@ class GPTLitModule(L.LightningModule):
                 f"the loss became {loss.item()} at step {self.global_step}: lower the learning rate or use "
                 "--trainer.precision 32-true; the last good checkpoint is kept"
             )
-        self.flops_per_batch = self._flops_per_token * batch[0].numel()
+        self.flops_per_batch = self.flops_per_token * batch[0].numel()
         self.log("train_loss", loss, prog_bar=True)
         return loss
 
@@ -130,7 +95,7 @@ class GPTLitModule(L.LightningModule):
         max_steps = self.trainer.max_steps
         if max_steps is None or max_steps < 1:
             raise TinyLLMError("set --trainer.max_steps: the learning-rate schedule is defined by optimizer steps")
-        optimizer = make_optimizer(self.model, self.lr, self.weight_decay, self.betas)
+        optimizer = self.model.configure_optimizer(self.lr, self.weight_decay, self.betas)
         scheduler = make_scheduler(optimizer, self.warmup_steps, max_steps, self.min_lr / self.lr)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

@@ -3,7 +3,7 @@
     python -m tinyllm publish --export_dir exports/quick --repo_id USER/NAME --dry_run true
     HF_TOKEN=hf_... python -m tinyllm publish --export_dir exports/quick --repo_id USER/NAME [--private true]
 
-Before anything goes up, the folder is checked (``tinyllm.export.check_export``):
+Before anything goes up, the folder is checked (``tinyllm.formats.folder.check_export``):
 every tensor present with the right shape, and a model card that names the
 sha256 of these very weights, so a card can never describe another checkpoint.
 Only the files ``tinyllm export`` wrote are uploaded; anything else in the
@@ -19,9 +19,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tinyllm.card import fmt_bytes
-from tinyllm.errors import TinyLLMError, one_line, parse_args
-from tinyllm.export import FILES, check_export
+from tinyllm.errors import TinyLLMError, one_line
+from tinyllm.files import fmt_bytes
+from tinyllm.formats.folder import check_export
+from tinyllm.formats.hf_layout import FILES
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
@@ -108,36 +109,31 @@ def _describe(e: Exception) -> str:
     return f"{type(e).__name__}: {text}"
 
 
-def build_parser():
-    from jsonargparse import ArgumentParser
+def publish(export_dir: str, repo_id: str, private: bool = False, dry_run: bool = False) -> None:
+    """Upload an exported folder to the Hugging Face Hub (token from $HF_TOKEN).
 
-    p = ArgumentParser(prog="python -m tinyllm publish", exit_on_error=False,
-                       description="Upload an exported folder to the Hugging Face Hub (token from $HF_TOKEN).")
-    p.add_argument("--export_dir", type=str, required=True, help="a folder written by `tinyllm export`")
-    p.add_argument("--repo_id", type=str, required=True, help="USER/NAME on the Hub (created if missing)")
-    p.add_argument("--private", type=bool, default=False, help="create the repository as private")
-    p.add_argument("--dry_run", type=bool, default=False, help="list what would be uploaded, upload nothing")
-    return p
-
-
-def main(argv: list[str]) -> None:
-    args = parse_args(build_parser(), argv)
-    up = plan(args.export_dir, args.repo_id)
+    Args:
+        export_dir: a folder written by `tinyllm export`.
+        repo_id: USER/NAME on the Hub (created if missing).
+        private: create the repository as private.
+        dry_run: list what would be uploaded, upload nothing.
+    """
+    up = plan(export_dir, repo_id)
     token = None
-    if not args.dry_run:  # fail before printing anything when the upload cannot even start
+    if not dry_run:  # fail before printing anything when the upload cannot even start
         token = hf_token()
         _require_online()
-    visibility = "private" if args.private else "public"
-    verb = "would upload" if args.dry_run else "uploading"
-    print(f"publish{' (dry run)' if args.dry_run else ''}: {verb} {len(up.files)} files, {fmt_bytes(up.total)}, "
+    visibility = "private" if private else "public"
+    verb = "would upload" if dry_run else "uploading"
+    print(f"publish{' (dry run)' if dry_run else ''}: {verb} {len(up.files)} files, {fmt_bytes(up.total)}, "
           f"to https://huggingface.co/{up.repo_id} ({visibility})")  # fmt: skip
     for name, size in up.files:
         print(f"  {name:<22} {size:>12,} bytes  {fmt_bytes(size):>9}")
     if up.left_out:
         print(f"  not uploaded (not written by export): {', '.join(up.left_out)}")
-    if args.dry_run:
+    if dry_run:
         state = "set" if os.environ.get("HF_TOKEN", "").strip() else "not set (a real upload needs it)"
         print(f"HF_TOKEN is {state}; nothing was uploaded")
         return
     sys.stdout.flush()
-    print(f"published: {upload(up, token, args.private)}")
+    print(f"published: {upload(up, token, private)}")

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tinyllm.errors import TinyLLMError, parse_args
+from matplotlib.figure import Figure
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tinyllm.errors import TinyLLMError
 
 
 def read_scalars(logdir: str | Path) -> dict[str, list[tuple[int, float]]]:
     """Every scalar series of a TensorBoard run directory, as TensorBoard shows it (purged steps removed)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     path = Path(logdir)
     if not any(path.glob("events.out.tfevents.*")):
         raise TinyLLMError(f"no TensorBoard event files in {path}: pass a run directory such as logs/quick")
@@ -24,17 +25,11 @@ def read_scalars(logdir: str | Path) -> dict[str, list[tuple[int, float]]]:
 
 def plot_run(logdir: str | Path, out: str | Path, title: str | None = None) -> Path:
     """Loss (train and val) on the left, learning rate on the right; returns the PNG's path."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only, no display needed
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise TinyLLMError("plotting needs matplotlib: pip install matplotlib") from None
     series = read_scalars(logdir)
     if "train_loss" not in series and "val_loss" not in series:
         raise TinyLLMError(f"{logdir} has no train_loss or val_loss curves to plot")
-    fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))  # no pyplot: no GUI backend, no global figure state
+    ax_loss, ax_lr = fig.subplots(1, 2)
     for tag, style in (("train_loss", dict(alpha=0.5, lw=1)), ("val_loss", dict(marker="o", lw=2))):
         if tag in series:
             steps, values = zip(*series[tag])
@@ -54,18 +49,16 @@ def plot_run(logdir: str | Path, out: str | Path, title: str | None = None) -> P
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out
 
 
-def main(argv: list[str]) -> None:
-    from jsonargparse import ArgumentParser
+def plot(logdir: str, out: str | None = None, title: str | None = None) -> None:
+    """Plot a run's loss and learning-rate curves from its TensorBoard logs, as a PNG.
 
-    p = ArgumentParser(prog="python -m tinyllm plot", exit_on_error=False,
-                       description="Plot a run's loss and learning-rate curves from its TensorBoard logs.")
-    p.add_argument("--logdir", type=str, required=True, help="a run directory, e.g. logs/quick")
-    p.add_argument("--out", type=str | None, default=None, help="PNG path (default: <logdir>/curves.png)")
-    p.add_argument("--title", type=str | None, default=None)
-    args = parse_args(p, argv)
-    out = plot_run(args.logdir, args.out or Path(args.logdir) / "curves.png", args.title)
-    print(f"wrote {out}")
+    Args:
+        logdir: a run's log folder, e.g. logs/quick.
+        out: the PNG to write (default: <logdir>/curves.png).
+        title: the figure's title (default: the log folder).
+    """
+    written = plot_run(logdir, out or Path(logdir) / "curves.png", title)
+    print(f"wrote {written}")

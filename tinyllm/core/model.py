@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tinyllm.config import GPTConfig
+from tinyllm.core.config import GPTConfig
 from tinyllm.errors import TinyLLMError
 
 # ----------------------------------------------------------------------------- norms
@@ -341,6 +341,32 @@ class GPT(nn.Module):
     def num_parameters(self) -> int:
         """Trainable parameters, counting a tied embedding/head matrix once."""
         return sum(p.numel() for p in self.parameters())
+
+    def flops_per_token(self) -> int:
+        """Training FLOPs per token: 6·N for the matmuls (forward 2N, backward 4N)
+        plus 12·L·T·C for attention scores and their weighted sum (PaLM, Chowdhery
+        et al., 2022, appendix B). Embedding lookups are not matmuls, so the
+        position table is left out of N; the token table stays in, as the tied head."""
+        c = self.config
+        n = self.num_parameters() - (c.block_size * c.n_embd if c.pos_emb == "learned" else 0)
+        return 6 * n + 12 * c.n_layer * c.block_size * c.n_embd
+
+    def configure_optimizer(
+        self, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.95)
+    ) -> torch.optim.AdamW:
+        """AdamW (Loshchilov & Hutter, 2019) with decay on weight matrices and embeddings only.
+
+        Norm gains and biases (1-D parameters) are not decayed: pulling a gain
+        towards 0 would shrink the signal it exists to scale. Groups are named,
+        so the learning-rate monitor and the tests can tell them apart.
+        """
+        decay = [p for p in self.parameters() if p.dim() >= 2]
+        no_decay = [p for p in self.parameters() if p.dim() < 2]
+        groups = [
+            {"params": decay, "weight_decay": weight_decay, "name": "decay"},
+            {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
+        ]
+        return torch.optim.AdamW(groups, lr=lr, betas=betas)
 
     def new_cache(self, batch_size: int, device: torch.device | None = None) -> KVCache:
         """An empty KV cache for ``batch_size`` sequences, on the model's device and dtype."""

@@ -11,6 +11,8 @@ import base64
 from pathlib import Path
 from typing import Any, Protocol
 
+import tiktoken
+
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import gpt2_ranks_path
 
@@ -84,8 +86,6 @@ class GPT2Tokenizer:
     vocab_size = 50257
 
     def __init__(self, ranks_path: str | Path) -> None:
-        import tiktoken
-
         self._enc = tiktoken.Encoding(
             name="gpt2",
             pat_str=GPT2_PATTERN,

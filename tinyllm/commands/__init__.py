@@ -1,0 +1,1 @@
+"""``python -m tinyllm COMMAND``: one module per command; the registry is ``tinyllm.__main__``."""

@@ -1,0 +1,86 @@
+"""``python -m tinyllm card``: a model card for a checkpoint, with its val loss and samples measured now."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+
+from tinyllm.core.checkpoint import model_from_checkpoint, read_checkpoint
+from tinyllm.core.generate import generate
+from tinyllm.core.model import GPT
+from tinyllm.core.tokenizers import Tokenizer
+from tinyllm.errors import TinyLLMError
+from tinyllm.formats.card import Measured, example_prompt, model_card, training_info
+from tinyllm.formats.folder import export_dir_of
+from tinyllm.training.data import ShakespeareDataModule
+from tinyllm.training.module import GPTLitModule
+
+
+def measure(model: GPT, tokenizer: Tokenizer, data_path: str | None, data_dir: str | None, val_fraction: float,
+            prompt: str, samples: int, max_new_tokens: int, seed: int) -> Measured:
+    """Val loss of ``model`` over the whole held-out split (as ``tinyllm validate``), and a few samples."""
+    data = ShakespeareDataModule(data_dir=data_dir, path=data_path, tokenizer=tokenizer.name,
+                                 block_size=model.config.block_size, batch_size=32, val_fraction=val_fraction)
+    if data.tokenizer_state != tokenizer.state():
+        raise TinyLLMError("the checkpoint's tokenizer differs from the data's: pass --data_path, the text file it "
+                           "was trained on")  # fmt: skip
+    lit = GPTLitModule(arch=model.config, tokenizer=tokenizer.state())
+    lit.model.load_state_dict(model.state_dict())
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    (metrics,) = trainer.validate(lit, datamodule=data, verbose=False)
+    val_tokens = len(data.val_dataloader().dataset) * model.config.block_size  # whole windows of targets
+    ids = tokenizer.encode(prompt)
+    texts = []
+    for i in range(samples):
+        g = generate(model.eval(), ids, max_new_tokens, decode=tokenizer.decode, seed=seed + i,
+                     temperature=0.8, top_k=200)  # fmt: skip
+        texts.append((f"prompt {prompt!r}, temperature 0.8, top-k 200, seed {seed + i}", prompt + g.texts[0]))
+    split = f"the last {val_fraction:.0%} of {Path(data_path).name if data_path else 'Tiny Shakespeare'}"
+    return Measured(float(metrics["val_loss"]), val_tokens, split, texts)
+
+
+def card(
+    ckpt_path: str,
+    out: str = "MODEL_CARD.md",
+    samples: int = 2,
+    max_new_tokens: int = 300,
+    prompt: str | None = None,
+    seed: int = 1337,
+    data: str | None = None,
+    data_path: str | None = None,
+    data_dir: str | None = None,
+    val_fraction: float = 0.1,
+) -> None:
+    """Write a model card for a checkpoint, with its val loss over the whole held-out split and samples, measured now.
+
+    Args:
+        ckpt_path: a .ckpt file, or a run folder holding last.ckpt.
+        out: the Markdown file to write.
+        samples: generated samples shown on the card.
+        max_new_tokens: tokens per sample.
+        prompt: the samples' prompt (default "ROMEO:" where the vocabulary allows).
+        seed: sample i is drawn with seed + i.
+        data: a line describing the training data.
+        data_path: the text it was trained on, if not Tiny Shakespeare.
+        data_dir: input.txt's folder ($TINYLLM_DATA_DIR).
+        val_fraction: as --data.val_fraction in training.
+    """
+    if samples < 0 or max_new_tokens < 1:
+        raise TinyLLMError("--samples must be 0 or more and --max_new_tokens at least 1")
+    if export_dir_of(ckpt_path) is not None:
+        raise TinyLLMError(f"{ckpt_path} is an exported folder: its README.md is its card (card reads .ckpt files)")
+    path, ckpt = read_checkpoint(ckpt_path)
+    loaded = model_from_checkpoint(path, ckpt, "cpu", data_dir)
+    prompt = prompt if prompt is not None else example_prompt(loaded.tokenizer)
+    if not loaded.tokenizer.encode(prompt):  # also refuses unknown characters, before the long evaluation
+        raise TinyLLMError("the prompt is empty: give --prompt some text")
+    measured = measure(loaded.model, loaded.tokenizer, data_path, data_dir, val_fraction, prompt,
+                       samples, max_new_tokens, seed)  # fmt: skip
+    text = model_card(ckpt_path, loaded.model, loaded.tokenizer, training_info(path, ckpt), data, measured=measured)
+    where = Path(out)
+    where.parent.mkdir(parents=True, exist_ok=True)
+    where.write_text(text, encoding="utf-8")
+    print(f"wrote {where}: val loss {measured.val_loss:.4f} over {measured.val_tokens:,} tokens, "
+          f"{len(measured.samples)} samples")

@@ -1,0 +1,66 @@
+"""``python -m tinyllm fit`` and ``validate``: Lightning's own commands, through tinyllm's LightningCLI.
+
+Their options are LightningCLI's (``fit --help``); ``validate`` also accepts an
+exported folder as ``--ckpt_path``, handed to Lightning as a temporary .ckpt.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import lightning
+import torch
+
+from tinyllm.core.checkpoint import MODEL_PREFIX, LoadedModel
+from tinyllm.formats.folder import export_dir_of, load_export
+from tinyllm.training.cli import build_cli
+
+
+def fit(args: list[str]) -> None:
+    """Train a model: fit --config configs/quick.yaml [--name NAME] [--ckpt_path last] (options: fit --help)."""
+    build_cli(["fit", *args])
+
+
+def validate(args: list[str]) -> None:
+    """Val loss of a checkpoint over the whole held-out split: validate --config C --ckpt_path last|best|FILE|FOLDER."""
+    with lightning_checkpoint_args(args) as lightning_args:
+        build_cli(["validate", *lightning_args])
+
+
+@contextmanager
+def lightning_checkpoint_args(args: list[str]) -> Iterator[list[str]]:
+    """``args`` with an exported folder given as ``--ckpt_path`` replaced by an equivalent temporary .ckpt.
+
+    Lightning's ``validate`` reads .ckpt files only. The temporary file holds the
+    folder's weights and architecture/tokenizer hyperparameters, nothing else
+    (tensors and plain types, loadable with weights_only=True); it is deleted
+    afterwards. Any other ``--ckpt_path`` passes through untouched.
+    """
+    where = None
+    for i, arg in enumerate(args):
+        if arg == "--ckpt_path" and i + 1 < len(args):
+            where, value, prefix = i + 1, args[i + 1], ""
+        elif arg.startswith("--ckpt_path="):
+            where, value, prefix = i, arg.split("=", 1)[1], "--ckpt_path="
+    folder = export_dir_of(value) if where is not None else None
+    if folder is None:
+        yield args
+        return
+    loaded = load_export(folder)
+    with tempfile.TemporaryDirectory(prefix="tinyllm-export-") as tmp:
+        path = Path(tmp) / f"{loaded.path.name}.ckpt"
+        torch.save(lightning_checkpoint(loaded), path)
+        print(f"tinyllm: validating exported folder {loaded.path} (as {path.name})", file=sys.stderr)
+        yield [*args[:where], prefix + str(path), *args[where + 1 :]]
+
+
+def lightning_checkpoint(loaded: LoadedModel) -> dict[str, Any]:
+    """A minimal Lightning checkpoint dict (weights + hyperparameters) for ``loaded``."""
+    state = {MODEL_PREFIX + k: v for k, v in loaded.model.state_dict().items()}
+    hparams = {"arch": loaded.model.config.to_dict(), "tokenizer": loaded.tokenizer.state()}
+    return {"state_dict": state, "hyper_parameters": hparams, "global_step": loaded.step or 0, "epoch": 0,
+            "pytorch-lightning_version": lightning.__version__}  # fmt: skip

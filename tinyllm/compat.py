@@ -1,0 +1,41 @@
+"""Every private Lightning and torch API tinyllm relies on, in one place.
+
+Each is a name with a leading underscore that the installed version may
+rename or drop without notice. tests/test_compat.py checks every one of them
+against the installed Lightning and torch, and fails loudly when one
+changes; a second test checks that no private name is used anywhere else in
+the package. Lightning objects come in as arguments: this module imports no
+Lightning, so the plain-PyTorch layer can use it too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def evaluation_follows_batch(trainer: Any) -> bool:
+    """Will Lightning run an evaluation right after the training batch that just ended?
+
+    Lightning's own test (``_TrainingEpochLoop._should_check_val_fx``): it knows
+    ``val_check_interval``, accumulation and the last batch of an epoch.
+    """
+    fit_loop = trainer.fit_loop
+    return bool(fit_loop.epoch_loop._should_check_val_fx(fit_loop._data_fetcher))
+
+
+def save_last_checkpoint(checkpoint: Any, trainer: Any) -> None:
+    """Make ``checkpoint`` (a ModelCheckpoint with ``save_last``) write its last.ckpt now."""
+    checkpoint._save_last_checkpoint(trainer, checkpoint._monitor_candidates(trainer))
+
+
+def training_batches_processed(trainer: Any) -> int:
+    """Training batches consumed since the run began, over every session (saved in, and restored from, checkpoints)."""
+    return int(trainer.fit_loop.epoch_loop.batch_progress.total.processed)
+
+
+def int8_weight_matmul(x: Tensor, weight: Tensor, scale: Tensor) -> Tensor:
+    """x (N, K) bf16 times int8 ``weight`` (M, K)ᵀ, scaled per output row: torch's CPU int8-weight kernel."""
+    return torch._weight_int8pack_mm(x, weight, scale)

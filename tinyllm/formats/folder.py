@@ -1,0 +1,238 @@
+"""Share a model: a folder of safetensors and JSON that tinyllm and Hugging Face both load.
+
+``python -m tinyllm export`` writes
+
+    model.safetensors      the weights, float32 (safetensors: no pickle, nothing to execute)
+    config.json            a Hugging Face config, with tinyllm's own config under the "tinyllm" key
+    tokenizer.json         the tokenizer, for Hugging Face's ``tokenizers`` / ``AutoTokenizer``
+    tokenizer_config.json
+    README.md              the model card, generated from the checkpoint (never written by hand)
+
+Which names and config it uses is ``tinyllm.formats.hf_layout``'s business.
+
+tinyllm loads the folder back (``load_export``, and ``load_model`` / ``--ckpt_path``
+accept the folder) with bit-identical logits, reading only safetensors and JSON.
+
+Plain PyTorch: this module does not import Lightning. ``tokenizers`` (tokenizer
+files) and ``transformers`` (the parity check at export time) are optional
+dependencies, the ``hf`` extra.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from tinyllm.core.checkpoint import CHECKPOINT_NAMES, LoadedModel, model_from_checkpoint, read_checkpoint
+from tinyllm.core.model import GPT
+from tinyllm.core.tokenizers import Tokenizer, tokenizer_from_state
+from tinyllm.errors import TinyLLMError, one_line
+from tinyllm.files import sha256_of, umask
+from tinyllm.formats.card import ExportFacts, model_card, training_info
+from tinyllm.formats.hf_layout import (
+    CARD, CONFIG, FILES, FORMAT_VERSION, TOKENIZER, TOKENIZER_CONFIG, WEIGHTS, export_state, hf_config, layout_of,
+    read_export_config, state_from_export,
+)  # fmt: skip
+from tinyllm.formats.hf_parity import check_with_transformers
+from tinyllm.formats.hf_tokenizer import hf_tokenizer, tokenizer_config
+
+
+def is_export_dir(path: str | Path) -> bool:
+    """A folder written by ``tinyllm export`` (or at least shaped like one: config.json + model.safetensors)."""
+    p = Path(path)
+    return p.is_dir() and (p / CONFIG).is_file() and (p / WEIGHTS).is_file()
+
+
+def export_dir_of(path: str | Path) -> Path | None:
+    """The exported folder ``path`` names (the folder, or its model.safetensors), or None.
+
+    A directory holding last.ckpt/best.ckpt stays a checkpoint directory.
+    """
+    p = Path(path).expanduser()
+    if p.is_file() and p.suffix == ".safetensors":
+        p = p.parent
+    if not p.is_dir() or any((p / name).is_file() for name in CHECKPOINT_NAMES):
+        return None
+    return p if is_export_dir(p) else None
+
+
+def _export_dir(path: str | Path) -> Path:
+    """``path`` as an export folder, or a one-line error saying what is missing."""
+    d = Path(path).expanduser()
+    if not d.is_dir():
+        raise TinyLLMError(f"export directory {d} does not exist: run `tinyllm export --out_dir {d}` first")
+    if not is_export_dir(d):
+        raise TinyLLMError(f"{d} is not an exported model: it needs {CONFIG} and {WEIGHTS} (run `tinyllm export`)")
+    return d
+
+
+# ----------------------------------------------------------------------------- loading an export
+
+
+def load_export(
+    path: str | Path, device: str | torch.device = "cpu", data_dir: str | Path | None = None
+) -> LoadedModel:
+    """The GPT and tokenizer of an exported folder, in eval mode on ``device``.
+
+    Reads JSON and safetensors only: nothing in the folder is unpickled or executed.
+    """
+    d = _export_dir(path)
+    _, section, config = read_export_config(d)
+    try:
+        tokenizer = tokenizer_from_state(section["tokenizer"], data_dir)
+    except (KeyError, TypeError):
+        raise TinyLLMError(f"{d / CONFIG}: the tokenizer in its tinyllm section is incomplete; re-export") from None
+    if tokenizer.vocab_size > config.vocab_size:
+        raise TinyLLMError(
+            f"{d}: the tokenizer has {tokenizer.vocab_size} ids, the model only {config.vocab_size}; re-export"
+        )
+    try:
+        tensors = load_file(d / WEIGHTS, device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise TinyLLMError(f"{d / WEIGHTS} is not a readable safetensors file ({one_line(str(e), 120)})") from None
+    model = GPT(config)
+    model.load_state_dict(state_from_export(tensors, config, d / WEIGHTS))
+    training = section.get("training") or {}
+    metrics = {}
+    if isinstance(training.get("best_val_loss"), (int, float)):
+        metrics["best_val_loss"] = float(training["best_val_loss"])
+    return LoadedModel(model.to(device).eval(), tokenizer, d, training.get("step"), metrics)
+
+
+def check_export(path: str | Path) -> dict[str, Any]:
+    """Check a folder is a complete, consistent export without building the model; its config.json.
+
+    Every tensor must be present with the right shape (read from the safetensors
+    header only), and the model card must describe these very weights (its
+    sha256 of model.safetensors must match).
+    """
+    d = _export_dir(path)
+    cfg, section, config = read_export_config(d)
+    missing = [name for name in FILES if not (d / name).is_file()]
+    if missing:
+        raise TinyLLMError(f"{d} is incomplete: {', '.join(missing)} missing; re-run `tinyllm export`")
+    try:
+        with safe_open(d / WEIGHTS, framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise TinyLLMError(f"{d / WEIGHTS} is not a readable safetensors file ({one_line(str(e), 120)})") from None
+    state_from_export({k: torch.empty(s, device="meta") for k, s in shapes.items()}, config, d / WEIGHTS)
+    card = (d / CARD).read_text(encoding="utf-8") if (d / CARD).is_file() else ""
+    digest = sha256_of(d / WEIGHTS)
+    if digest not in card:
+        raise TinyLLMError(
+            f"{d / CARD} does not describe these weights (model.safetensors has sha256 {digest[:12]}…, "
+            "which the card does not name): re-run `tinyllm export`"
+        )
+    return cfg
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def _load_source(ckpt_path: str | Path, data_dir: str | Path | None) -> tuple[LoadedModel, dict[str, Any]]:
+    export_dir = export_dir_of(ckpt_path)
+    if export_dir is not None:  # re-exporting a folder: its training record carries over
+        loaded = load_export(export_dir, "cpu", data_dir)
+        _, section, _ = read_export_config(export_dir)
+        return loaded, dict(section.get("training") or {})
+    p, ckpt = read_checkpoint(ckpt_path)
+    return model_from_checkpoint(p, ckpt, "cpu", data_dir), training_info(p, ckpt)
+
+
+def _prepare_out_dir(out: Path) -> None:
+    """Refuse to write over anything but an earlier export holding only export's own files."""
+    if out.exists() and not out.is_dir():
+        raise TinyLLMError(f"--out_dir {out} is a file: choose a folder")
+    if out.is_dir():
+        present = sorted(p.name for p in out.iterdir())
+        if present and not is_export_dir(out):
+            raise TinyLLMError(f"--out_dir {out} is not empty and not an export: choose a new folder")
+        foreign = [name for name in present if name not in FILES]
+        if foreign:
+            raise TinyLLMError(
+                f"--out_dir {out} holds files export did not write ({', '.join(foreign[:3])}): "
+                "choose a new folder or move them away"
+            )
+
+
+def write_export(
+    model: GPT,
+    tokenizer: Tokenizer,
+    out_dir: str | Path,
+    training: dict[str, Any] | None = None,
+    data: str | None = None,
+    verify: bool = True,
+    data_dir: str | Path | None = None,
+    repo_id: str | None = None,
+) -> Path:
+    """Write ``model`` and ``tokenizer`` as an export folder (see the module docstring); returns the folder.
+
+    The card's usage lines load ``repo_id`` (where the folder will be published) or else ``out_dir``
+    as given.
+
+    The folder is assembled beside ``out_dir`` and renamed into place, so a
+    failed export leaves no half-written folder. ``verify`` loads the result with
+    transformers, when installed, and refuses to finish if it disagrees.
+    """
+    out = Path(out_dir).expanduser().resolve()
+    _prepare_out_dir(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    training = dict(training or {})
+    config = model.config
+    model = model.eval()
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        os.chmod(tmp, 0o777 & ~umask())
+        save_file(export_state(model), tmp / WEIGHTS, metadata={"format": "pt"})
+        hf_tokenizer(tokenizer, data_dir).save(str(tmp / TOKENIZER))
+        _write_json(tmp / TOKENIZER_CONFIG, tokenizer_config(tokenizer, config.block_size))
+        section = {
+            "format_version": FORMAT_VERSION,
+            "weights_layout": layout_of(config),
+            "arch": config.to_dict(),
+            "tokenizer": tokenizer.state(),
+            "training": training,
+            "files": list(FILES),
+        }
+        _write_json(tmp / CONFIG, hf_config(config, tokenizer, section))
+        hf_check = check_with_transformers(tmp, model, tokenizer) if verify else None
+        files = {name: (tmp / name).stat().st_size for name in FILES if name != CARD}
+        card = model_card(repo_id or str(out_dir), model, tokenizer, training, data,
+                          ExportFacts(files, sha256_of(tmp / WEIGHTS), hf_check))
+        (tmp / CARD).write_text(card, encoding="utf-8")
+        for name in FILES:  # safetensors writes 0600; give every file the usual permissions
+            os.chmod(tmp / name, 0o666 & ~umask())
+        if out.exists():
+            shutil.rmtree(out)  # an earlier export of only our files (checked above)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
+
+
+def export(
+    ckpt_path: str | Path,
+    out_dir: str | Path,
+    data: str | None = None,
+    verify: bool = True,
+    data_dir: str | Path | None = None,
+    repo_id: str | None = None,
+) -> Path:
+    """Export a training checkpoint (or re-export a folder) to ``out_dir``; returns the folder."""
+    loaded, training = _load_source(ckpt_path, data_dir)
+    return write_export(loaded.model, loaded.tokenizer, out_dir, training, data, verify, data_dir, repo_id)
+
