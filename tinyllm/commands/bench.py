@@ -44,7 +44,7 @@ def _model_for_bench(ckpt_path: str | None, preset: str, device: torch.device):
 GENERATE_SETUPS = {"fp32": ("none", False), "int8": ("int8", False), "int8+compile": ("int8", True)}
 
 
-def bench_generate(
+def time_generation(
     model: GPT, lengths: list[int], prompt_len: int = 6, repeats: int = 1, recompute: bool = True,
     decoder: Callable[[Tensor, KVCache], Tensor] | None = None,
 ) -> list[dict[str, Any]]:
@@ -78,7 +78,7 @@ def run_bench_generate(
         t0 = time.perf_counter()
         decoder = prepare_decoding(m, quantize, compile_)
         compile_s = time.perf_counter() - t0  # quantizing takes milliseconds; compiling, seconds
-        for row in bench_generate(m, lengths, repeats=repeats, recompute=recompute, decoder=decoder):
+        for row in time_generation(m, lengths, repeats=repeats, recompute=recompute, decoder=decoder):
             rows.append({"setup": name, **row, **({"compile_s": round(compile_s, 1)} if compile_ else {})})
     return rows
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from jsonargparse import ArgumentError, lazy_instance
+from jsonargparse.typing import PositiveInt
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -77,9 +78,15 @@ class RunFolders:
         return Path("logs") / self.name
 
     def holds_a_run(self) -> list[str]:
-        """The checkpoints and TensorBoard files already there (empty for a new run)."""
-        found = sorted(self.checkpoints.glob("*.ckpt")) + sorted(self.logs.glob("events.out.tfevents.*"))
-        return [str(p) for p in found]
+        """The checkpoints already there (empty for a new run).
+
+        Logs alone do not make a run: a start that failed before its first
+        checkpoint leaves an events file, and a new run purges it from view.
+        """
+        return [str(p) for p in sorted(self.checkpoints.glob("*.ckpt"))]
+
+    def has_logs(self) -> bool:
+        return any(self.logs.glob("events.out.tfevents.*"))
 
 
 class TinyLLMCLI(LightningCLI):
@@ -90,7 +97,7 @@ class TinyLLMCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--name", type=str, default="run", help="the run: checkpoints/<name>/ and logs/<name>/")
-        parser.add_argument("--save_every_n_steps", type=int | None, default=None,
+        parser.add_argument("--save_every_n_steps", type=Optional[PositiveInt], default=None,
                             help="last.ckpt every N optimizer steps (default: at every evaluation)")  # fmt: skip
         for key, (cls, init) in OPTIONAL_CALLBACKS.items():
             parser.add_argument(f"--{key}", type=Optional[cls], default=lazy_instance(cls, **init),
@@ -134,7 +141,10 @@ class TinyLLMCLI(LightningCLI):
         plugins = [AtomicCheckpointIO(), *(cfg["trainer"].get("plugins") or [])]
         logger = cfg["trainer"].get("logger")
         if logger is None or logger is True:  # the default: TensorBoard in logs/<name>/, continued on resume
-            logger = TensorBoardLogger("logs", name=run.name, version="", purge_step=self.resume_step)
+            # On resume, TensorBoard hides what the killed run logged after its checkpoint (purge_step), so each
+            # curve stays one line; a fresh start hides the leftovers of a start that never saved a checkpoint.
+            purge_step = self.resume_step if self.resume_step is not None else (0 if run.has_logs() else None)
+            logger = TensorBoardLogger("logs", name=run.name, version="", purge_step=purge_step)
         return super().instantiate_trainer(callbacks=callbacks, plugins=plugins, logger=logger, **kwargs)
 
     def before_fit(self) -> None:

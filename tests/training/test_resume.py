@@ -17,12 +17,12 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = str(REPO / "tests" / "configs" / "tiny.yaml")
+from tests.helpers.cli import REPO, TINY
+
 HELPERS = str(REPO / "tests" / "helpers")
 # Dropout and gradient accumulation on, so the RNG and the accumulation phase are part of what must resume.
 # The checkpoint every 8 optimizer steps falls on an evaluation (every 8 batches = 4 steps): its save is deferred.
-RUN = ["fit", "--config", TINY, "--model.arch.dropout", "0.1", "--trainer.accumulate_grad_batches", "2",
+RUN = ["fit", "--config", str(TINY), "--model.arch.dropout", "0.1", "--trainer.accumulate_grad_batches", "2",
        "--trainer.max_steps", "24", "--trainer.log_every_n_steps", "1"]  # fmt: skip
 CKPT = Path("checkpoints/tiny")
 
@@ -131,10 +131,12 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(uninterrupted: Path, tmp
     interrupted = fit(tmp_path, kill_at=12, killer="InterruptAt")
     assert interrupted.returncode != 0
     on_exception = tmp_path / CKPT / "on_exception.ckpt"
-    assert load(on_exception)["global_step"] == 12  # newer than last.ckpt (step 8): `last` picks it
+    assert load(on_exception)["global_step"] == 12  # the state at Ctrl-C, later than the step-8 checkpoint
+    # Lightning's save_on_exception also writes last.ckpt, so `last` needs no second candidate.
+    assert load(tmp_path / CKPT / "last.ckpt")["global_step"] == 12
     resumed = fit(tmp_path, "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "Restoring states from the checkpoint path at checkpoints/tiny/on_exception.ckpt" in resumed.stderr
+    assert f"Restoring states from the checkpoint path at {tmp_path / CKPT / 'last.ckpt'}" in resumed.stderr
     # The training trajectory is exact. One thing is not: Ctrl-C came right before an evaluation, and
     # Lightning does not run an evaluation a checkpoint was saved before, so one evaluation is missing.
     training = ("state_dict", "optimizer_states", "lr_schedulers", "ShakespeareDataModule", "global_step")

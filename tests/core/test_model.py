@@ -1,4 +1,4 @@
-"""Tests for tinyllm.config and tinyllm.model (CPU, tiny configs, fast)."""
+"""Tests for tinyllm.core.model (CPU, tiny configs, fast)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tinyllm.config import GPTConfig
-from tinyllm.errors import ConfigError, TinyLLMError
-from tinyllm.model import GPT, LayerNorm, RMSNorm, RotaryEmbedding
-
-TINY = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=11, dropout=0.0)
-PRESET_NAMES = ["vanilla", "modern", "vanilla+rmsnorm", "vanilla+swiglu", "vanilla+rope"]
+from tests.helpers.models import PRESET_NAMES, TINY
+from tinyllm.core.config import GPTConfig
+from tinyllm.core.model import GPT, LayerNorm, RMSNorm, RotaryEmbedding
+from tinyllm.errors import TinyLLMError
 
 
 def tiny_config(**overrides) -> GPTConfig:
@@ -29,9 +27,6 @@ def tiny_model(seed: int = 0, **overrides) -> GPT:
 def random_tokens(b: int, t: int, vocab: int = TINY["vocab_size"], seed: int = 1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, vocab, (b, t), generator=g)
-
-
-# ----------------------------------------------------------------------------- 1. parameter counts
 
 
 def test_modern_parameter_count():
@@ -66,8 +61,6 @@ def test_swiglu_hidden_width():
     assert GPTConfig(n_embd=384, mlp="swiglu", mlp_hidden=100).hidden_dim == 100
 
 
-# ----------------------------------------------------------------------------- 2. causality
-
 COMBOS = list(
     itertools.product(("layernorm", "rmsnorm"), ("relu", "gelu", "swiglu"), ("learned", "rope"), ("manual", "sdpa"))
 )
@@ -93,9 +86,6 @@ def test_causality(norm, mlp, pos_emb, attention):
             # and it propagates forwards
             if t < T - 1:
                 assert (out[:, t + 1 :] - base[:, t + 1 :]).abs().max() > 1e-5
-
-
-# ----------------------------------------------------------------------------- 3. manual == sdpa
 
 
 def _chunked_logits(model: GPT, x: torch.Tensor, chunks: list[int]) -> torch.Tensor:
@@ -127,9 +117,6 @@ def test_manual_equals_sdpa(preset):
         ca, cb = _chunked_logits(manual, x, chunks), _chunked_logits(sdpa, x, chunks)
         assert (ca - cb).abs().max() <= 1e-5
         assert (ca - a).abs().max() <= 1e-5
-
-
-# ----------------------------------------------------------------------------- 4. RoPE
 
 
 def test_rope_scores_depend_only_on_distance():
@@ -176,9 +163,6 @@ def test_rope_preserves_norm_and_matches_formula():
     torch.testing.assert_close(y.double(), ref, atol=1e-5, rtol=0)
 
 
-# ----------------------------------------------------------------------------- 5. KV cache
-
-
 @pytest.mark.parametrize("attention", ["manual", "sdpa"])
 @pytest.mark.parametrize("preset", PRESET_NAMES)
 def test_kv_cache_matches_full_forward(preset, attention):
@@ -221,72 +205,6 @@ def test_kv_cache_length_and_overflow(preset):
         assert cache.length == 0
         torch.testing.assert_close(model(x[:, :T], cache), model(x[:, :T]), atol=1e-5, rtol=0)
 
-
-# ----------------------------------------------------------------------------- 6. config validation
-
-
-@pytest.mark.parametrize(
-    "kwargs,match",
-    [
-        (dict(n_embd=30, n_head=4), r"n_embd=30 is not divisible by n_head=4"),
-        (dict(norm="batchnorm"), r"norm='batchnorm' is not one of layernorm, rmsnorm"),
-        (dict(mlp="tanh"), r"mlp='tanh' is not one of relu, gelu, swiglu"),
-        (dict(pos_emb="alibi"), r"pos_emb='alibi' is not one of learned, rope"),
-        (dict(attention="flash"), r"attention='flash' is not one of manual, sdpa"),
-        (dict(n_embd=30, n_head=2, pos_emb="rope"), r"RoPE needs an even head dimension.*15"),
-        (dict(dropout=1.0), r"dropout"),
-        (dict(n_layer=0), r"n_layer must be at least 1"),
-    ],
-)
-def test_config_validation(kwargs, match):
-    with pytest.raises(ConfigError, match=match):
-        GPTConfig(**kwargs)
-
-
-def test_config_error_is_tinyllm_and_value_error():
-    with pytest.raises(TinyLLMError):
-        GPTConfig(norm="nope")
-    with pytest.raises(ValueError):
-        GPTConfig(norm="nope")
-
-
-def test_odd_head_dim_ok_without_rope():
-    cfg = GPTConfig(n_embd=30, n_head=2, pos_emb="learned")
-    assert cfg.head_dim == 15
-
-
-def test_unknown_preset():
-    with pytest.raises(ConfigError, match=r"unknown preset 'nope'.*vanilla.*modern"):
-        GPTConfig.preset("nope")
-
-
-def test_preset_overrides_are_validated():
-    with pytest.raises(ConfigError, match="mlp"):
-        GPTConfig.preset("vanilla", mlp="nope")
-    cfg = GPTConfig.preset("vanilla", norm="rmsnorm")
-    assert cfg == GPTConfig.preset("vanilla+rmsnorm")
-
-
-def test_from_dict_unknown_keys():
-    d = GPTConfig().to_dict()
-    d["n_embed"] = 128
-    d["flash"] = True
-    with pytest.raises(ConfigError, match=r"unknown model config keys \['flash', 'n_embed'\]"):
-        GPTConfig.from_dict(d)
-
-
-@pytest.mark.parametrize("preset", PRESET_NAMES)
-def test_config_round_trip_and_torch_save(preset, tmp_path):
-    cfg = GPTConfig.preset(preset, mlp_hidden=96 if preset == "modern" else None)
-    assert GPTConfig.from_dict(cfg.to_dict()) == cfg
-    path = tmp_path / "ckpt.pt"
-    torch.save({"cfg": cfg.to_dict()}, path)
-    loaded = torch.load(path, weights_only=True)
-    assert loaded["cfg"] == cfg.to_dict()
-    assert GPTConfig.from_dict(loaded["cfg"]) == cfg
-
-
-# ----------------------------------------------------------------------------- 7. init
 
 INIT_CFG = dict(n_layer=4, n_head=4, n_embd=256, block_size=16, vocab_size=11, dropout=0.0)
 
@@ -353,8 +271,6 @@ def test_tied_embeddings_survive_state_dict_round_trip():
         torch.testing.assert_close(a(x), b(x))
 
 
-# ----------------------------------------------------------------------------- 8. overfitting
-
 TEXT = "the quick brown fox jumps over the lazy dog. pack my box with five dozen liquor jugs!"
 
 
@@ -389,9 +305,6 @@ def test_overfits_one_batch():
     with torch.no_grad():
         final = loss_fn().item()
     assert final < 0.3 * math.log(len(chars)), f"loss {initial:.3f} -> {final:.3f}"
-
-
-# ----------------------------------------------------------------------------- 9. norms
 
 
 def test_layernorm_matches_torch():

@@ -1,4 +1,4 @@
-"""Tests for tinyllm.generate: KV cache vs recompute, the window policy, sampling, errors, stop strings.
+"""Tests for tinyllm.core.generate: KV cache vs recompute, the window policy, sampling, errors, stop strings.
 
 Everything runs on CPU with tiny models. A freshly initialised GPT (weights
 ~N(0, 0.02)) has near-uniform logits, so greedy decoding would be decided by
@@ -17,14 +17,12 @@ import math
 import pytest
 import torch
 
-from tinyllm.config import GPTConfig
+from tests.helpers.models import PRESET_NAMES, TINY, prompt_tensor, sharp_model
+from tinyllm.core.generate import check_sampling, generate, generate_tokens, make_generators, sample_next
+from tinyllm.core.model import GPT
+from tinyllm.core.tokenizers import CharTokenizer
 from tinyllm.errors import TinyLLMError
-from tinyllm.generate import check_sampling, generate, generate_tokens, make_generators, sample_next
-from tinyllm.model import GPT
-from tinyllm.tokenizers import CharTokenizer
 
-PRESET_NAMES = ["vanilla", "modern", "vanilla+rmsnorm", "vanilla+swiglu", "vanilla+rope"]
-TINY = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=11, dropout=0.0)
 VOCAB = "abcdefghij "  # 11 characters: a CharTokenizer matching vocab_size=11
 TOL = 1e-5
 
@@ -36,22 +34,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def sharp_model(name: str = "modern", seed: int = 0, std: float = 0.3, **overrides) -> GPT:
-    """A tiny random model whose logits are far from uniform (see the module docstring)."""
-    torch.manual_seed(seed)
-    model = GPT(GPTConfig.preset(name, **{**TINY, **overrides})).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:  # every Linear / Embedding matrix; norm gains and biases stay as they are
-                p.normal_(0.0, std)
-    return model
-
-
-def prompt_tensor(b: int, t: int, vocab: int = TINY["vocab_size"], seed: int = 1) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, vocab, (b, t), generator=g)
 
 
 def reference_greedy(model: GPT, prompt: torch.Tensor, n: int, keep: int | None = None) -> tuple[list[list[int]], float]:

@@ -1,4 +1,4 @@
-"""Tests for the fast-decoding levers: weight-only int8 (tinyllm.quantize) and the compiled decode step."""
+"""Tests for the fast-decoding levers: weight-only int8 (tinyllm.core.quantize) and the compiled decode step."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from tinyllm.generate import compile_decoder, generate_tokens
-from tinyllm.quantize import Int8Linear, quantize_int8
-
-from test_generate import PRESET_NAMES, prompt_tensor, sharp_model
+from tests.helpers.models import PRESET_NAMES, prompt_tensor, sharp_model
+from tinyllm.core.generate import compile_decoder, generate_tokens
+from tinyllm.core.quantize import Int8Linear, quantize_int8
 
 
 def test_int8_linear_rounds_each_row_to_127_steps_of_its_absmax():

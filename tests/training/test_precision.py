@@ -1,4 +1,4 @@
-"""tinyllm.precision.choose_precision's decision table, and that --trainer.precision overrides it."""
+"""tinyllm.training.precision.choose_precision's decision table, and that --trainer.precision overrides it."""
 
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ import pytest
 import torch
 import yaml
 
-import tinyllm.precision as precision
-from tinyllm.precision import choose_precision, detect_device
-
-TINY = Path(__file__).resolve().parent / "configs" / "tiny.yaml"
+import tinyllm.training.precision as precision
+from tests.helpers.cli import TINY
+from tinyllm.training.precision import choose_precision, detect_device
 
 
 @pytest.fixture

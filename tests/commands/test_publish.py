@@ -1,0 +1,63 @@
+"""``python -m tinyllm publish``: checks before anything goes up, dry run, one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.cli import (
+    assert_one_line_error,
+    describe,
+    env_for_cli,
+    run_cli,
+)
+from tinyllm.commands.publish import plan, publish
+from tinyllm.errors import TinyLLMError
+
+
+def test_publish_dry_run_lists_the_files_with_sizes(exports, tmp_path: Path):
+    proc = run_cli("publish", "--export_dir", exports["char"], "--repo_id", "someone/tiny-char", "--dry_run", "true",
+                   cwd=tmp_path, env=env_for_cli(HF_TOKEN=""))  # fmt: skip
+    assert proc.returncode == 0, describe(proc)
+    assert "would upload 5 files" in proc.stdout and "huggingface.co/someone/tiny-char (public)" in proc.stdout
+    for f in exports["char"].iterdir():
+        assert any(f.name in line and f"{f.stat().st_size:,} bytes" in line for line in proc.stdout.splitlines())
+    assert "nothing was uploaded" in proc.stdout
+
+
+def test_publish_without_token_fails_with_one_line(exports, tmp_path: Path):
+    env = env_for_cli()
+    env.pop("HF_TOKEN", None)
+    proc = run_cli("publish", "--export_dir", exports["char"], "--repo_id", "someone/tiny", cwd=tmp_path, env=env)
+    assert_one_line_error(proc, "HF_TOKEN")
+    assert proc.stdout == ""
+
+
+def test_publish_offline_fails_with_one_line(exports, tmp_path: Path, monkeypatch):
+    # No route to the Hub: a closed local port stands in for being offline (no waiting on DNS).
+    env = env_for_cli(HF_TOKEN="hf_fake", HF_ENDPOINT="http://127.0.0.1:9")
+    proc = run_cli("publish", "--export_dir", exports["char"], "--repo_id", "someone/tiny", cwd=tmp_path, env=env)
+    assert_one_line_error(proc, "someone/tiny", "offline")
+    # And with HF_HUB_OFFLINE set, it refuses before any attempt.
+    monkeypatch.setenv("HF_TOKEN", "hf_fake")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(TinyLLMError, match="HF_HUB_OFFLINE"):
+        publish(export_dir=str(exports["char"]), repo_id="someone/tiny")
+
+
+def test_publish_checks_the_folder_before_anything_goes_up(exports, tmp_path: Path):
+    import shutil
+
+    
+    folder = tmp_path / "copy"
+    shutil.copytree(exports["char"], folder)
+    (folder / "notes.txt").write_text("private notes")
+    up = plan(folder, "someone/tiny")
+    assert "notes.txt" not in [name for name, _ in up.files] and up.left_out == ["notes.txt"]
+    with pytest.raises(TinyLLMError, match="not a Hub repository id"):
+        plan(folder, "no-namespace")
+    # A card that describes other weights is refused (the original project's mistake).
+    shutil.copy(exports["vanilla"] / "README.md", folder / "README.md")
+    with pytest.raises(TinyLLMError, match="does not describe these weights"):
+        plan(folder, "someone/tiny")

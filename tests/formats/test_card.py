@@ -1,0 +1,36 @@
+"""Model cards generated from the checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import LLAMA_RUNS, RUNS
+from tinyllm.formats.folder import export
+from tinyllm.formats.load import load_model
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_model_card_is_generated_from_the_checkpoint(runs, exports, name):
+    from tinyllm.files import sha256_of
+
+    loaded = load_model(runs[name])
+    card = (exports[name] / "README.md").read_text()
+    assert f"{loaded.model.num_parameters():,}" in card
+    assert f"{loaded.metrics['best_val_loss']:.4f}" in card and "measured on these weights" in card
+    assert "| optimizer steps | 4 |" in card
+    assert sha256_of(exports[name] / "model.safetensors") in card and sha256_of(runs[name]) in card
+    assert "## Intended use and limits" in card and "| context | 32 tokens |" in card
+    if name in LLAMA_RUNS:
+        assert "`LlamaForCausalLM`" in card and "Checked at export: transformers" in card
+    assert ("GPT-2's byte-level BPE" in card) == (name == "bpe")
+
+
+def test_model_card_usage_lines_load_the_published_name(runs, tmp_path: Path):
+    card = (export(runs["char"], tmp_path / "card", verify=False, repo_id="someone/tiny-shakespeare") / "README.md")
+    text = card.read_text()
+    assert 'from_pretrained("someone/tiny-shakespeare")' in text
+    assert "--ckpt_path someone/tiny-shakespeare" in text
+    local = export(runs["char"], tmp_path / "local", verify=False) / "README.md"
+    assert f'from_pretrained("{tmp_path / "local"}")' in local.read_text()

@@ -1,0 +1,208 @@
+"""tinyllm's LightningCLI end to end (fit, validate, the run folder, errors, DDP), in subprocesses."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tests.conftest import FitRun
+from tests.helpers.cli import (
+    TINY,
+    assert_one_line_error,
+    assert_plain,
+    best_model_score,
+    describe,
+    load_ckpt,
+    read_scalars,
+    reported_val_loss,
+    run_cli,
+)
+
+
+def test_fit_writes_checkpoints_logs_and_config(fit_run: FitRun):
+    ckpts = {f for f in fit_run.files if f.startswith("checkpoints")}
+    assert ckpts == {"checkpoints/tiny/last.ckpt", "checkpoints/tiny/best.ckpt"}, ckpts
+    logs = {f for f in fit_run.files if f.startswith("logs")}
+    # One run directory, logs/tiny itself (version ""), with no version_N below it.
+    assert {Path(f).parent for f in logs} == {Path("logs/tiny")}, logs
+    assert "logs/tiny/config.yaml" in logs
+    assert len([f for f in logs if Path(f).name.startswith("events.out.tfevents.")]) == 1, logs
+
+    saved = yaml.safe_load((fit_run.dir / "logs/tiny/config.yaml").read_text())
+    assert saved["model"]["arch"]["n_layer"] == 2 and saved["data"]["batch_size"] == 8
+    assert saved["trainer"]["max_steps"] == 24
+
+
+def test_fit_chooses_precision_automatically(fit_run: FitRun):
+    from tinyllm.training.precision import choose_precision
+
+    expected, _ = choose_precision("auto")  # 32-true on a CPU without AMX/AVX512-BF16, like CI's
+    assert f"tinyllm: precision auto -> {expected} (" in fit_run.proc.stderr, fit_run.proc.stderr[-3000:]
+    # The choice is what the run actually used: it is in the saved config.
+    saved = yaml.safe_load((fit_run.dir / "logs/tiny/config.yaml").read_text())
+    assert saved["trainer"]["precision"] == expected
+
+
+def test_fit_logs_losses_perplexity_and_lr(fit_run: FitRun):
+    scalars = fit_run.scalars
+    for tag in ("train_loss", "val_loss", "val_ppl"):
+        assert scalars.get(tag), f"no {tag} in {sorted(scalars)}"
+    lr_tags = [t for t in scalars if t.startswith("lr")]
+    assert lr_tags, f"no learning-rate tag in {sorted(scalars)}"
+
+    # val_check_interval 8 over 24 steps: three evaluations; perplexity = exp(loss).
+    assert [step for step, _ in scalars["val_loss"]] == [7, 15, 23]
+    for (_, loss), (_, ppl) in zip(scalars["val_loss"], scalars["val_ppl"]):
+        assert ppl == pytest.approx(math.exp(loss), rel=1e-4)
+    assert len(scalars["train_loss"]) == 24 // 2  # log_every_n_steps 2
+    assert all(math.isfinite(v) for _, v in scalars["train_loss"])
+
+    # Warmup to lr=2e-3 within 4 steps, then cosine down towards min_lr=2e-4.
+    lrs = [v for _, v in scalars[lr_tags[0]]]
+    assert max(lrs) == pytest.approx(2e-3, rel=1e-4)
+    assert all(2e-4 * (1 - 1e-4) <= v <= 2e-3 * (1 + 1e-4) for v in lrs)
+    peak = lrs.index(max(lrs))
+    assert lrs[peak:] == sorted(lrs[peak:], reverse=True) and lrs[-1] < 2.5e-4
+
+
+def test_validate_best_reports_the_checkpoints_best_val_loss(fit_copy: Path, fit_run: FitRun):
+    best = best_model_score(load_ckpt(fit_copy / "checkpoints/tiny/best.ckpt"))
+    assert best == pytest.approx(min(v for _, v in fit_run.scalars["val_loss"]), rel=1e-5)
+
+    proc = run_cli("validate", "--config", TINY, "--ckpt_path", "checkpoints/tiny/best.ckpt", cwd=fit_copy)
+    assert proc.returncode == 0, describe(proc)
+    assert reported_val_loss(proc.stdout) == pytest.approx(best, rel=1e-5)
+
+
+def test_validate_last_resolves_to_the_final_weights(fit_copy: Path, fit_run: FitRun):
+    proc = run_cli("validate", "--config", TINY, "--ckpt_path", "last", cwd=fit_copy)
+    assert proc.returncode == 0, describe(proc)
+    assert "last.ckpt" in proc.stderr, proc.stderr[-2000:]  # "Restoring states from ... last.ckpt"
+    final_val_loss = fit_run.scalars["val_loss"][-1][1]  # the evaluation at step 24, same weights as last.ckpt
+    assert reported_val_loss(proc.stdout) == pytest.approx(final_val_loss, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["last.ckpt", "best.ckpt"])
+def test_checkpoints_load_safely_with_plain_hyperparameters(fit_run: FitRun, name: str):
+    ckpt = load_ckpt(fit_run.dir / "checkpoints/tiny" / name)  # weights_only=True: no pickled objects
+    hp = ckpt["hyper_parameters"]
+    assert_plain(hp)
+    assert isinstance(hp["arch"], dict) and isinstance(hp["tokenizer"], dict)
+    assert hp["arch"]["vocab_size"] == 65 and hp["arch"]["block_size"] == 32
+    assert (hp["arch"]["n_layer"], hp["arch"]["n_head"], hp["arch"]["n_embd"]) == (2, 2, 32)
+    assert hp["tokenizer"]["kind"] == "char"
+    assert ckpt["global_step"] == 24
+    # The data position is stored, so a resume continues the window stream where it stopped.
+    assert ckpt["ShakespeareDataModule"] == {"train_batches_done": 24}
+
+
+def test_print_config_round_trips(tmp_path: Path):
+    first = run_cli("fit", "--config", TINY, "--print_config", cwd=tmp_path)
+    assert first.returncode == 0, describe(first)
+    (tmp_path / "printed.yaml").write_text(first.stdout)
+    second = run_cli("fit", "--config", "printed.yaml", "--print_config", cwd=tmp_path)
+    assert second.returncode == 0, describe(second)
+    assert second.stdout == first.stdout
+    cfg = yaml.safe_load(first.stdout)
+    assert cfg["model"]["arch"]["n_embd"] == 32 and cfg["trainer"]["max_steps"] == 24
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "logs").exists()  # nothing was run
+
+
+def test_command_line_overrides_win_over_the_config(tmp_path: Path):
+    proc = run_cli(
+        "fit", "--config", TINY, "--trainer.max_steps", "4", "--data.batch_size", "4", "--model.arch.n_layer", "1",
+        "--print_config", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, describe(proc)
+    cfg = yaml.safe_load(proc.stdout)
+    assert cfg["trainer"]["max_steps"] == 4
+    assert cfg["data"]["batch_size"] == 4
+    assert cfg["model"]["arch"]["n_layer"] == 1
+    # Untouched values still come from the config file.
+    assert cfg["model"]["arch"]["n_head"] == 2 and cfg["trainer"]["val_check_interval"] == 8
+
+
+BAD_INPUTS = [
+    pytest.param(["fit", "--model.arch.n_embd", "30", "--model.arch.n_head", "4"], ["n_embd=30", "n_head=4"],
+                 id="n_embd-not-divisible-by-n_head"),
+    pytest.param(["fit", "--model.arch.norm", "batchnorm"], ["norm", "batchnorm", "rmsnorm"], id="unknown-norm"),
+    pytest.param(["fit", "--data.path", "does/not/exist.txt"], ["does/not/exist.txt"], id="missing-data-file"),
+    pytest.param(["validate", "--ckpt_path", "checkpoints/tiny/missing.ckpt"], ["missing.ckpt"], id="missing-checkpoint"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "mentions"), BAD_INPUTS)
+def test_bad_input_fails_with_one_clear_line(tmp_path: Path, args: list[str], mentions: list[str]):
+    command, *rest = args
+    proc = run_cli(command, "--config", TINY, *rest, cwd=tmp_path, timeout=120)
+    assert "Traceback" not in proc.stderr, describe(proc)
+    assert proc.returncode == 2, describe(proc)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("tinyllm: error:")]
+    assert len(errors) == 1, describe(proc)
+    assert proc.stderr.rstrip().splitlines()[-1] == errors[0], "the error line should be the last word"
+    for word in mentions:
+        assert word in errors[0], f"{word!r} not in {errors[0]!r}"
+
+
+def test_ddp_two_cpu_processes(tmp_path: Path):
+    proc = run_cli(
+        "fit", "--config", TINY, "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+        "--trainer.strategy", "ddp", "--trainer.max_steps", "8", cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, describe(proc)
+    assert "GLOBAL_RANK: 1" in proc.stderr and "Starting with 2 processes" in proc.stderr, proc.stderr[-3000:]
+
+    ckpts = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "checkpoints").rglob("*") if p.is_file())
+    assert ckpts == ["checkpoints/tiny/best.ckpt", "checkpoints/tiny/last.ckpt"]  # no last-v1.ckpt from rank 1
+    assert [p.name for p in (tmp_path / "logs").iterdir()] == ["tiny"]
+    assert not [p for p in (tmp_path / "logs/tiny").iterdir() if p.is_dir()]  # no version_N
+    scalars = read_scalars(tmp_path / "logs/tiny")  # asserts exactly one events file (rank 0 only)
+    assert [step for step, _ in scalars["val_loss"]] == [7]
+
+    last = load_ckpt(tmp_path / "checkpoints/tiny/last.ckpt")
+    assert last["global_step"] == 8
+    assert last["ShakespeareDataModule"] == {"train_batches_done": 8}
+
+
+def test_random_windows_differ_between_ranks():
+    from tinyllm.training.data import RandomWindows
+
+    tokens = torch.arange(5000)  # a window's values are its positions, so x identifies where it was drawn
+    rank0 = RandomWindows(tokens, block_size=32, batch_size=8, seed=1337, rank=0)
+    rank1 = RandomWindows(tokens, block_size=32, batch_size=8, seed=1337, rank=1)
+    for k in range(3):
+        (x0, y0), (x1, y1) = rank0.batch(k), rank1.batch(k)
+        assert x0.shape == x1.shape == (8, 32)
+        assert not torch.equal(x0, x1), f"ranks 0 and 1 drew the same windows for batch {k}"
+        assert torch.equal(y0[:, :-1], x0[:, 1:]) and torch.equal(y1[:, :-1], x1[:, 1:])
+    # Batch k is a pure function of (seed, rank, k): the same rank draws it again identically.
+    again = RandomWindows(tokens, block_size=32, batch_size=8, seed=1337, rank=1)
+    assert torch.equal(again.batch(2)[0], rank1.batch(2)[0])
+    # And the endless stream yields batch 0, 1, 2, ... from `start`.
+    stream = iter(RandomWindows(tokens, block_size=32, batch_size=8, seed=1337, rank=1, start=1))
+    assert torch.equal(next(stream)[0], rank1.batch(1)[0])
+
+
+def test_corrupt_checkpoint_for_validate_is_one_line(tmp_path: Path):
+    (tmp_path / "broken.ckpt").write_bytes(b"PK\x03\x04 this is not a checkpoint")
+    proc = run_cli("validate", "--config", TINY, "--ckpt_path", "broken.ckpt", cwd=tmp_path, timeout=120)
+    assert_one_line_error(proc, "broken.ckpt", "not a readable checkpoint")
+
+
+def test_bad_callback_option_in_the_config_is_one_line(tmp_path: Path):
+    text = TINY.read_text()
+    # The sample prompt holds a character Tiny Shakespeare lacks: refused at start-up, not at the first sample.
+    (tmp_path / "prompt.yaml").write_text(text.replace("samples:\n", 'samples:\n  prompt: "ROMEO§"\n'))
+    proc = run_cli("fit", "--config", "prompt.yaml", cwd=tmp_path, timeout=120)
+    assert_one_line_error(proc, "§")
+    assert not list(tmp_path.rglob("*.ckpt"))
+    (tmp_path / "every.yaml").write_text(text + "save_every_n_steps: 0\n")
+    proc = run_cli("fit", "--config", "every.yaml", cwd=tmp_path, timeout=120)
+    assert_one_line_error(proc, "save_every_n_steps")
+    # Two stateful callbacks of one kind: Lightning's RuntimeError, as one line too.
+    proc = run_cli("fit", "--config", TINY, "--trainer.callbacks+=tinyllm.training.callbacks.RNGState", cwd=tmp_path)
+    assert_one_line_error(proc, "RNGState")

@@ -1,0 +1,406 @@
+"""Tests for tinyllm.training.data: splits, the token cache, random and fixed windows, the data module's state."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import itertools
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import tinyllm.files
+from tests.conftest import SMALL_TEXT
+from tests.helpers.cli import one_line_error
+from tinyllm.core.tokenizers import CharTokenizer
+from tinyllm.errors import TinyLLMError
+from tinyllm.files import (
+    SHAKESPEARE,
+)
+from tinyllm.training.data import FixedWindows, RandomWindows, ShakespeareDataModule, encode_splits
+
+
+@pytest.mark.parametrize(
+    "kind, n_train, n_val, vocab",
+    [("char", 1_003_854, 111_540, 65), ("gpt2", 301_966, 36_059, 50_257)],
+)
+def test_shakespeare_split_counts(data_dir: Path, kind: str, n_train: int, n_val: int, vocab: int):
+    dm = ShakespeareDataModule(tokenizer=kind)
+    splits = dm.splits()
+    assert (len(splits.train), len(splits.val)) == (n_train, n_val)
+    assert dm.vocab_size == vocab
+    assert int(splits.train.max()) < vocab and int(splits.val.max()) < vocab
+
+
+@pytest.mark.parametrize("kind", ["char", "gpt2"])
+def test_splits_decode_back_to_the_corpus_parts(data_dir: Path, corpus: str, kind: str):
+    dm = ShakespeareDataModule(tokenizer=kind)
+    s, tok = dm.splits(), dm.tokenizer
+    n_train = int(len(corpus) * 0.9)
+    assert tok.decode(s.train.tolist()) == corpus[:n_train]
+    assert tok.decode(s.val.tolist()) == corpus[n_train:]
+
+
+def test_data_path_that_does_not_exist(tmp_path: Path):
+    missing = tmp_path / "nope" / "corpus.txt"
+    with pytest.raises(TinyLLMError) as e:
+        ShakespeareDataModule(path=str(missing)).splits()
+    msg = one_line_error(e)
+    assert str(missing) in msg and "data.path" in msg
+
+
+def test_data_path_that_is_a_directory(tmp_path: Path):
+    with pytest.raises(TinyLLMError) as e:
+        ShakespeareDataModule(path=str(tmp_path)).splits()
+    assert str(tmp_path) in one_line_error(e)
+
+
+def test_data_path_that_is_not_utf8(tmp_path: Path):
+    p = tmp_path / "latin1.txt"
+    p.write_bytes("Ophélie, à la fenêtre\n".encode("latin-1") * 50 + b"\xff\xfe\x80")
+    with pytest.raises(TinyLLMError) as e:
+        ShakespeareDataModule(path=str(p)).splits()
+    msg = one_line_error(e)
+    assert str(p) in msg and "UTF-8" in msg
+
+
+def test_corpus_too_small_for_block_size(tmp_path: Path, token_cache: Path):
+    p = tmp_path / "tiny.txt"
+    p.write_text("abcdefghij" * 10, encoding="utf-8")  # 100 chars: 90 train, 10 val
+    with pytest.raises(TinyLLMError) as e:
+        ShakespeareDataModule(path=str(p), block_size=32).splits()
+    msg = one_line_error(e)
+    assert "block_size=32" in msg and "val" in msg
+    with pytest.raises(TinyLLMError) as e:
+        ShakespeareDataModule(path=str(p), block_size=200, val_fraction=0.5).splits()
+    assert "block_size=200" in one_line_error(e)
+    # Just long enough: both splits have block_size + 2 tokens.
+    p.write_text("abcdefghij" * 2, encoding="utf-8")
+    s = ShakespeareDataModule(path=str(p), block_size=8, val_fraction=0.5).splits()
+    assert len(s.train) == len(s.val) == 10
+
+
+def test_download_feeds_the_data_module(served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, token_cache: Path):
+    server, payload = served
+    monkeypatch.setattr(
+        tinyllm.files,
+        "SHAKESPEARE",
+        dataclasses.replace(SHAKESPEARE, url=server.url + "small.txt", sha256=hashlib.sha256(payload).hexdigest()),
+    )
+    dm = ShakespeareDataModule(data_dir=str(tmp_path / "d"), block_size=16)
+    s = dm.splits()
+    assert len(s.train) + len(s.val) == len(SMALL_TEXT)
+    assert dm.vocab_size == len(set(SMALL_TEXT))
+    assert (tmp_path / "d" / "input.txt").read_bytes() == payload
+
+
+def test_training_on_a_custom_text_file(small_corpus: Path, empty_dir: Path, no_network: Path, token_cache: Path):
+    # data_dir is empty and downloads fail: a custom path must not need Tiny Shakespeare.
+    dm = ShakespeareDataModule(data_dir=str(empty_dir), path=str(small_corpus), tokenizer="char", block_size=32)
+    tok = dm.tokenizer
+    assert dm.vocab_size == len(set(SMALL_TEXT)) == 28
+    assert tok.chars == "".join(sorted(set(SMALL_TEXT)))
+    s = dm.splits()
+    n_train = int(len(SMALL_TEXT) * 0.9)
+    assert len(s.train) == n_train and len(s.val) == len(SMALL_TEXT) - n_train
+    assert tok.decode(s.train.tolist()) == SMALL_TEXT[:n_train]
+    assert tok.decode(s.val.tolist()) == SMALL_TEXT[n_train:]
+    assert list(empty_dir.iterdir()) == []
+
+
+def test_custom_text_with_non_ascii_characters(tmp_path: Path, token_cache: Path):
+    text = "Ophélie — « où es-tu ? » 🌹\n" * 200
+    p = tmp_path / "fr.txt"
+    p.write_bytes(text.encode("utf-8"))
+    dm = ShakespeareDataModule(path=str(p), val_fraction=0.25, block_size=16)
+    s = dm.splits()
+    n_train = int(len(text) * 0.75)  # characters, not bytes
+    assert (len(s.train), len(s.val)) == (n_train, len(text) - n_train)
+    assert set(dm.tokenizer.chars) == set(text)
+    assert dm.tokenizer.decode(s.val.tolist()) == text[n_train:]
+
+
+def _npz(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.npz"))
+
+
+def test_token_cache_is_reused(small_corpus: Path, token_cache: Path, monkeypatch: pytest.MonkeyPatch):
+    first = ShakespeareDataModule(path=str(small_corpus), block_size=16).splits()
+    files = _npz(token_cache)
+    assert len(files) == 1
+    assert not (small_corpus.parent / ".tinyllm-cache").exists()  # TINYLLM_CACHE_DIR wins
+    with np.load(files[0]) as z:
+        np.testing.assert_array_equal(z["train"], first.train)
+        np.testing.assert_array_equal(z["val"], first.val)
+
+    def must_not_encode(self, text):
+        raise AssertionError("tokenized again although a cache file exists")
+
+    monkeypatch.setattr(CharTokenizer, "encode", must_not_encode)
+    second = ShakespeareDataModule(path=str(small_corpus), block_size=16).splits()
+    np.testing.assert_array_equal(second.train, first.train)
+    np.testing.assert_array_equal(second.val, first.val)
+    assert _npz(token_cache) == files
+
+
+CORRUPTIONS = {
+    "garbage": lambda b: b"this is not an npz file at all" * 10,
+    "wrong-arrays": lambda b: _npz_bytes(other=np.arange(3)),
+    "empty": lambda b: b"",
+    "truncated": lambda b: b[: len(b) // 2],
+    "flipped-header-byte": lambda b: _flip(b, 100),  # inside train.npy's header: numpy refuses it
+    "flipped-data-byte": lambda b: _flip(b, len(b) // 2),  # inside the array data: zip CRC mismatch
+}
+
+
+def _flip(b: bytes, i: int) -> bytes:
+    return b[:i] + bytes([b[i] ^ 0xFF]) + b[i + 1 :]
+
+
+def _npz_bytes(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "corruption",
+    [
+        "garbage",
+        "wrong-arrays",
+        "empty",
+        "truncated",
+        "flipped-header-byte",
+        "flipped-data-byte",
+    ],
+)
+def test_corrupt_token_cache_is_ignored_and_rebuilt(small_corpus: Path, token_cache: Path, corruption: str):
+    fresh = ShakespeareDataModule(path=str(small_corpus), block_size=16).splits()
+    (cache_file,) = _npz(token_cache)
+    good = cache_file.read_bytes()
+    cache_file.write_bytes(CORRUPTIONS[corruption](good))
+
+    rebuilt = ShakespeareDataModule(path=str(small_corpus), block_size=16).splits()
+    np.testing.assert_array_equal(rebuilt.train, fresh.train)
+    np.testing.assert_array_equal(rebuilt.val, fresh.val)
+    with np.load(cache_file) as z:  # rewritten with good contents
+        np.testing.assert_array_equal(z["train"], fresh.train)
+        np.testing.assert_array_equal(z["val"], fresh.val)
+
+
+def test_cache_files_are_keyed_by_tokenizer_fraction_and_text(
+    data_dir: Path, small_corpus: Path, token_cache: Path, tmp_path: Path
+):
+    char = ShakespeareDataModule(data_dir=str(data_dir), path=str(small_corpus), tokenizer="char", block_size=16)
+    bpe = ShakespeareDataModule(data_dir=str(data_dir), path=str(small_corpus), tokenizer="gpt2", block_size=16)
+    sc, sb = char.splits(), bpe.splits()
+    names = [p.name for p in _npz(token_cache)]
+    assert len(names) == 2
+    assert any("char" in n for n in names) and any("gpt2" in n for n in names)
+    assert len(sb.train) < len(sc.train)  # BPE tokens, not characters
+    assert bpe.tokenizer.decode(sb.train.tolist()) + bpe.tokenizer.decode(sb.val.tolist()) == SMALL_TEXT
+
+    ShakespeareDataModule(path=str(small_corpus), val_fraction=0.2, block_size=16).splits()
+    assert len(_npz(token_cache)) == 3
+
+    other = tmp_path / "other.txt"
+    other.write_text(SMALL_TEXT.upper(), encoding="utf-8")
+    so = ShakespeareDataModule(path=str(other), block_size=16).splits()
+    assert len(_npz(token_cache)) == 4
+    assert len(so.train) == len(sc.train)
+
+
+def test_encode_splits_direct(small_corpus: Path, token_cache: Path):
+    tok = CharTokenizer.from_text(SMALL_TEXT)
+    s = encode_splits(small_corpus, SMALL_TEXT, tok, 0.1)
+    assert s.train.dtype == np.uint16
+    assert tok.decode(s.train.tolist()) + tok.decode(s.val.tolist()) == SMALL_TEXT
+
+
+def _full_windows(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.cat([x, y[:, -1:]], dim=1)
+
+
+def test_random_windows_batch_is_a_pure_function_of_seed_rank_k():
+    tokens = torch.randint(0, 1000, (5000,), generator=torch.Generator().manual_seed(0))
+    rw = RandomWindows(tokens, block_size=16, batch_size=8, seed=1, rank=0)
+    x, y = rw.batch(3)
+    assert x.shape == y.shape == (8, 16)
+    assert x.dtype == tokens.dtype
+    x2, y2 = rw.batch(3)
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    x3, y3 = RandomWindows(tokens, 16, 8, seed=1, rank=0, start=99).batch(3)  # start does not matter
+    assert torch.equal(x, x3) and torch.equal(y, y3)
+    assert torch.equal(x[:, 1:], y[:, :-1])
+
+    for other in (rw.batch(4), RandomWindows(tokens, 16, 8, seed=1, rank=1).batch(3),
+                  RandomWindows(tokens, 16, 8, seed=2, rank=0).batch(3)):
+        assert not torch.equal(other[0], x)
+
+
+def test_random_windows_are_shifted_slices_of_the_tokens():
+    tokens = torch.arange(1000, 1500)  # value - 1000 = position
+    rw = RandomWindows(tokens, block_size=10, batch_size=16, seed=7, rank=0)
+    for k in range(5):
+        x, y = rw.batch(k)
+        assert torch.equal(y, x + 1)
+        starts = x[:, 0] - 1000
+        for row, s in zip(x, starts.tolist()):
+            assert torch.equal(row, tokens[s : s + 10])
+
+
+def test_random_windows_iteration_from_start():
+    tokens = torch.arange(300)
+    rw = RandomWindows(tokens, block_size=8, batch_size=4, seed=3, rank=2, start=5)
+    got = list(itertools.islice(iter(rw), 4))
+    for k, (x, y) in zip(range(5, 9), got):
+        bx, by = rw.batch(k)
+        assert torch.equal(x, bx) and torch.equal(y, by)
+    again = list(itertools.islice(iter(rw), 4))  # re-iterating restarts at start
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(got, again))
+
+
+def test_random_windows_never_run_past_the_end():
+    n, T = 10, 4
+    tokens = torch.arange(100, 100 + n)
+    rw = RandomWindows(tokens, block_size=T, batch_size=64, seed=0, rank=0)
+    valid = {tuple(tokens[s : s + T + 1].tolist()) for s in range(n - T)}
+    seen = set()
+    for k in range(200):
+        x, y = rw.batch(k)
+        for w in _full_windows(x, y).tolist():
+            assert tuple(w) in valid, f"window {w} is not tokens[s:s+{T + 1}]"
+            seen.add(tuple(w))
+    assert seen == valid  # every window, including the last one, is reachable
+
+
+def test_random_windows_with_workers_match_single_process():
+    tokens = torch.arange(2000)
+    rw = RandomWindows(tokens, block_size=8, batch_size=4, seed=11, rank=0, start=3)
+    loader = torch.utils.data.DataLoader(rw, batch_size=None, num_workers=2, generator=torch.Generator())
+    got = list(itertools.islice(iter(loader), 6))
+    for k, (x, y) in zip(range(3, 9), got):
+        bx, by = rw.batch(k)
+        assert torch.equal(x, bx) and torch.equal(y, by)
+
+
+@pytest.mark.parametrize("n", [101, 103, 110, 111])
+def test_fixed_windows_tile_the_split(n: int):
+    T = 10
+    tokens = torch.arange(500, 500 + n)
+    fw = FixedWindows(tokens, T)
+    assert len(fw) == (n - 1) // T
+    xs, ys = zip(*(fw[i] for i in range(len(fw))))
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        assert x.shape == y.shape == (T,)
+        assert torch.equal(x, tokens[i * T : (i + 1) * T])
+        assert torch.equal(y, tokens[i * T + 1 : (i + 1) * T + 1])
+        x2, y2 = fw[i]
+        assert torch.equal(x, x2) and torch.equal(y, y2)
+    # Consecutive, non-overlapping: the inputs concatenate to a prefix of the split.
+    assert torch.equal(torch.cat(xs), tokens[: len(fw) * T])
+    assert int(ys[-1][-1]) <= int(tokens[-1])
+
+
+def test_fixed_windows_in_a_loader_cover_everything_once():
+    tokens = torch.arange(1001)
+    loader = torch.utils.data.DataLoader(FixedWindows(tokens, 10), batch_size=7, shuffle=False)
+    xs = torch.cat([x for x, _ in loader])
+    assert xs.shape == (100, 10)
+    assert torch.equal(xs.flatten(), tokens[:1000])
+
+
+def _rng_states():
+    return torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
+
+
+@pytest.fixture
+def shakespeare_dm(data_dir: Path) -> ShakespeareDataModule:
+    dm = ShakespeareDataModule(tokenizer="char", block_size=32, batch_size=4, val_batch_size=3, seed=42)
+    dm.setup("fit")
+    return dm
+
+
+def test_loaders_yield_batches_of_the_right_shape(shakespeare_dm: ShakespeareDataModule):
+    dm = shakespeare_dm
+    assert dm.trainer is None
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == y.shape == (4, 32) and x.dtype == torch.int64
+    assert torch.equal(x[:, 1:], y[:, :-1])
+    vx, vy = next(iter(dm.val_dataloader()))
+    assert vx.shape == vy.shape == (3, 32)
+    assert torch.equal(vx[:, 1:], vy[:, :-1])
+    val = dm.val_dataloader()
+    assert len(val.dataset) == (111_540 - 1) // 32
+    assert torch.equal(vx[0], torch.from_numpy(dm.splits().val[:32].astype(np.int64)))
+
+
+def test_loaders_do_not_touch_global_rng(shakespeare_dm: ShakespeareDataModule):
+    torch.manual_seed(123)
+    np.random.seed(123)
+    random.seed(123)
+    before = _rng_states()
+    dm = shakespeare_dm
+    list(itertools.islice(iter(dm.train_dataloader()), 3))
+    list(itertools.islice(iter(dm.val_dataloader()), 3))
+    list(itertools.islice(iter(dm.train_dataloader()), 1))
+    after = _rng_states()
+    assert torch.equal(before[0], after[0]), "torch's global RNG state changed"
+    assert np.array_equal(before[1], after[1]) and before[2] == after[2]
+
+
+def test_train_loader_is_the_random_windows_stream(shakespeare_dm: ShakespeareDataModule):
+    dm = shakespeare_dm
+    reference = RandomWindows(dm.train_tokens, 32, 4, seed=42, rank=0)
+    for k, (x, y) in enumerate(itertools.islice(iter(dm.train_dataloader()), 3)):
+        bx, by = reference.batch(k)
+        assert torch.equal(x, bx) and torch.equal(y, by)
+
+
+def test_state_dict_round_trip_resumes_at_batch_k(data_dir: Path):
+    def fresh() -> ShakespeareDataModule:
+        dm = ShakespeareDataModule(tokenizer="char", block_size=32, batch_size=4, seed=42)
+        dm.setup("fit")
+        return dm
+
+    dm = fresh()
+    assert dm.state_dict() == {"train_batches_done": 0}
+    dm.load_state_dict({"train_batches_done": 7})
+    assert dm.state_dict() == {"train_batches_done": 7}
+    resumed = list(itertools.islice(iter(dm.train_dataloader()), 2))
+
+    ref = fresh()
+    windows = RandomWindows(ref.train_tokens, ref.block_size, ref.batch_size, ref.seed, rank=0)
+    for k, (x, y) in zip((7, 8), resumed):
+        bx, by = windows.batch(k)
+        assert torch.equal(x, bx) and torch.equal(y, by)
+    first_of_fresh = next(iter(ref.train_dataloader()))[0]
+    assert not torch.equal(resumed[0][0], first_of_fresh)
+
+    restored = fresh()
+    restored.load_state_dict(dm.state_dict())
+    assert torch.equal(next(iter(restored.train_dataloader()))[0], resumed[0][0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        (dict(tokenizer="bpe"), "tokenizer"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(batch_size=-1), "batch_size"),
+        (dict(block_size=0), "block_size"),
+        (dict(val_batch_size=0), "val_batch_size"),
+        (dict(val_fraction=1.5), "val_fraction"),
+        (dict(val_fraction=0.0), "val_fraction"),
+        (dict(val_fraction=1.0), "val_fraction"),
+        (dict(val_fraction=-0.1), "val_fraction"),
+    ],
+)
+def test_bad_options_raise(kwargs: dict, word: str):
+    with pytest.raises(TinyLLMError) as e:
+        ShakespeareDataModule(**kwargs)
+    assert word in one_line_error(e)
