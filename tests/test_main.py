@@ -1,17 +1,67 @@
-"""The command registry: help lists exactly the registered commands."""
+"""The command registry (tinyllm.__main__): help is generated from it, and lists exactly its commands."""
 
 from __future__ import annotations
 
+import inspect
+import re
 from pathlib import Path
 
-from tests.helpers.cli import (
-    describe,
-    run_cli,
-)
+import pytest
+
+from tests.helpers.cli import assert_one_line_error, describe, run_cli
+from tinyllm.__main__ import COMMANDS, LIGHTNING_COMMANDS, build_parser, command
+
+FUNCTIONS = {f"{group} {name}" if isinstance(t, dict) else group: target
+             for group, t in COMMANDS.items() for name, target in (t.items() if isinstance(t, dict) else [(group, t)])}  # fmt: skip
 
 
-def test_help_lists_the_commands(tmp_path: Path):
+def listed_commands(help_text: str) -> list[str]:
+    """The subcommand names in jsonargparse's help ("    generate   Sample text ...")."""
+    section = help_text.split("Available subcommands:", 1)[1]
+    return re.findall(r"^    (\w+)\s", section, flags=re.M)
+
+
+def test_help_lists_exactly_the_registered_commands(tmp_path: Path):
     proc = run_cli("--help", cwd=tmp_path, timeout=60)
     assert proc.returncode == 0, describe(proc)
-    listed = {line.split()[0] for line in proc.stdout.splitlines() if line.startswith("  ") and line.strip()}
-    assert {"fit", "validate", "generate"} <= listed, proc.stdout
+    assert listed_commands(proc.stdout) == list(COMMANDS)
+    for name, target in COMMANDS.items():  # each line is the first line of the function's docstring
+        if not isinstance(target, dict):
+            first = inspect.getdoc(command(target)).splitlines()[0]
+            assert first.split()[0] in proc.stdout.split(f"    {name}", 1)[1][:200], name
+
+
+def test_groups_list_their_commands(capsys: pytest.CaptureFixture[str]):
+    for group, target in COMMANDS.items():
+        if isinstance(target, dict):
+            with pytest.raises(SystemExit):
+                build_parser().parse_args([group, "--help"])
+            assert listed_commands(capsys.readouterr().out) == list(target)
+
+
+@pytest.mark.parametrize("name", [n for n in FUNCTIONS if n not in LIGHTNING_COMMANDS])
+def test_every_command_is_a_typed_documented_function(name: str):
+    fn = command(FUNCTIONS[name])
+    signature = inspect.signature(fn)
+    doc = inspect.getdoc(fn)
+    assert doc and "Args:" in doc, f"{name}: its docstring is its help, and must document its arguments"
+    for param in signature.parameters.values():
+        assert param.annotation is not inspect.Parameter.empty, f"{name}: --{param.name} has no type"
+        assert re.search(rf"^\s+{param.name}:", doc, flags=re.M), f"{name}: --{param.name} is not documented"
+
+
+def test_a_commands_help_comes_from_its_docstring(tmp_path: Path):
+    proc = run_cli("generate", "--help", cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0, describe(proc)
+    assert "Sample text from a checkpoint" in proc.stdout
+    assert "softmax temperature; 0 is greedy" in proc.stdout  # the Args: line of --temperature
+
+
+@pytest.mark.parametrize("args,mention", [
+    (["no-such-command"], "no-such-command"),
+    (["generate"], "ckpt_path"),
+    (["bench", "fly"], "fly"),
+    (["generate", "--ckpt_path", "x", "--top_k", "many"], "top_k"),
+])  # fmt: skip
+def test_bad_commands_and_options_are_one_line(tmp_path: Path, args: list[str], mention: str):
+    assert_one_line_error(run_cli(*args, cwd=tmp_path, timeout=60), mention)

@@ -37,9 +37,11 @@ def test_vanilla_parameter_count():
     cfg = GPTConfig.preset("vanilla")
     n = GPT(cfg).num_parameters()
     assert n == 10_770_816
-    # The original project had no q/k/v biases: 10,763,904. Ours adds 3·C per layer.
-    assert 10_760_000 <= n <= 10_780_000
-    assert n - cfg.n_layer * 3 * cfg.n_embd == 10_763_904
+    # The original project had no q/k/v biases: 10,763,904. Ours adds exactly those, 3·C per layer.
+    model = GPT(cfg)
+    qkv_bias = sum(p.numel() for name, p in model.named_parameters() if name.endswith(("q_proj.bias", "k_proj.bias", "v_proj.bias")))
+    assert qkv_bias == cfg.n_layer * 3 * cfg.n_embd
+    assert n - qkv_bias == 10_763_904
 
 
 def test_vanilla_has_bias_everywhere_and_modern_nowhere():
@@ -355,3 +357,37 @@ def test_rmsnorm_half_precision_does_not_overflow():
     xd = x.double()
     ref = xd / torch.sqrt((xd**2).mean(dim=-1, keepdim=True) + 1e-5)
     torch.testing.assert_close(out.double(), ref, atol=1e-2, rtol=1e-2)
+
+
+# ----------------------------------------------------------------------------- the model's maths: FLOPs, optimizer groups
+
+
+def test_flops_per_token_counts_matmuls_and_attention():
+    for preset in ("modern", "vanilla"):
+        cfg = GPTConfig.preset(preset)
+        model = GPT(cfg)
+        # By hand: each parameter costs 2 FLOPs forward and 4 backward (PaLM and nanoGPT count them all;
+        # norm gains are a rounding error), and attention's QKᵀ and att·V cost 2·T·C each per layer, forward.
+        n = sum(p.numel() for name, p in model.named_parameters() if name != "embed_positions.weight")
+        attention = 2 * 2 * cfg.n_layer * cfg.block_size * cfg.n_embd
+        assert model.flops_per_token() == 3 * (2 * n + attention)
+        assert 6 * n < model.flops_per_token() < 6 * n * 1.2  # the matmuls dominate at this size
+    # The learned position table is a lookup, not a matmul: it is left out.
+    modern, vanilla = GPT(GPTConfig.preset("modern")), GPT(GPTConfig.preset("vanilla"))
+    assert vanilla.embed_positions is not None and modern.embed_positions is None
+
+
+def test_optimizer_decays_matrices_and_embeddings_but_not_gains_or_biases():
+    model = GPT(tiny_config(norm="layernorm", bias=True, pos_emb="learned"))
+    opt = model.configure_optimizer(lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95))
+    groups = {g["name"]: g for g in opt.param_groups}
+    assert set(groups) == {"decay", "no_decay"}
+    assert groups["decay"]["weight_decay"] == 0.1 and groups["no_decay"]["weight_decay"] == 0.0
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    decayed = {by_id[id(p)] for p in groups["decay"]["params"]}
+    kept = {by_id[id(p)] for p in groups["no_decay"]["params"]}
+    assert "embed_tokens.weight" in decayed and "embed_positions.weight" in decayed
+    assert "layers.0.self_attn.q_proj.weight" in decayed and "layers.0.mlp.down_proj.weight" in decayed
+    assert "layers.0.input_norm.weight" in kept and "layers.0.self_attn.q_proj.bias" in kept and "norm.bias" in kept
+    assert decayed.isdisjoint(kept) and len(decayed) + len(kept) == len(list(model.parameters()))
+    assert opt.defaults["betas"] == (0.9, 0.95) and opt.defaults["lr"] == 1e-3

@@ -206,3 +206,66 @@ def test_bad_callback_option_in_the_config_is_one_line(tmp_path: Path):
     # Two stateful callbacks of one kind: Lightning's RuntimeError, as one line too.
     proc = run_cli("fit", "--config", TINY, "--trainer.callbacks+=tinyllm.training.callbacks.RNGState", cwd=tmp_path)
     assert_one_line_error(proc, "RNGState")
+
+
+# ----------------------------------------------------------------------------- a run is a name; resume only when asked
+
+
+def _checksums(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_second_fit_into_a_used_run_folder_is_refused_and_changes_nothing(fit_copy: Path):
+    before = _checksums(fit_copy)
+    proc = run_cli("fit", "--config", TINY, "--model.lr", "0.01", cwd=fit_copy, timeout=120)
+    assert_one_line_error(proc, "checkpoints/tiny", "--ckpt_path last", "--name")
+    assert _checksums(fit_copy) == before  # checkpoints and logs byte for byte
+
+
+def test_the_run_name_decides_both_folders(tmp_path: Path):
+    proc = run_cli("fit", "--config", TINY, "--name", "other", "--trainer.max_steps", "2", "--samples", "null",
+                   cwd=tmp_path, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, describe(proc)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["other"]
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["other"]
+    assert (tmp_path / "checkpoints/other/last.ckpt").is_file()
+    assert "--- sample at step" not in proc.stdout  # `samples: null` switched the optional callback off
+
+
+@pytest.mark.parametrize("change,mention", [
+    (["--model.arch.n_layer", "3"], "arch.n_layer: checkpoint 2, config 3"),
+    (["--model.lr", "0.01"], "lr: checkpoint 0.002, config 0.01"),
+    (["--data.tokenizer", "gpt2"], "gpt2"),
+])  # fmt: skip
+def test_resuming_into_another_configuration_is_refused_and_changes_nothing(fit_copy: Path, change, mention):
+    before = _checksums(fit_copy)
+    proc = run_cli("fit", "--config", TINY, "--ckpt_path", "last", "--trainer.max_steps", "30", *change,
+                   cwd=fit_copy, timeout=120)  # fmt: skip
+    assert_one_line_error(proc, "last.ckpt", mention)
+    assert _checksums(fit_copy) == before
+
+
+def test_validate_evaluates_the_checkpoints_own_architecture_and_says_so(fit_copy: Path, fit_run: FitRun):
+    # No config: the defaults describe a 6-layer model, the checkpoint a 2-layer one.
+    proc = run_cli("validate", "--name", "tiny", "--ckpt_path", "best", "--trainer.limit_val_batches", "4",
+                   "--data.batch_size", "8", cwd=fit_copy, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, describe(proc)
+    assert "validating best.ckpt with its own architecture (arch.block_size: checkpoint 32, config 256" in proc.stderr
+    assert reported_val_loss(proc.stdout) == pytest.approx(best_model_score(load_ckpt(fit_copy / "checkpoints/tiny/best.ckpt")), rel=1e-5)
+
+
+def test_best_without_a_best_checkpoint_is_one_line(tmp_path: Path):
+    proc = run_cli("validate", "--config", TINY, "--ckpt_path", "best", cwd=tmp_path, timeout=120)
+    assert_one_line_error(proc, "checkpoints/tiny/best.ckpt")
+
+
+def test_print_config_shows_the_wired_in_defaults(tmp_path: Path):
+    proc = run_cli("fit", "--config", TINY, "--print_config", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, describe(proc)
+    cfg = yaml.safe_load(proc.stdout)
+    assert cfg["name"] == "tiny" and cfg["save_every_n_steps"] == 8
+    assert cfg["early_stopping"]["init_args"]["patience"] == 3 and cfg["early_stopping"]["init_args"]["monitor"] == "val_loss"
+    assert cfg["samples"]["init_args"]["max_new_tokens"] == 20 and cfg["samples"]["init_args"]["prompt"] == "ROMEO:"
+    assert cfg["trainer"]["max_epochs"] == -1 and cfg["trainer"]["check_val_every_n_epoch"] is None
