@@ -108,3 +108,43 @@ def test_explicit_precision_is_in_the_printed_config(tmp_path: Path):
     proc = run_cli("fit", "--config", TINY, "--trainer.precision", "bf16-mixed", "--print_config", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert yaml.safe_load(proc.stdout)["trainer"]["precision"] == "bf16-mixed"
+
+
+# ----------------------------------------------------------------------------- measured, on a bf16-capable CPU
+
+
+def test_a_bf16_cpu_keeps_the_faster_precision_and_remembers_it(machine, monkeypatch, tmp_path: Path):
+    machine(cpu_bf16=True)
+    monkeypatch.setenv("TINYLLM_CACHE_DIR", str(tmp_path))
+    calls = []
+
+    def probe(p: str) -> float:
+        calls.append(p)
+        return {"32-true": 0.20, "bf16-mixed": 0.25}[p]
+
+    chosen, why = choose_precision("auto", probe, "machine A | model")
+    assert chosen == "32-true" and "32-true 0.200 s/step" in why and "bf16-mixed 0.250 s/step" in why
+    assert sorted(calls) == ["32-true", "bf16-mixed"]
+    # The second start reads the answer back: no probe.
+    assert choose_precision("auto", lambda p: pytest.fail("probed again"), "machine A | model")[0] == "32-true"
+    assert "cached" in choose_precision("auto", probe, "machine A | model")[1]
+    # Another model or batch is another key: measured again, and here bf16 wins.
+    assert choose_precision("auto", lambda p: {"32-true": 3.0, "bf16-mixed": 2.0}[p], "machine A | big")[0] == "bf16-mixed"
+
+
+def test_a_cpu_without_bf16_and_gpus_are_never_probed(machine):
+    never = lambda p: pytest.fail("probed")  # noqa: E731
+    machine()
+    assert choose_precision("auto", never, "k")[0] == "32-true"
+    machine(cuda=True, bf16=False, cpu_bf16=True)
+    assert choose_precision("auto", never, "k")[0] == "16-mixed"
+
+
+def test_the_probe_times_real_training_steps():
+    from tinyllm.core.config import GPTConfig
+    from tinyllm.training.precision import probe_key, training_step_probe
+
+    cfg = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=11)
+    seconds = training_step_probe(cfg, batch_size=2, steps=2, warmup=1)("32-true")
+    assert 0 < seconds < 10
+    assert probe_key(cfg, 2) != probe_key(cfg, 4) and "1x2x16" in probe_key(cfg, 2)

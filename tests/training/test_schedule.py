@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tinyllm.training.schedule import make_scheduler, warmup_cosine
+from tinyllm.training.schedule import lr_multiplier, make_scheduler, step_progress, warmup_cosine
 
 
 def test_warmup_is_linear_and_reaches_the_peak():
@@ -41,3 +41,46 @@ def test_scheduler_steps_the_optimizer_learning_rate():
     expected = [2.0 * warmup_cosine(s, 2, 6, 0.1) for s in range(8)]
     assert lrs == pytest.approx(expected)
     assert lrs[1] == pytest.approx(2.0) and lrs[-1] == pytest.approx(0.2) and not math.isnan(lrs[-1])
+
+
+def test_wsd_is_flat_then_linear_to_the_floor():
+    r, d = 0.1, 0.25
+    assert lr_multiplier(0, 0, 0.0, r, "wsd", d) == 1.0
+    assert lr_multiplier(50, 0, 0.75, r, "wsd", d) == 1.0  # the decay starts at 1 - d
+    assert lr_multiplier(50, 0, 0.875, r, "wsd", d) == pytest.approx(r + (1 - r) * 0.5)
+    assert lr_multiplier(50, 0, 1.0, r, "wsd", d) == pytest.approx(r)
+    assert lr_multiplier(50, 0, 7.0, r, "wsd", d) == pytest.approx(r)  # past the end: the floor
+    assert lr_multiplier(2, 4, 0.99, r, "wsd", d) == 0.75  # warmup comes first, whatever the progress
+
+
+def test_step_progress_ignores_a_missing_step_limit():
+    assert step_progress(10, 0, -1) == 0.0
+    assert step_progress(60, 10, 110) == 0.5
+
+
+def test_a_step_defined_run_keeps_the_exact_old_schedule():
+    # The cosine of tinyllm before time budgets, written out: resumed step-defined runs must not move by one ulp.
+    def old(step, w, s, r):
+        if step < w:
+            return (step + 1) / w
+        p = min(1.0, (step - w) / max(1, s - w))
+        return r + (1.0 - r) * 0.5 * (1.0 + math.cos(math.pi * p))
+
+    for step in range(0, 130):
+        assert warmup_cosine(step, 10, 120, 0.1) == old(step, 10, 120, 0.1)
+
+
+def test_the_module_follows_whichever_of_steps_and_time_is_further(monkeypatch: pytest.MonkeyPatch):
+    from types import SimpleNamespace
+
+    from tinyllm.core.config import GPTConfig
+    from tinyllm.training.module import GPTLitModule
+
+    lit = GPTLitModule(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8), lr=1e-3, min_lr=1e-4, warmup_steps=0,
+                       schedule="wsd", decay_fraction=0.5)  # fmt: skip
+    monkeypatch.setattr(GPTLitModule, "trainer", SimpleNamespace(max_steps=100), raising=False)
+    assert lit.lr_multiplier(50) == 1.0  # half the steps: still flat
+    lit.time_progress = 0.75  # three quarters of the time budget used: halfway down the decay
+    assert lit.lr_multiplier(50) == pytest.approx(0.1 + 0.9 * 0.5)
+    monkeypatch.setattr(GPTLitModule, "trainer", SimpleNamespace(max_steps=-1), raising=False)
+    assert lit.lr_multiplier(50) == pytest.approx(0.55)  # a time-only run

@@ -26,6 +26,7 @@ from torch import Tensor
 from tinyllm.core.config import GPTConfig
 from tinyllm.core.generate import generate, pick_device, prepare_decoding
 from tinyllm.core.model import GPT, KVCache
+from tinyllm.errors import TinyLLMError
 from tinyllm.formats.load import load_model
 from tinyllm.training.cli import build_cli
 from tinyllm.training.data import RandomWindows
@@ -99,19 +100,21 @@ def _print_generate(rows: list[dict[str, Any]]) -> None:
 # ----------------------------------------------------------------------------- training
 
 
-def matmul_peak_flops(sizes: tuple[int, ...] = (1024, 2048, 4096), repeats: int = 5, spin_s: float = 1.0) -> float:
-    """This device's fp32 matrix-multiply FLOP/s, measured now: the best n×n product (2n³ FLOPs) over a few sizes.
+def matmul_peak_flops(
+    dtype: torch.dtype = torch.float32, sizes: tuple[int, ...] = (1024, 2048, 4096), repeats: int = 5, spin_s: float = 1.0
+) -> float:
+    """This CPU's matrix-multiply FLOP/s in ``dtype``, measured now: the best n×n product (2n³ FLOPs) over a few sizes.
 
     A second of products first lets the cores reach their sustained clock, so the figure does not
     depend on what ran before.
     """
-    a = torch.randn(2048, 2048)
+    a = torch.randn(2048, 2048, dtype=dtype)
     end = time.perf_counter() + spin_s
     while time.perf_counter() < end:
         a @ a
     best = 0.0
     for n in sizes:
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         a @ b  # warm-up
         best = max(best, 2 * n**3 / min(_timed(lambda: a @ b) for _ in range(repeats)))
     return best
@@ -146,7 +149,9 @@ def _fresh(lit):
     return twin
 
 
-def bench_plain_loop(lit, datamodule, steps: int, warmup: int, accumulate: int, clip: float | None) -> list[float]:
+def bench_plain_loop(
+    lit, datamodule, steps: int, warmup: int, accumulate: int, clip: float | None, precision: str = "32-true"
+) -> list[float]:
     """The same training step as the Lightning run, as a plain PyTorch loop: seconds per optimizer step."""
     model = _fresh(lit).model.train()
     optimizer = model.configure_optimizer(lit.lr, lit.weight_decay, lit.betas)
@@ -158,8 +163,9 @@ def bench_plain_loop(lit, datamodule, steps: int, warmup: int, accumulate: int, 
         t0 = time.perf_counter()
         for _ in range(accumulate):
             x, y = next(batches)
-            logits = model(x)
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1)) / accumulate
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):  # as Lightning's
+                logits = model(x)
+                loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1)) / accumulate
             loss.backward()
         if clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -206,16 +212,20 @@ def _environment() -> dict[str, Any]:
 
 
 def run_bench_train(config_args: list[str], steps: int, warmup: int, rounds: int = 2) -> dict[str, Any]:
-    """Plain PyTorch loop vs Lightning on the same config, fp32 on the CPU: tokens/s, step time, MFU, peak memory,
-    and Lightning's overhead over the plain loop."""
-    cli = build_cli(config_args, run=False)
+    """Plain PyTorch loop vs Lightning on the same config, on the CPU, in the precision the run would use: tokens/s,
+    step time, MFU against that precision's matmul peak, peak memory, and Lightning's overhead over the plain loop."""
+    cli = build_cli(config_args, run=False)  # chooses the precision as `fit` would (measured, or --trainer.precision)
     lit, datamodule, trainer = cli.model, cli.datamodule, cli.trainer
     datamodule.prepare_data()
     datamodule.setup("fit")
-    # Both loops run the same arithmetic: fp32 on the CPU (the peak below is an fp32 matmul peak).
-    cfg = {"accumulate": trainer.accumulate_grad_batches, "clip": trainer.gradient_clip_val, "precision": "32-true"}
+    precision = str(cli.config.trainer.precision)
+    if precision not in ("32-true", "bf16-mixed"):
+        raise TinyLLMError(f"bench train measures the CPU in 32-true or bf16-mixed, not {precision}: pass --set "
+                           '["--trainer.precision=32-true"]')  # fmt: skip
+    # Both loops run the same arithmetic; MFU is against the matmul peak of that arithmetic's dtype.
+    cfg = {"accumulate": trainer.accumulate_grad_batches, "clip": trainer.gradient_clip_val, "precision": precision}
     tokens_per_step = datamodule.batch_size * datamodule.block_size * cfg["accumulate"]
-    peak = matmul_peak_flops()
+    peak = matmul_peak_flops(torch.bfloat16 if precision == "bf16-mixed" else torch.float32)
     # Alternate the two loops (plain, Lightning, plain, …) so neither always pays the first-touch costs;
     # each loop's figure is its best round's median step time.
     plain, lightning = float("inf"), float("inf")
@@ -223,7 +233,7 @@ def run_bench_train(config_args: list[str], steps: int, warmup: int, rounds: int
     for _ in range(rounds):
         with _cpu_times(cpu["plain"]):
             plain = min(plain, statistics.median(
-                bench_plain_loop(lit, datamodule, steps, warmup, cfg["accumulate"], cfg["clip"])))
+                bench_plain_loop(lit, datamodule, steps, warmup, cfg["accumulate"], cfg["clip"], precision)))
         with _cpu_times(cpu["lightning"]):
             lightning = min(lightning, statistics.median(
                 bench_lightning(_fresh(lit), datamodule, cfg, steps, warmup)))

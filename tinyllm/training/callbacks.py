@@ -19,7 +19,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.utilities.throughput import Throughput, get_available_flops
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, Timer, TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from tinyllm.compat import evaluation_follows_batch, save_last_checkpoint
@@ -109,6 +109,8 @@ class ResumeCheckpoint(ModelCheckpoint):
       non-finite loss is no state to resume from; a configuration error has
       nothing to save) and before the first optimizer step. A finished run
       deletes the stale ``on_exception.ckpt``.
+    * A run that ends between two saves (its time budget ran out, or early
+      stopping) saves its last state at the end.
     """
 
     EXCEPTION_NAME = "on_exception"
@@ -149,9 +151,64 @@ class ResumeCheckpoint(ModelCheckpoint):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
+        if trainer.global_step % self.every:  # ended off the cadence (a time budget, early stopping): save the end
+            save_last_checkpoint(self, trainer)
         stale = Path(self.dirpath) / f"{self.EXCEPTION_NAME}{self.FILE_EXTENSION}"
         if trainer.is_global_zero and stale.exists():
             stale.unlink()
+
+
+class TimeBudget(L.Callback):
+    """Makes a run given ``--trainer.max_time`` *finish* by its deadline, instead of being cut off.
+
+    Lightning's ``Timer`` keeps the clock, and stores the time used in every
+    checkpoint, so a resumed run continues the same budget. Each training batch
+    this callback
+
+    * tells the module how much of the budget is used (``time_progress``), so
+      the learning-rate schedule decays over the time, not over ``max_steps``;
+    * stops training early enough that one more step, the final evaluation and
+      the final checkpoint still fit: their durations are measured as the run
+      goes (the evaluation first from the sanity check). Stopping through
+      ``should_stop`` makes Lightning run that last evaluation.
+
+    Without ``max_time`` it does nothing. A time-defined run cannot resume
+    bit-exactly: how many steps fit, and the learning rate at each, depend on
+    the machine's speed in each session.
+    """
+
+    def __init__(self, margin_s: float = 1.0) -> None:
+        self.margin_s = margin_s
+        self.timer: Timer | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+        self.eval_batch_s = self.step_s = 0.0
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.t_eval, self.eval_batches = time.perf_counter(), 0
+
+    def on_validation_batch_end(self, *_: Any) -> None:
+        self.eval_batches += 1
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Per batch, so that the few batches of the sanity check already predict a whole evaluation.
+        self.eval_batch_s = (time.perf_counter() - self.t_eval) / max(1, self.eval_batches)
+
+    def on_train_batch_start(self, trainer: L.Trainer, *_: Any) -> None:
+        self.t_step = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *_: Any) -> None:
+        if self.timer is None:
+            return
+        self.step_s = time.perf_counter() - self.t_step
+        elapsed, remaining = self.timer.time_elapsed(), self.timer.time_remaining() or 0.0
+        eval_s = self.eval_batch_s * sum(trainer.num_val_batches)
+        save_s = getattr(trainer.strategy.checkpoint_io, "save_seconds", 0.0)
+        deadline = elapsed + remaining - (1.2 * eval_s + 2 * save_s + self.margin_s)
+        pl_module.time_progress = min(1.0, elapsed / max(deadline, 1e-9))
+        if elapsed + self.step_s >= deadline:
+            trainer.should_stop = True
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -164,12 +221,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     until the new one is complete.
     """
 
+    save_seconds = 0.0  # how long the last save took: a time budget keeps this much in reserve
+
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        t0 = time.perf_counter()
         if storage_options is not None or "://" in str(path):  # remote storage: Lightning's own path
-            return super().save_checkpoint(checkpoint, path, storage_options)
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        atomic_write_bytes(Path(path), buffer.getvalue())
+            super().save_checkpoint(checkpoint, path, storage_options)
+        else:
+            buffer = io.BytesIO()
+            torch.save(checkpoint, buffer)
+            atomic_write_bytes(Path(path), buffer.getvalue())
+        self.save_seconds = time.perf_counter() - t0
 
 
 class RNGState(L.Callback):

@@ -39,13 +39,14 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from tinyllm.core.checkpoint import read_checkpoint
+from tinyllm.core.config import GPTConfig
 from tinyllm.errors import TinyLLMError, one_line
 from tinyllm.training.callbacks import (
-    AtomicCheckpointIO, GenerationSamples, ResumeCheckpoint, RNGState, StepProgressBar, TokenThroughput,
+    AtomicCheckpointIO, GenerationSamples, ResumeCheckpoint, RNGState, StepProgressBar, TimeBudget, TokenThroughput,
 )  # fmt: skip
 from tinyllm.training.data import ShakespeareDataModule
 from tinyllm.training.module import GPTLitModule
-from tinyllm.training.precision import choose_precision
+from tinyllm.training.precision import choose_precision, probe_key, training_step_probe
 
 # The optional callbacks: config key -> (class, default arguments). `null` in a config switches one off.
 OPTIONAL_CALLBACKS: dict[str, tuple[type[Callback], dict[str, Any]]] = {
@@ -60,7 +61,15 @@ TRAINER_DEFAULTS = {
     "trainer.check_val_every_n_epoch": None,  # evaluate every val_check_interval batches instead
     "trainer.log_every_n_steps": 10,
 }
-CHECKPOINT_MODEL_KEYS = ("arch", "lr", "min_lr", "warmup_steps", "weight_decay", "betas")  # what a resume must match
+FIT_DESCRIPTION = """Train a model. A run is a name: checkpoints/<name>/ and logs/<name>/.
+
+Length: --trainer.max_steps N, or a time budget --trainer.max_time DD:HH:MM:SS (or both: whichever
+ends first). A time-budget run finishes by its deadline: the learning rate decays over the time,
+and the last evaluation and checkpoint fit inside it. --ckpt_path last resumes a run. A step-defined
+run resumes bit for bit. A time-defined run resumes within the same budget (the time used is in the
+checkpoint), but not bit for bit: how many steps fit, and the learning rate at each, depend on the
+machine's speed in each session."""
+CHECKPOINT_MODEL_KEYS = ("arch", "lr", "min_lr", "warmup_steps", "weight_decay", "betas", "schedule", "decay_fraction")  # a resume must match
 
 
 @dataclass(frozen=True)
@@ -117,7 +126,9 @@ class TinyLLMCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         if cfg.trainer.precision is None:
-            precision, why = choose_precision(str(cfg.trainer.accelerator))
+            arch = GPTConfig(**{**cfg.model.arch.as_dict(), "vocab_size": 50257 if cfg.data.tokenizer == "gpt2" else 65})
+            probe = training_step_probe(arch, cfg.data.batch_size)
+            precision, why = choose_precision(str(cfg.trainer.accelerator), probe, probe_key(arch, cfg.data.batch_size))
             cfg.trainer.precision = precision
             print(f"tinyllm: precision auto -> {precision} ({why})", file=sys.stderr)
 
@@ -159,7 +170,7 @@ def run_machinery(run: RunFolders, every_n_steps: int) -> list[Callback]:
     """The callbacks every run has, in the order correctness needs: "best" before the resume checkpoint."""
     best = ModelCheckpoint(dirpath=str(run.checkpoints), filename="best", monitor="val_loss", mode="min",
                            save_top_k=1, enable_version_counter=False)  # fmt: skip
-    return [best, ResumeCheckpoint(str(run.checkpoints), every_n_steps), RNGState()]
+    return [best, ResumeCheckpoint(str(run.checkpoints), every_n_steps), RNGState(), TimeBudget()]
 
 
 def evaluation_interval_in_steps(trainer_cfg: dict[str, Any]) -> int:
@@ -205,7 +216,7 @@ def check_ckpt_path(cfg: Any, subcommand: str) -> int | None:
     ours = cfg.model.as_dict()
     ours["arch"] = {k: v for k, v in ours["arch"].items() if k != "vocab_size"}  # known once the data is read
     theirs = {**saved, "arch": {k: v for k, v in saved["arch"].items() if k != "vocab_size"}}
-    differ = [k for k in CHECKPOINT_MODEL_KEYS if _plain(ours.get(k)) != _plain(theirs.get(k))]
+    differ = [k for k in CHECKPOINT_MODEL_KEYS if k in theirs and _plain(ours.get(k)) != _plain(theirs.get(k))]
     kind = (saved.get("tokenizer") or {}).get("kind")
     if subcommand == "fit":
         if kind is not None and kind != cfg.data.tokenizer:
@@ -271,7 +282,7 @@ def build_cli(args: list[str] | None, run: bool = True) -> TinyLLMCLI:
                 run=run,
                 seed_everything_default=1337,
                 save_config_kwargs={"overwrite": True},  # a resumed run re-saves its config
-                parser_kwargs={"exit_on_error": False},
+                parser_kwargs={"exit_on_error": False, "fit": {"description": FIT_DESCRIPTION}},
             )
         except ArgumentError as e:
             raise TinyLLMError(one_line(str(e))) from None

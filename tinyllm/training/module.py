@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import Timer
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -13,7 +14,7 @@ from torchmetrics import MeanMetric
 from tinyllm.core.config import GPTConfig
 from tinyllm.core.model import GPT
 from tinyllm.errors import TinyLLMError
-from tinyllm.training.schedule import make_scheduler
+from tinyllm.training.schedule import Shape, lr_multiplier, step_progress
 
 
 class GPTLitModule(L.LightningModule):
@@ -29,6 +30,10 @@ class GPTLitModule(L.LightningModule):
         weight_decay: AdamW decay, on weight matrices and embeddings only
             (not on norm gains or biases, whose scale the decay would distort).
         betas: AdamW's β1, β2.
+        schedule: ``cosine`` decay after warmup, or ``wsd`` (constant, then a linear
+            decay over the last ``decay_fraction`` of the run). The run's length is
+            ``max_steps``, ``max_time`` (a time budget), or whichever ends first.
+        decay_fraction: the share of the run that ``wsd`` spends decaying.
         compile: ``torch.compile`` the inner GPT (not this module: ``self.log``
             does not survive compilation).
     """
@@ -42,6 +47,8 @@ class GPTLitModule(L.LightningModule):
         warmup_steps: int = 100,
         weight_decay: float = 0.1,
         betas: tuple[float, float] = (0.9, 0.95),
+        schedule: Shape = "cosine",
+        decay_fraction: float = 0.2,
         compile: bool = False,
     ) -> None:
         super().__init__()
@@ -49,6 +56,8 @@ class GPTLitModule(L.LightningModule):
             arch = GPTConfig.from_dict(arch)
         if lr <= 0 or (min_lr is not None and not 0 <= min_lr <= lr):
             raise TinyLLMError(f"need lr > 0 and 0 <= min_lr <= lr, got lr={lr}, min_lr={min_lr}")
+        if not 0.0 < decay_fraction <= 1.0:
+            raise TinyLLMError(f"model.decay_fraction must be in (0, 1], got {decay_fraction}")
         # Plain types only, so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["arch"])
         self.hparams["arch"] = arch.to_dict()
@@ -56,6 +65,8 @@ class GPTLitModule(L.LightningModule):
         self.model = GPT(arch)
         self.lr, self.min_lr = lr, lr / 10 if min_lr is None else min_lr
         self.warmup_steps, self.weight_decay, self.betas = warmup_steps, weight_decay, tuple(betas)
+        self.schedule, self.decay_fraction = schedule, decay_fraction
+        self.time_progress = 0.0  # the share of a time budget used, kept current by the TimeBudget callback
         self.val_loss = MeanMetric()
         self.flops_per_token = self.model.flops_per_token()
         self.flops_per_batch = 0  # read by Lightning's ThroughputMonitor for MFU
@@ -92,12 +103,18 @@ class GPTLitModule(L.LightningModule):
         self.log("val_ppl", torch.exp(loss))  # perplexity = e^(mean cross-entropy)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        max_steps = self.trainer.max_steps
-        if max_steps is None or max_steps < 1:
-            raise TinyLLMError("set --trainer.max_steps: the learning-rate schedule is defined by optimizer steps")
+        timed = any(isinstance(cb, Timer) for cb in self.trainer.callbacks)
+        if (self.trainer.max_steps or -1) < 1 and not timed:
+            raise TinyLLMError("set --trainer.max_steps or --trainer.max_time: the learning-rate schedule runs over one of them")
         optimizer = self.model.configure_optimizer(self.lr, self.weight_decay, self.betas)
-        scheduler = make_scheduler(optimizer, self.warmup_steps, max_steps, self.min_lr / self.lr)
+        # A plain lambda (not a bound method): LambdaLR leaves functions out of its state, so checkpoints stay plain.
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: self.lr_multiplier(step))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def lr_multiplier(self, step: int) -> float:
+        """The schedule at ``step``: progress is the larger of the steps done and the time budget used."""
+        progress = max(step_progress(step, self.warmup_steps, self.trainer.max_steps or -1), self.time_progress)
+        return lr_multiplier(step, self.warmup_steps, progress, self.min_lr / self.lr, self.schedule, self.decay_fraction)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse a checkpoint whose tokenizer or architecture differs from this run's."""

@@ -1,21 +1,40 @@
-"""Pick the numeric precision for the device, once, at start-up.
+"""Pick the numeric precision for the device, once, at start-up: by the table where there is no choice, by measurement where there is.
 
-| device                     | precision    | why                                              |
-|----------------------------|--------------|--------------------------------------------------|
-| CUDA with bf16 (Ampere+)   | bf16-mixed   | fast tensor cores, fp32 range, no loss scaling   |
-| CUDA without bf16 (T4)     | 16-mixed     | fp16 tensor cores; a GradScaler prevents underflow |
-| Apple MPS                  | 32-true      | float16 diverged there in the original project   |
-| CPU with native bf16 (AMX) | bf16-mixed   | hardware bf16 matmuls                            |
-| other CPUs                 | 32-true      | bf16 is emulated: about 4x slower here (measured) |
+| device                       | precision          | why                                                  |
+|------------------------------|--------------------|------------------------------------------------------|
+| CUDA with bf16 (Ampere+)     | bf16-mixed         | fast tensor cores, fp32 range, no loss scaling       |
+| CUDA without bf16 (T4)       | 16-mixed           | fp16 tensor cores; a GradScaler prevents underflow   |
+| Apple MPS                    | 32-true            | float16 diverged there in the original project       |
+| CPU with bf16 instructions   | measured           | bf16 matmuls can be 6x faster (AMX) or slower overall |
+| other CPUs                   | 32-true            | bf16 is emulated: about 4x slower (measured)         |
 
-An explicit ``--trainer.precision`` always wins over this table.
+A CPU that advertises bf16 (AMX or AVX512-BF16) does not always train faster in
+bf16-mixed: autocast casts every weight on every step, norms and the optimizer
+stay fp32, and small matmuls gain little. So there a short probe times a few
+training steps of *this* model at *this* batch in both precisions and keeps the
+faster; the answer is cached per machine, model shape and batch
+(``$TINYLLM_CACHE_DIR/precision.json``, else ``~/.cache/tinyllm``) and printed.
+An explicit ``--trainer.precision`` always wins.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import platform
+import statistics
+import time
 from pathlib import Path
+from typing import Callable
 
 import torch
+import torch.nn.functional as F
+
+from tinyllm.core.config import GPTConfig
+from tinyllm.core.model import GPT
+from tinyllm.files import atomic_write_bytes
+
+Probe = Callable[[str], float]  # precision -> seconds per training step
 
 
 def cpu_has_native_bf16() -> bool:
@@ -25,6 +44,17 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         return False
     return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``AMD EPYC 9B14``), for the probe cache and for the figures we print."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def detect_device(accelerator: str = "auto") -> str:
@@ -38,8 +68,12 @@ def detect_device(accelerator: str = "auto") -> str:
     return "mps" if accelerator == "gpu" else "cpu"
 
 
-def choose_precision(accelerator: str = "auto") -> tuple[str, str]:
-    """(precision, reason) for the device ``accelerator`` resolves to."""
+def choose_precision(accelerator: str = "auto", probe: Probe | None = None, cache_key: str | None = None) -> tuple[str, str]:
+    """(precision, reason) for the device ``accelerator`` resolves to.
+
+    On a bf16-capable CPU, ``probe`` (seconds per step for a precision) decides,
+    remembered under ``cache_key``; without a probe the table's guess stands.
+    """
     device = detect_device(accelerator)
     if device == "cuda":
         if torch.cuda.is_bf16_supported():
@@ -48,5 +82,76 @@ def choose_precision(accelerator: str = "auto") -> tuple[str, str]:
     if device == "mps":
         return "32-true", "Apple GPU: float16 training diverged on MPS"
     if device == "cpu" and cpu_has_native_bf16():
-        return "bf16-mixed", "CPU with native bf16 matrix instructions"
+        if probe is None:
+            return "bf16-mixed", "CPU with native bf16 matrix instructions (not measured)"
+        return measured_choice(("32-true", "bf16-mixed"), probe, cache_key or "")
     return "32-true", f"{device.upper()} without native bf16: bf16 would be emulated and slower"
+
+
+def measured_choice(candidates: tuple[str, ...], probe: Probe, cache_key: str) -> tuple[str, str]:
+    """The candidate with the fewest seconds per step, measured now or remembered from an earlier run."""
+    cache = _cache_file()
+    known = _read_cache(cache)
+    seconds = known.get(cache_key)
+    where = "cached"
+    if not isinstance(seconds, dict) or set(seconds) != set(candidates):
+        seconds = {p: probe(p) for p in candidates}
+        known[cache_key] = seconds
+        try:
+            atomic_write_bytes(cache, json.dumps(known, indent=1).encode())
+            where = f"measured now, cached in {cache}"
+        except OSError:
+            where = "measured now"
+    best = min(candidates, key=seconds.get)
+    timings = ", ".join(f"{p} {seconds[p]:.3f} s/step" for p in candidates)
+    return best, f"fastest on this CPU for this model and batch: {timings} ({where})"
+
+
+def _cache_file() -> Path:
+    root = os.environ.get("TINYLLM_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tinyllm"
+    return Path(root) / "precision.json"
+
+
+def _read_cache(path: Path) -> dict:
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def probe_key(config: GPTConfig, batch_size: int) -> str:
+    """What the probe's answer depends on: the machine, torch, threads, the model's shape and the batch."""
+    c = config
+    shape = f"{c.n_layer}x{c.n_head}x{c.n_embd} T{c.block_size} V{c.vocab_size} {c.norm}/{c.mlp}/{c.pos_emb}/{c.attention}"
+    return f"{cpu_name()} | torch {torch.__version__} | {torch.get_num_threads()} threads | {shape} | batch {batch_size}"
+
+
+def training_step_probe(config: GPTConfig, batch_size: int, steps: int = 3, warmup: int = 2) -> Probe:
+    """A probe that times ``steps`` training steps (after ``warmup``) of ``config`` at ``batch_size``, on the CPU.
+
+    A step is what Lightning runs: forward and cross-entropy under autocast (for
+    bf16-mixed), backward, AdamW. The median step time is returned. Warm-up
+    steps absorb one-off costs (oneDNN picks and JIT-compiles its bf16 kernels
+    on the first steps).
+    """
+
+    def seconds_per_step(precision: str) -> float:
+        torch.manual_seed(0)
+        model = GPT(config).train()
+        optimizer = model.configure_optimizer(lr=1e-4, weight_decay=0.1)
+        x = torch.randint(0, config.vocab_size, (batch_size, config.block_size))
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+        times = []
+        for _ in range(warmup + steps):
+            t0 = time.perf_counter()
+            with autocast:
+                logits = model(x)
+                loss = F.cross_entropy(logits.float().flatten(0, 1), x.flatten())
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times[warmup:])
+
+    return seconds_per_step

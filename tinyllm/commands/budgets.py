@@ -1,0 +1,125 @@
+"""The budget ladder: the best model a CPU buys in 1, 5, 30 minutes, measured and tabled.
+
+    python -m tinyllm experiment budgets --config configs/cpu.yaml --minutes "[1, 5, 30]"
+
+Each rung is an ordinary ``fit`` of the config, run as its own process exactly
+as a user types it, with ``--trainer.max_time`` set to the budget: the run
+finishes by its deadline with its learning rate decayed and its last
+evaluation (over the whole validation split) done. The table gives, per
+budget, the final val loss, the optimizer steps and tokens it bought, the
+training tokens/s, and the process's whole wall time (start-up included).
+A reference row measured elsewhere (nanoGPT's baby recipe, say) can be put
+beside it with ``--reference FILE.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from tinyllm.commands.plot import read_scalars
+from tinyllm.errors import TinyLLMError
+from tinyllm.training.cli import RunFolders
+from tinyllm.training.precision import cpu_name
+
+
+def max_time(minutes: float) -> str:
+    """Lightning's ``DD:HH:MM:SS`` for a budget in minutes (whole seconds)."""
+    seconds = round(minutes * 60)
+    return f"{seconds // 86400:02d}:{seconds % 86400 // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def run_rung(config: str, minutes: float, extra: list[str]) -> dict[str, Any]:
+    """One budget: a fit in its own process, then what it reached, read back from its checkpoint and logs."""
+    name = f"budget-{minutes:g}min"
+    run = RunFolders(name)
+    if run.holds_a_run():
+        raise TinyLLMError(f"{run.checkpoints} already holds a run: move it away, or run the ladder in another folder")
+    command = [sys.executable, "-m", "tinyllm", "fit", "--config", config, "--name", name, "--trainer.max_time",
+               max_time(minutes), "--trainer.max_steps", "-1", *extra]  # fmt: skip
+    print(f"budgets: {' '.join(command[1:])}", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    done = subprocess.run(command)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise TinyLLMError(f"the {minutes:g}-minute run failed (exit {done.returncode}): see its output above")
+    last = torch.load(run.checkpoints / "last.ckpt", map_location="cpu", weights_only=True)
+    scalars = read_scalars(run.logs)
+    speeds = [v for _, v in scalars.get("train/device/items_per_sec", [])]
+    return {
+        "budget_min": minutes, "name": name, "val_loss": scalars["val_loss"][-1][1], "steps": last["global_step"],
+        "tokens": last["ShakespeareDataModule"]["train_batches_done"] * _tokens_per_batch(run),
+        "tokens_per_s": round(statistics.median(speeds), 1) if speeds else None, "wall_s": round(wall, 1),
+        "train_s": round(last["callbacks"]["Timer"]["time_elapsed"]["train"], 1),
+        "arch": last["hyper_parameters"]["arch"],
+    }  # fmt: skip
+
+
+def _tokens_per_batch(run: RunFolders) -> int:
+    cfg = yaml.safe_load((run.logs / "config.yaml").read_text())
+    return cfg["data"]["batch_size"] * cfg["model"]["arch"]["block_size"]
+
+
+def write_table(rows: list[dict[str, Any]], config: str, reference: dict[str, Any] | None, path: Path) -> None:
+    lines = [
+        f"# The budget ladder: `python -m tinyllm experiment budgets --config {config}`",
+        "",
+        f"Measured on {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}. Val loss: "
+        "cross-entropy (nats/char) of the final weights over the whole validation split (the last 10% of Tiny "
+        "Shakespeare). Budget: `--trainer.max_time`, the training time including evaluations and checkpoints; "
+        "wall: the whole `python -m tinyllm fit` process, start-up included.",
+        "",
+        "| budget | val loss | steps | tokens | tokens/s | wall |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        speed = f"{r['tokens_per_s']:,.0f}" if r["tokens_per_s"] else "–"
+        lines.append(f"| {r['budget_min']:g} min | **{r['val_loss']:.4f}** | {r['steps']:,} | {r['tokens'] / 1e6:.2f} M "
+                     f"| {speed} | {r['wall_s']:.0f} s |")  # fmt: skip
+    if reference:
+        lines += ["", f"Beside it, measured on the same machine: {reference['label']}", "",
+                  "| run | val loss | steps | tokens | wall |", "|---|---:|---:|---:|---:|",
+                  f"| {reference['run']} | {reference['val_loss']:.4f} | {reference['steps']:,} | "
+                  f"{reference['tokens'] / 1e6:.2f} M | {reference['wall_s']:.0f} s |", "", reference.get("note", "")]  # fmt: skip
+    path.write_text("\n".join(lines).rstrip() + "\n")
+
+
+def budgets(
+    config: str = "configs/cpu.yaml",
+    minutes: list[float] = [1, 5],
+    set: list[str] = [],
+    reference: str | None = None,
+    out: str = "results",
+) -> None:
+    """The budget ladder: for each time budget, the val loss a config reaches by its deadline, and its speed.
+
+    Args:
+        config: the config every rung trains (a CPU recipe meant for any max_time).
+        minutes: the budgets, in minutes of training time.
+        set: more options for every fit, e.g. ["--data.batch_size=16"].
+        reference: a JSON file with a row measured elsewhere (label, run, val_loss, steps, tokens, wall_s, note).
+        out: where budgets.md and budgets.json go.
+    """
+    if not minutes or any(m <= 0 for m in minutes):
+        raise TinyLLMError(f"--minutes must list positive budgets, got {minutes}")
+    ref = None
+    if reference:
+        try:
+            ref = json.loads(Path(reference).read_text())
+        except (OSError, ValueError) as e:
+            raise TinyLLMError(f"--reference {reference} is not a readable JSON file ({e})") from None
+    rows = [run_rung(config, m, set) for m in minutes]
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_table(rows, config, ref, folder / "budgets.md")
+    (folder / "budgets.json").write_text(json.dumps({"config": config, "machine": cpu_name(), "rows": rows,
+                                                      "reference": ref}, indent=2) + "\n")  # fmt: skip
+    print((folder / "budgets.md").read_text())
