@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.cli import assert_one_line_error, describe, run_cli
+from tests.helpers.cli import assert_one_line_error, describe, run_cli, run_main
 from tinyllm.__main__ import COMMANDS, LIGHTNING_COMMANDS, build_parser, command
 
 FUNCTIONS = {f"{group} {name}" if isinstance(t, dict) else group: target
@@ -64,4 +64,4 @@ def test_a_commands_help_comes_from_its_docstring(tmp_path: Path):
     (["generate", "--ckpt_path", "x", "--top_k", "many"], "top_k"),
 ])  # fmt: skip
 def test_bad_commands_and_options_are_one_line(tmp_path: Path, args: list[str], mention: str):
-    assert_one_line_error(run_cli(*args, cwd=tmp_path, timeout=60), mention)
+    assert_one_line_error(run_main(*args, cwd=tmp_path), mention)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.cli import assert_one_line_error, describe, run_cli
+from tests.helpers.cli import assert_one_line_error, describe, run_cli, run_main
 from tinyllm.commands.experiment import EXPERIMENTS, SWITCHES, VARIANTS, run_config, summarize
 
 
@@ -72,13 +72,13 @@ def test_swaps_smoke_writes_table_plot_and_json_and_skips_finished_runs(tmp_path
 
 
 def test_experiment_bad_options_are_one_line(tmp_path: Path):
-    proc = run_cli("experiment", "swaps", "--preset", "gpu", cwd=tmp_path)
+    proc = run_main("experiment", "swaps", "--preset", "gpu", cwd=tmp_path)
     assert_one_line_error(proc, "--preset", "cpu")
-    proc = run_cli("experiment", "swaps", "--variants", "[modern]", cwd=tmp_path)
+    proc = run_main("experiment", "swaps", "--variants", "[modern]", cwd=tmp_path)
     assert_one_line_error(proc, "vanilla")
-    proc = run_cli("experiment", "swaps", "--variants", "[vanilla, gpt5]", cwd=tmp_path)
+    proc = run_main("experiment", "swaps", "--variants", "[vanilla, gpt5]", cwd=tmp_path)
     assert_one_line_error(proc, "gpt5")
-    proc = run_cli("experiment", "swaps", "--variants", "[vanilla, vanilla]", cwd=tmp_path)
+    proc = run_main("experiment", "swaps", "--variants", "[vanilla, vanilla]", cwd=tmp_path)
     assert_one_line_error(proc, "twice")
 
 

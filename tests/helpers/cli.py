@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import subprocess
@@ -30,6 +32,23 @@ def run_cli(*args: object, cwd: Path, env: dict[str, str] | None = None, timeout
     """``python -m tinyllm ARGS`` in ``cwd``, as a user would type it."""
     return subprocess.run([sys.executable, "-m", "tinyllm", *map(str, args)], cwd=cwd, env=env or env_for_cli(),
                           capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+def run_main(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m tinyllm ARGS`` inside this process, for error paths: no interpreter start-up (4 s each here).
+
+    The result looks like ``run_cli``'s, so the same assertions apply; an exception that escapes
+    ``main`` (a traceback in a real run) propagates and fails the test.
+    """
+    from tinyllm.__main__ import main
+
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 def describe(proc: subprocess.CompletedProcess[str]) -> str:

@@ -21,6 +21,7 @@ from tests.helpers.cli import (
     read_scalars,
     reported_val_loss,
     run_cli,
+    run_main,
 )
 from tinyllm.training.precision import cpu_has_native_bf16
 
@@ -144,7 +145,7 @@ BAD_INPUTS = [
 @pytest.mark.parametrize(("args", "mentions"), BAD_INPUTS)
 def test_bad_input_fails_with_one_clear_line(tmp_path: Path, args: list[str], mentions: list[str]):
     command, *rest = args
-    proc = run_cli(command, "--config", TINY, *rest, cwd=tmp_path, timeout=120)
+    proc = run_main(command, "--config", TINY, *rest, cwd=tmp_path)
     assert "Traceback" not in proc.stderr, describe(proc)
     assert proc.returncode == 2, describe(proc)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("tinyllm: error:")]
@@ -195,7 +196,7 @@ def test_random_windows_differ_between_ranks():
 
 def test_corrupt_checkpoint_for_validate_is_one_line(tmp_path: Path):
     (tmp_path / "broken.ckpt").write_bytes(b"PK\x03\x04 this is not a checkpoint")
-    proc = run_cli("validate", "--config", TINY, "--ckpt_path", "broken.ckpt", cwd=tmp_path, timeout=120)
+    proc = run_main("validate", "--config", TINY, "--ckpt_path", "broken.ckpt", cwd=tmp_path)
     assert_one_line_error(proc, "broken.ckpt", "not a readable checkpoint")
 
 
@@ -203,14 +204,14 @@ def test_bad_callback_option_in_the_config_is_one_line(tmp_path: Path):
     text = TINY.read_text()
     # The sample prompt holds a character Tiny Shakespeare lacks: refused at start-up, not at the first sample.
     (tmp_path / "prompt.yaml").write_text(text.replace("samples:\n", 'samples:\n  prompt: "ROMEO§"\n'))
-    proc = run_cli("fit", "--config", "prompt.yaml", cwd=tmp_path, timeout=120)
+    proc = run_main("fit", "--config", "prompt.yaml", cwd=tmp_path)
     assert_one_line_error(proc, "§")
     assert not list(tmp_path.rglob("*.ckpt"))
     (tmp_path / "every.yaml").write_text(text + "save_every_n_steps: 0\n")
-    proc = run_cli("fit", "--config", "every.yaml", cwd=tmp_path, timeout=120)
+    proc = run_main("fit", "--config", "every.yaml", cwd=tmp_path)
     assert_one_line_error(proc, "save_every_n_steps")
     # Two stateful callbacks of one kind: Lightning's RuntimeError, as one line too.
-    proc = run_cli("fit", "--config", TINY, "--trainer.callbacks+=tinyllm.training.callbacks.RNGState", cwd=tmp_path)
+    proc = run_main("fit", "--config", TINY, "--trainer.callbacks+=tinyllm.training.callbacks.RNGState", cwd=tmp_path)
     assert_one_line_error(proc, "RNGState")
 
 
@@ -225,7 +226,7 @@ def _checksums(folder: Path) -> dict[str, str]:
 
 def test_a_second_fit_into_a_used_run_folder_is_refused_and_changes_nothing(fit_copy: Path):
     before = _checksums(fit_copy)
-    proc = run_cli("fit", "--config", TINY, "--model.lr", "0.01", cwd=fit_copy, timeout=120)
+    proc = run_main("fit", "--config", TINY, "--model.lr", "0.01", cwd=fit_copy)
     assert_one_line_error(proc, "checkpoints/tiny", "--ckpt_path last", "--name")
     assert _checksums(fit_copy) == before  # checkpoints and logs byte for byte
 
@@ -247,8 +248,7 @@ def test_the_run_name_decides_both_folders(tmp_path: Path):
 ])  # fmt: skip
 def test_resuming_into_another_configuration_is_refused_and_changes_nothing(fit_copy: Path, change, mention):
     before = _checksums(fit_copy)
-    proc = run_cli("fit", "--config", TINY, "--ckpt_path", "last", "--trainer.max_steps", "30", *change,
-                   cwd=fit_copy, timeout=120)  # fmt: skip
+    proc = run_main("fit", "--config", TINY, "--ckpt_path", "last", "--trainer.max_steps", "30", *change, cwd=fit_copy)
     assert_one_line_error(proc, "last.ckpt", mention)
     assert _checksums(fit_copy) == before
 
@@ -263,7 +263,7 @@ def test_validate_evaluates_the_checkpoints_own_architecture_and_says_so(fit_cop
 
 
 def test_best_without_a_best_checkpoint_is_one_line(tmp_path: Path):
-    proc = run_cli("validate", "--config", TINY, "--ckpt_path", "best", cwd=tmp_path, timeout=120)
+    proc = run_main("validate", "--config", TINY, "--ckpt_path", "best", cwd=tmp_path)
     assert_one_line_error(proc, "checkpoints/tiny/best.ckpt")
 
 

@@ -135,7 +135,7 @@ class KVCache:
     masked) and stores its keys/values; each *decode* step then feeds one new
     token, which attends to the stored keys/values instead of recomputing them.
     The buffers are sized for ``block_size`` tokens and never grow: the model
-    refuses to write past them (``tinyllm.generate`` shifts its window first).
+    refuses to write past them (``tinyllm.core.generate`` shifts its window first).
 
     ``length`` is the number of tokens stored, which is also the absolute
     position of the next token: RoPE and learned positions both use it.
@@ -385,7 +385,7 @@ class GPT(nn.Module):
         if start + t > self.config.block_size:
             raise TinyLLMError(
                 f"{start + t} tokens exceed the model's context of {self.config.block_size}; "
-                "crop the input (tinyllm.generate does this for you)"
+                "crop the input (tinyllm.core.generate does this for you)"
             )
         positions = torch.arange(start, start + t, device=idx.device)
         x = self.embed_tokens(idx)

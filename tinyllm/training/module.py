@@ -18,7 +18,7 @@ from tinyllm.training.schedule import Shape, lr_multiplier, step_progress
 
 
 class GPTLitModule(L.LightningModule):
-    """Trains a :class:`tinyllm.model.GPT` on next-token cross-entropy.
+    """Trains a :class:`tinyllm.core.model.GPT` on next-token cross-entropy.
 
     Args:
         arch: the model's architecture (every switch; ``vocab_size`` comes from the data).
@@ -125,7 +125,7 @@ class GPTLitModule(L.LightningModule):
                 diff = _describe_difference(theirs, ours)
                 raise TinyLLMError(
                     f"the checkpoint's {key} differs from this run's ({diff}): use the config the checkpoint "
-                    "was trained with, or start a new run with another checkpoint directory"
+                    "was trained with, or start a new run with another --name"
                 )
 
 
