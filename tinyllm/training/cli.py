@@ -127,8 +127,8 @@ class TinyLLMCLI(LightningCLI):
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         if cfg.trainer.precision is None:
             arch = GPTConfig(**{**cfg.model.arch.as_dict(), "vocab_size": 50257 if cfg.data.tokenizer == "gpt2" else 65})
-            # Measured for training (fit, and bench train, which builds the CLI without a subcommand), not validate.
-            probe = None if self.subcommand == "validate" else training_step_probe(arch, cfg.data.batch_size)
+            # validate asks too: for the same config it gets the answer fit got (cached), so it evaluates as training did.
+            probe = training_step_probe(arch, cfg.data.batch_size)
             precision, why = choose_precision(str(cfg.trainer.accelerator), probe, probe_key(arch, cfg.data.batch_size))
             cfg.trainer.precision = precision
             print(f"tinyllm: precision auto -> {precision} ({why})", file=sys.stderr)
