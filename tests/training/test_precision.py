@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +9,7 @@ import torch
 import yaml
 
 import tinyllm.training.precision as precision
-from tests.helpers.cli import TINY
+from tests.helpers.cli import TINY, run_cli
 from tinyllm.training.precision import choose_precision, detect_device
 
 
@@ -81,15 +78,6 @@ def test_cpu_has_native_bf16_reads_cpuinfo_flags(monkeypatch: pytest.MonkeyPatch
 # ----------------------------------------------------------------------------- the CLI
 
 
-def run_cli(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = os.environ.copy()  # TINYLLM_DATA_DIR and TINYLLM_CACHE_DIR come from the conftest
-    env.setdefault("OMP_NUM_THREADS", "1")
-    return subprocess.run(
-        [sys.executable, "-m", "tinyllm", *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
-        timeout=300,
-    )  # fmt: skip
-
-
 def test_explicit_precision_wins_over_auto(tmp_path: Path):
     # 32-true is what auto picks on a CPU without native bf16, so bf16-mixed shows the override
     # (Lightning runs it, emulated, on any CPU).
@@ -148,3 +136,15 @@ def test_the_probe_times_real_training_steps():
     seconds = training_step_probe(cfg, batch_size=2, steps=2, warmup=1)("32-true")
     assert 0 < seconds < 10
     assert probe_key(cfg, 2) != probe_key(cfg, 4) and "1x2x16" in probe_key(cfg, 2)
+
+
+def test_the_probe_leaves_the_global_rng_untouched():
+    # A run seeds itself before the probe: probing must not change the weights it then initialises.
+    from tinyllm.core.config import GPTConfig
+    from tinyllm.training.precision import training_step_probe
+
+    cfg = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=11)
+    torch.manual_seed(1337)
+    before = torch.get_rng_state()
+    training_step_probe(cfg, batch_size=2, steps=1, warmup=0)("32-true")
+    assert torch.equal(torch.get_rng_state(), before)

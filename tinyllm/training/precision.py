@@ -137,21 +137,29 @@ def training_step_probe(config: GPTConfig, batch_size: int, steps: int = 3, warm
     """
 
     def seconds_per_step(precision: str) -> float:
-        torch.manual_seed(0)
-        model = GPT(config).train()
-        optimizer = model.configure_optimizer(lr=1e-4, weight_decay=0.1)
-        x = torch.randint(0, config.vocab_size, (batch_size, config.block_size))
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
-        times = []
-        for _ in range(warmup + steps):
-            t0 = time.perf_counter()
-            with autocast:
-                logits = model(x)
-                loss = F.cross_entropy(logits.float().flatten(0, 1), x.flatten())
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times[warmup:])
+        # The run seeds its RNG before this: the probe must leave it untouched, or a run that probes would
+        # initialise other weights than the same run with the answer cached.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return _median_step_seconds(config, batch_size, precision, steps, warmup)
 
     return seconds_per_step
+
+
+def _median_step_seconds(config: GPTConfig, batch_size: int, precision: str, steps: int, warmup: int) -> float:
+    """The median time of ``steps`` training steps after ``warmup``, on fresh weights and random tokens."""
+    model = GPT(config).train()
+    optimizer = model.configure_optimizer(lr=1e-4, weight_decay=0.1)
+    x = torch.randint(0, config.vocab_size, (batch_size, config.block_size))
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+    times = []
+    for _ in range(warmup + steps):
+        t0 = time.perf_counter()
+        with autocast:
+            logits = model(x)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), x.flatten())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[warmup:])
