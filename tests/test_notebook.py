@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers.cli import describe
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "colab.ipynb"
 
@@ -31,13 +33,6 @@ TINY_ARGS = (
 
 def code_cells(nb: dict) -> list[str]:
     return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
-
-
-def describe(proc: subprocess.CompletedProcess[str]) -> str:
-    return (
-        f"exit {proc.returncode}\n--- stdout (tail) ---\n{proc.stdout[-2000:]}"
-        f"\n--- stderr (tail) ---\n{proc.stderr[-4000:]}"
-    )
 
 
 def run_cell(source: str, ns: dict, cwd: Path) -> list[subprocess.CompletedProcess[str]]:

@@ -28,6 +28,12 @@ def env_for_cli(**extra: str) -> dict[str, str]:
     return env
 
 
+def faults_env(step: int) -> dict[str, str]:
+    """The environment for a run with a fault from tests/helpers/faults.py (``--trainer.callbacks+=faults.KillAt``) at ``step``."""
+    return env_for_cli(TINYLLM_TEST_KILL_AT_STEP=str(step),
+                       PYTHONPATH=str(REPO / "tests" / "helpers") + os.pathsep + os.environ.get("PYTHONPATH", ""))  # fmt: skip
+
+
 def run_cli(*args: object, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """``python -m tinyllm ARGS`` in ``cwd``, as a user would type it."""
     return subprocess.run([sys.executable, "-m", "tinyllm", *map(str, args)], cwd=cwd, env=env or env_for_cli(),

@@ -3,12 +3,11 @@ and a killed run resumes within the same budget (tinyllm.training.callbacks.Time
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
-from tests.helpers.cli import REPO, TINY, describe, env_for_cli, read_scalars, run_cli
+from tests.helpers.cli import TINY, describe, faults_env, read_scalars, run_cli
 
 BUDGET_S = 6
 RUN = ["fit", "--config", TINY, "--trainer.max_steps", "-1", "--trainer.max_time", f"00:00:00:{BUDGET_S:02d}",
@@ -34,8 +33,7 @@ def test_a_time_budget_ends_with_the_lr_decayed_and_a_final_evaluation(tmp_path:
 
 
 def test_a_killed_time_budget_run_resumes_within_the_same_budget(tmp_path: Path):
-    env = env_for_cli(TINYLLM_TEST_KILL_AT_STEP="40", PYTHONPATH=str(REPO / "tests" / "helpers") + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    killed = run_cli(*RUN, "--trainer.callbacks+=faults.KillAt", cwd=tmp_path, env=env, timeout=120)
+    killed = run_cli(*RUN, "--trainer.callbacks+=faults.KillAt", cwd=tmp_path, env=faults_env(40), timeout=120)
     assert killed.returncode == -9, describe(killed)
     saved = torch.load(tmp_path / CKPT / "last.ckpt", weights_only=True)
     assert saved["global_step"] == 32 and 0 < _timer_elapsed(saved) < BUDGET_S  # the checkpoint before the kill holds the time used

@@ -7,9 +7,7 @@ block or on-exception checkpoint gets to run.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +15,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.helpers.cli import REPO, TINY
+from tests.helpers.cli import TINY, faults_env, run_cli
 
-HELPERS = str(REPO / "tests" / "helpers")
 # Dropout and gradient accumulation on, so the RNG and the accumulation phase are part of what must resume.
 # The checkpoint every 8 optimizer steps falls on an evaluation (every 8 batches = 4 steps): its save is deferred.
 RUN = ["fit", "--config", str(TINY), "--model.arch.dropout", "0.1", "--trainer.accumulate_grad_batches", "2",
@@ -28,15 +25,11 @@ CKPT = Path("checkpoints/tiny")
 
 
 def fit(cwd: Path, *extra: str, kill_at: int | None = None, killer: str = "KillAt") -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = list(extra)
+    args = [*RUN, *extra]
     if kill_at is not None:
-        env["TINYLLM_TEST_KILL_AT_STEP"] = str(kill_at)
-        env["PYTHONPATH"] = HELPERS + os.pathsep + env.get("PYTHONPATH", "")
         args.append(f"--trainer.callbacks+=faults.{killer}")
     cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.run([sys.executable, "-m", "tinyllm", *RUN, *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    return run_cli(*args, cwd=cwd, env=faults_env(kill_at) if kill_at is not None else None)
 
 
 def load(path: Path) -> dict[str, Any]:
