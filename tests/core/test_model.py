@@ -375,19 +375,3 @@ def test_flops_per_token_counts_matmuls_and_attention():
     # The learned position table is a lookup, not a matmul: it is left out.
     modern, vanilla = GPT(GPTConfig.preset("modern")), GPT(GPTConfig.preset("vanilla"))
     assert vanilla.embed_positions is not None and modern.embed_positions is None
-
-
-def test_optimizer_decays_matrices_and_embeddings_but_not_gains_or_biases():
-    model = GPT(tiny_config(norm="layernorm", bias=True, pos_emb="learned"))
-    opt = model.configure_optimizer(lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95))
-    groups = {g["name"]: g for g in opt.param_groups}
-    assert set(groups) == {"decay", "no_decay"}
-    assert groups["decay"]["weight_decay"] == 0.1 and groups["no_decay"]["weight_decay"] == 0.0
-    by_id = {id(p): n for n, p in model.named_parameters()}
-    decayed = {by_id[id(p)] for p in groups["decay"]["params"]}
-    kept = {by_id[id(p)] for p in groups["no_decay"]["params"]}
-    assert "embed_tokens.weight" in decayed and "embed_positions.weight" in decayed
-    assert "layers.0.self_attn.q_proj.weight" in decayed and "layers.0.mlp.down_proj.weight" in decayed
-    assert "layers.0.input_norm.weight" in kept and "layers.0.self_attn.q_proj.bias" in kept and "norm.bias" in kept
-    assert decayed.isdisjoint(kept) and len(decayed) + len(kept) == len(list(model.parameters()))
-    assert opt.defaults["betas"] == (0.9, 0.95) and opt.defaults["lr"] == 1e-3

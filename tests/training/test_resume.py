@@ -102,6 +102,18 @@ def test_sigkill_between_checkpoints_then_resume_is_bit_exact(uninterrupted: Pat
         assert ours[tag] == theirs[tag], tag
 
 
+def test_muon_resumes_bit_exact_after_sigkill(tmp_path: Path) -> None:
+    """Muon + AdamW are one optimizer to Lightning: both halves' state is saved and restored."""
+    muon = ("--model.optimizer", "muon", "--model.muon_lr", "0.02")
+    reference, killed = tmp_path / "uninterrupted", tmp_path / "killed"
+    assert fit(reference, *muon).returncode == 0
+    assert fit(killed, *muon, kill_at=12).returncode == -9
+    resumed = fit(killed, *muon, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert set(load(killed / CKPT / "last.ckpt")["optimizer_states"][0]) == {"muon", "adamw"}
+    assert_same_final_state(reference, killed)
+
+
 def test_sigkill_in_the_middle_of_a_save_keeps_the_previous_checkpoint(uninterrupted: Path, tmp_path: Path) -> None:
     killed = fit(tmp_path, kill_at=16, killer="KillMidSave")  # dies writing the step-16 checkpoint
     assert killed.returncode == -9, killed.stderr[-2000:]

@@ -26,6 +26,7 @@ from torch import Tensor
 from tinyllm.core.config import GPTConfig
 from tinyllm.core.generate import generate, pick_device, prepare_decoding
 from tinyllm.core.model import GPT, KVCache
+from tinyllm.core.optim import build_optimizer
 from tinyllm.errors import TinyLLMError
 from tinyllm.formats.load import load_model
 from tinyllm.training.cli import build_cli
@@ -154,7 +155,7 @@ def bench_plain_loop(
 ) -> list[float]:
     """The same training step as the Lightning run, as a plain PyTorch loop: seconds per optimizer step."""
     model = _fresh(lit).model.train()
-    optimizer = model.configure_optimizer(lit.lr, lit.weight_decay, lit.betas)
+    optimizer = build_optimizer(model, lit.optimizer_name, lit.lr, lit.weight_decay, lit.betas, lit.muon_lr)
     scheduler = make_scheduler(optimizer, lit.warmup_steps, warmup + steps, lit.min_lr / lit.lr)
     batches = iter(RandomWindows(datamodule.train_tokens, datamodule.block_size, datamodule.batch_size,
                                  datamodule.seed, rank=0))

@@ -351,23 +351,6 @@ class GPT(nn.Module):
         n = self.num_parameters() - (c.block_size * c.n_embd if c.pos_emb == "learned" else 0)
         return 6 * n + 12 * c.n_layer * c.block_size * c.n_embd
 
-    def configure_optimizer(
-        self, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.95)
-    ) -> torch.optim.AdamW:
-        """AdamW (Loshchilov & Hutter, 2019) with decay on weight matrices and embeddings only.
-
-        Norm gains and biases (1-D parameters) are not decayed: pulling a gain
-        towards 0 would shrink the signal it exists to scale. Groups are named,
-        so the learning-rate monitor and the tests can tell them apart.
-        """
-        decay = [p for p in self.parameters() if p.dim() >= 2]
-        no_decay = [p for p in self.parameters() if p.dim() < 2]
-        groups = [
-            {"params": decay, "weight_decay": weight_decay, "name": "decay"},
-            {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
-        ]
-        return torch.optim.AdamW(groups, lr=lr, betas=betas)
-
     def new_cache(self, batch_size: int, device: torch.device | None = None) -> KVCache:
         """An empty KV cache for ``batch_size`` sequences, on the model's device and dtype."""
         weight = self.embed_tokens.weight

@@ -69,7 +69,9 @@ and the last evaluation and checkpoint fit inside it. --ckpt_path last resumes a
 run resumes bit for bit. A time-defined run resumes within the same budget (the time used is in the
 checkpoint), but not bit for bit: how many steps fit, and the learning rate at each, depend on the
 machine's speed in each session."""
-CHECKPOINT_MODEL_KEYS = ("arch", "lr", "min_lr", "warmup_steps", "weight_decay", "betas", "schedule", "decay_fraction")  # a resume must match
+CHECKPOINT_MODEL_KEYS = (
+    "arch", "lr", "min_lr", "warmup_steps", "weight_decay", "betas", "schedule", "decay_fraction", "optimizer", "muon_lr"
+)  # a resume must match
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from torchmetrics import MeanMetric
 
 from tinyllm.core.config import GPTConfig
 from tinyllm.core.model import GPT
+from tinyllm.core.optim import OptimizerName, build_optimizer
 from tinyllm.errors import TinyLLMError
 from tinyllm.training.schedule import Shape, lr_multiplier, step_progress
 
@@ -25,6 +26,9 @@ class GPTLitModule(L.LightningModule):
         tokenizer: the tokenizer's state (filled in from the data), stored in
             every checkpoint so that a checkpoint alone can generate text.
         lr: peak learning rate of AdamW.
+        optimizer: ``adamw`` for every parameter, or ``muon``: Muon for the hidden weight
+            matrices and AdamW (at ``lr``) for embeddings, head and gains.
+        muon_lr: peak learning rate of Muon's matrices (the schedule scales it with ``lr``).
         min_lr: the learning rate the cosine decays to (default lr / 10).
         warmup_steps: optimizer steps of linear warmup.
         weight_decay: AdamW decay, on weight matrices and embeddings only
@@ -50,6 +54,8 @@ class GPTLitModule(L.LightningModule):
         schedule: Shape = "cosine",
         decay_fraction: float = 0.2,
         compile: bool = False,
+        optimizer: OptimizerName = "adamw",
+        muon_lr: float = 0.02,
     ) -> None:
         super().__init__()
         if isinstance(arch, dict):  # loaded back from a checkpoint's plain-dict hyperparameters
@@ -66,6 +72,7 @@ class GPTLitModule(L.LightningModule):
         self.lr, self.min_lr = lr, lr / 10 if min_lr is None else min_lr
         self.warmup_steps, self.weight_decay, self.betas = warmup_steps, weight_decay, tuple(betas)
         self.schedule, self.decay_fraction = schedule, decay_fraction
+        self.optimizer_name, self.muon_lr = optimizer, muon_lr
         self.time_progress = 0.0  # the share of a time budget used, kept current by the TimeBudget callback
         self.val_loss = MeanMetric()
         self.flops_per_token = self.model.flops_per_token()
@@ -106,10 +113,14 @@ class GPTLitModule(L.LightningModule):
         timed = any(isinstance(cb, Timer) for cb in self.trainer.callbacks)
         if (self.trainer.max_steps or -1) < 1 and not timed:
             raise TinyLLMError("set --trainer.max_steps or --trainer.max_time: the learning-rate schedule runs over one of them")
-        optimizer = self.model.configure_optimizer(self.lr, self.weight_decay, self.betas)
+        optimizer = self.new_optimizer()
         # A plain lambda (not a bound method): LambdaLR leaves functions out of its state, so checkpoints stay plain.
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: self.lr_multiplier(step))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def new_optimizer(self) -> torch.optim.Optimizer:
+        """The run's optimizer over the inner GPT, before any schedule."""
+        return build_optimizer(self.model, self.optimizer_name, self.lr, self.weight_decay, self.betas, self.muon_lr)
 
     def lr_multiplier(self, step: int) -> float:
         """The schedule at ``step``: progress is the larger of the steps done and the time budget used."""

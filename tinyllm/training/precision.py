@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from tinyllm.core.config import GPTConfig
 from tinyllm.core.model import GPT
+from tinyllm.core.optim import build_optimizer
 from tinyllm.files import atomic_write_bytes
 
 Probe = Callable[[str], float]  # precision -> seconds per training step
@@ -149,7 +150,7 @@ def training_step_probe(config: GPTConfig, batch_size: int, steps: int = 3, warm
 def _median_step_seconds(config: GPTConfig, batch_size: int, precision: str, steps: int, warmup: int) -> float:
     """The median time of ``steps`` training steps after ``warmup``, on fresh weights and random tokens."""
     model = GPT(config).train()
-    optimizer = model.configure_optimizer(lr=1e-4, weight_decay=0.1)
+    optimizer = build_optimizer(model, "adamw", lr=1e-4, weight_decay=0.1)
     x = torch.randint(0, config.vocab_size, (batch_size, config.block_size))
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
     times = []
