@@ -18,20 +18,43 @@ from tinyllm.errors import TinyLLMError
 
 def test_publish_dry_run_lists_the_files_with_sizes(exports, tmp_path: Path):
     proc = run_cli("publish", "--export_dir", exports["char"], "--repo_id", "someone/tiny-char", "--dry_run", "true",
-                   cwd=tmp_path, env=env_for_cli(HF_TOKEN=""))  # fmt: skip
+                   cwd=tmp_path, env=_no_login(tmp_path))  # fmt: skip
     assert proc.returncode == 0, describe(proc)
+    assert "Hugging Face token: none found" in proc.stdout
     assert "would upload 5 files" in proc.stdout and "huggingface.co/someone/tiny-char (public)" in proc.stdout
     for f in exports["char"].iterdir():
         assert any(f.name in line and f"{f.stat().st_size:,} bytes" in line for line in proc.stdout.splitlines())
     assert "nothing was uploaded" in proc.stdout
 
 
-def test_publish_without_token_fails_with_one_line(exports, tmp_path: Path):
-    env = env_for_cli()
+def _no_login(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """An environment with no token anywhere huggingface_hub looks: no $HF_TOKEN, an empty HF_HOME."""
+    env = env_for_cli(HF_HOME=str(tmp_path / "hf-home"), **extra)
     env.pop("HF_TOKEN", None)
-    proc = run_cli("publish", "--export_dir", exports["char"], "--repo_id", "someone/tiny", cwd=tmp_path, env=env)
-    assert_one_line_error(proc, "HF_TOKEN")
+    return env
+
+
+def test_publish_without_token_fails_with_one_line(exports, tmp_path: Path):
+    proc = run_cli("publish", "--export_dir", exports["char"], "--repo_id", "someone/tiny", cwd=tmp_path,
+                   env=_no_login(tmp_path))  # fmt: skip
+    assert_one_line_error(proc, "hf auth login", "HF_TOKEN")
     assert proc.stdout == ""
+
+
+def test_publish_finds_the_stored_login_and_never_prints_it(exports, tmp_path: Path):
+    secret = "hf_storedLoginToken0123456789"
+    (tmp_path / "hf-home").mkdir()
+    (tmp_path / "hf-home" / "token").write_text(secret)  # where `hf auth login` stores it
+    env = _no_login(tmp_path, HF_ENDPOINT="http://127.0.0.1:9")  # no Hub: the upload itself fails, offline
+    dry = run_cli("publish", "--export_dir", exports["char"], "--repo_id", "someone/tiny", "--dry_run", "true",
+                  cwd=tmp_path, env=env)  # fmt: skip
+    assert "Hugging Face token: found" in dry.stdout, describe(dry)
+    proc = run_cli("publish", "--export_dir", exports["char"], "--repo_id", "someone/tiny", cwd=tmp_path, env=env)
+    assert_one_line_error(proc, "someone/tiny", "offline")  # it got past the token: the stored login was used
+    for p in (dry, proc):
+        assert secret not in p.stdout + p.stderr
+    assert not [f for f in tmp_path.rglob("*") if f.is_file() and secret in f.read_text(errors="ignore")
+                and f.name != "token"]  # fmt: skip
 
 
 def test_publish_offline_fails_with_one_line(exports, tmp_path: Path, monkeypatch):
@@ -49,7 +72,6 @@ def test_publish_offline_fails_with_one_line(exports, tmp_path: Path, monkeypatc
 def test_publish_checks_the_folder_before_anything_goes_up(exports, tmp_path: Path):
     import shutil
 
-    
     folder = tmp_path / "copy"
     shutil.copytree(exports["char"], folder)
     (folder / "notes.txt").write_text("private notes")

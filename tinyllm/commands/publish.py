@@ -1,14 +1,16 @@
 """``python -m tinyllm publish``: upload an exported folder to the Hugging Face Hub.
 
     python -m tinyllm publish --export_dir exports/quick --repo_id USER/NAME --dry_run true
-    HF_TOKEN=hf_... python -m tinyllm publish --export_dir exports/quick --repo_id USER/NAME [--private true]
+    hf auth login    # once; or HF_TOKEN=hf_..., or on Colab a secret named HF_TOKEN
+    python -m tinyllm publish --export_dir exports/quick --repo_id USER/NAME [--private true]
 
 Before anything goes up, the folder is checked (``tinyllm.formats.folder.check_export``):
 every tensor present with the right shape, and a model card that names the
 sha256 of these very weights, so a card can never describe another checkpoint.
 Only the files ``tinyllm export`` wrote are uploaded; anything else in the
-folder stays local. The token comes from the ``HF_TOKEN`` environment variable
-only: never from a file, and never from huggingface_hub's stored login.
+folder stays local. The token is found the way huggingface_hub finds it
+(``get_token``): $HF_TOKEN, then the login stored by ``hf auth login``, then
+Colab's secret ``HF_TOKEN``. tinyllm never prints or writes it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 from tinyllm.errors import TinyLLMError, one_line
 from tinyllm.files import fmt_bytes
 from tinyllm.formats.folder import check_export
-from tinyllm.formats.hf_layout import FILES
+from tinyllm.formats.hf_layout import FILES, HF_EXTRA
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
@@ -54,14 +56,29 @@ def plan(export_dir: str | Path, repo_id: str) -> Upload:
 
 
 def hf_token() -> str:
-    """The token from $HF_TOKEN, or a one-line error saying how to set it."""
-    token = os.environ.get("HF_TOKEN", "").strip()
+    """The token huggingface_hub would use ($HF_TOKEN, the stored login, Colab's secret), or a one-line error."""
+    try:
+        from huggingface_hub import get_token
+    except ImportError:
+        raise TinyLLMError(f"publish needs huggingface_hub: {HF_EXTRA}") from None
+    try:
+        token = get_token()
+    except Exception as e:  # e.g. a failed OIDC exchange; its message never holds the token
+        raise TinyLLMError(f"could not read the Hugging Face token: {one_line(str(e), 150)}") from None
     if not token:
         raise TinyLLMError(
-            "HF_TOKEN is not set: create a write token at https://huggingface.co/settings/tokens and run "
-            "`HF_TOKEN=... python -m tinyllm publish ...` (tinyllm reads the token from the environment only)"
+            "no Hugging Face token: run `hf auth login` with a write token from https://huggingface.co/settings/tokens "
+            "(or set HF_TOKEN; on Colab, add a secret named HF_TOKEN)"
         )
     return token
+
+
+def _token_state() -> str:
+    try:
+        hf_token()
+    except TinyLLMError:
+        return "none found (a real upload needs one: `hf auth login`)"
+    return "found"
 
 
 def _require_online() -> None:
@@ -75,7 +92,7 @@ def upload(up: Upload, token: str, private: bool) -> str:
     try:
         from huggingface_hub import HfApi
     except ImportError:
-        raise TinyLLMError("publish needs huggingface_hub: pip install -e '.[hf]'") from None
+        raise TinyLLMError(f"publish needs huggingface_hub: {HF_EXTRA}") from None
     api = HfApi(token=token)
     try:
         url = api.create_repo(up.repo_id, private=private, exist_ok=True, repo_type="model")
@@ -98,7 +115,7 @@ def _describe(e: Exception) -> str:
     text = one_line(str(e), 200) or type(e).__name__
     status = getattr(getattr(e, "response", None), "status_code", None)
     if status in (401, 403):
-        return f"the Hub refused HF_TOKEN ({status}): use a token with write access ({text})"
+        return f"the Hub refused the token ({status}): log in with a token that has write access ({text})"
     if status is not None:  # the Hub answered (HfHubHTTPError is also an OSError: check this first)
         return f"the Hub answered {status}: {text}"
     names = {type(e).__name__, *(type(c).__name__ for c in (e.__cause__, e.__context__) if c is not None)}
@@ -110,7 +127,7 @@ def _describe(e: Exception) -> str:
 
 
 def publish(export_dir: str, repo_id: str, private: bool = False, dry_run: bool = False) -> None:
-    """Upload an exported folder to the Hugging Face Hub (token from $HF_TOKEN).
+    """Upload an exported folder to the Hugging Face Hub (token: $HF_TOKEN, `hf auth login`, or Colab's secret).
 
     Args:
         export_dir: a folder written by `tinyllm export`.
@@ -132,8 +149,7 @@ def publish(export_dir: str, repo_id: str, private: bool = False, dry_run: bool 
     if up.left_out:
         print(f"  not uploaded (not written by export): {', '.join(up.left_out)}")
     if dry_run:
-        state = "set" if os.environ.get("HF_TOKEN", "").strip() else "not set (a real upload needs it)"
-        print(f"HF_TOKEN is {state}; nothing was uploaded")
+        print(f"Hugging Face token: {_token_state()}; nothing was uploaded")
         return
     sys.stdout.flush()
     print(f"published: {upload(up, token, private)}")
