@@ -34,3 +34,28 @@ def test_model_card_usage_lines_load_the_published_name(runs, tmp_path: Path):
     assert "--ckpt_path someone/tiny-shakespeare" in text
     local = export(runs["char"], tmp_path / "local", verify=False) / "README.md"
     assert f'from_pretrained("{tmp_path / "local"}")' in local.read_text()
+
+
+def test_export_card_front_matter_is_read_by_huggingface_hub(runs, tmp_path: Path):
+    """The Hub's own parser reads the license, dataset, and a model-index with the val loss measured at export."""
+    import math
+    import re
+
+    from huggingface_hub import ModelCard
+
+    from tests.helpers.cli import describe, run_main
+
+    proc = run_main("export", "--ckpt_path", runs["char"], "--out_dir", tmp_path / "out", "--verify", "false",
+                    cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, describe(proc)
+    measured = float(re.search(r"measured now: val loss ([0-9.]+)", proc.stdout).group(1))
+    card = ModelCard.load(tmp_path / "out" / "README.md")
+    data = card.data
+    assert data.license == "mit" and data.language == "en" and data.datasets == ["karpathy/tiny_shakespeare"]
+    assert data.pipeline_tag == "text-generation" and "tinyllm" in data.tags and data.library_name == "transformers"
+    results = {r.metric_type: r for r in data.eval_results}
+    assert set(results) == {"loss", "perplexity"}
+    assert results["loss"].metric_value == pytest.approx(measured, abs=1e-4)
+    assert results["perplexity"].metric_value == pytest.approx(math.exp(measured), rel=1e-3)
+    assert results["loss"].dataset_name == "Tiny Shakespeare" and results["loss"].dataset_split == "validation"
+    assert f"**{measured:.4f}**" in card.text  # the body states the same figure

@@ -1,36 +1,61 @@
-"""``python -m tinyllm export``: a checkpoint as a shareable folder (safetensors, Llama layout when LLaMA-shaped)."""
+"""``python -m tinyllm export``: a checkpoint as a shareable folder (safetensors, Llama layout when LLaMA-shaped)
+or as one GGUF file for llama.cpp."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Literal
 
 from safetensors import safe_open
 
+from tinyllm.errors import TinyLLMError
 from tinyllm.files import fmt_bytes
-from tinyllm.formats.folder import export as export_folder
-from tinyllm.formats.hf_layout import WEIGHTS, read_export_config
+from tinyllm.formats.card import example_prompt
+from tinyllm.formats.folder import load_source, write_export
+from tinyllm.formats.gguf_file import write_gguf
+from tinyllm.formats.hf_layout import GGUF, WEIGHTS, read_export_config
+from tinyllm.training.evaluate import measure as measure_now
 
 
 def export(
     ckpt_path: str,
     out_dir: str,
+    format: Literal["hf", "gguf"] = "hf",
+    dtype: Literal["f32", "f16"] = "f32",
     data: str | None = None,
     verify: bool = True,
     data_dir: str | None = None,
     repo_id: str | None = None,
+    measure: bool = True,
+    data_path: str | None = None,
 ) -> None:
     """Write a checkpoint as a shareable folder: model.safetensors, config.json, tokenizer, model card.
 
     Args:
         ckpt_path: a .ckpt file, a run folder holding last.ckpt, or an exported folder to re-export.
         out_dir: the folder to write (new, or an earlier export).
+        format: hf (the folder above, which transformers loads) or gguf (out_dir/model.gguf, which llama.cpp runs;
+            LLaMA-shaped models only).
+        dtype: the GGUF's weight matrices in f32 (exact) or f16 (half the size); norms stay f32.
         data: a line describing the training data, for the card.
         verify: check the folder with transformers, if installed.
         data_dir: gpt2.tiktoken's folder ($TINYLLM_DATA_DIR).
         repo_id: USER/NAME that the card's usage lines load.
+        measure: measure the val loss (whole held-out split) and a sample now, for the card and its model-index.
+        data_path: the text it was trained on, if not Tiny Shakespeare (for the measurement).
     """
-    out = export_folder(ckpt_path, out_dir, data, verify, data_dir, repo_id)
+    if format == "gguf":
+        _export_gguf(ckpt_path, Path(out_dir), dtype, data_dir)
+        return
+    loaded, training = load_source(ckpt_path, data_dir)
+    measured = None
+    if measure:
+        prompt = example_prompt(loaded.tokenizer)
+        measured = measure_now(loaded.model, loaded.tokenizer, data_path, data_dir, 0.1, prompt, samples=1,
+                               max_new_tokens=200, seed=1337)  # fmt: skip
+        print(f"measured now: val loss {measured.val_loss:.4f} over {measured.val_tokens:,} tokens of {measured.corpus}")
+    out = write_export(loaded.model, loaded.tokenizer, out_dir, training, data, verify, data_dir, repo_id, measured)
     _, section, config = read_export_config(out)
     kind = "LlamaForCausalLM (Hugging Face Llama layout)" if config.is_llama_shaped else "tinyllm layout (not a Llama)"
     print(f"exported {_count_params(out):,} parameters to {out}: {kind}")
@@ -38,6 +63,22 @@ def export(
         print(f"  {name:<22} {fmt_bytes((out / name).stat().st_size):>10}")
     print(f"next: python -m tinyllm generate --ckpt_path {out}   |   "
           f"python -m tinyllm publish --export_dir {out} --repo_id USER/NAME --dry_run true")  # fmt: skip
+
+
+def _export_gguf(ckpt_path: str, out_dir: Path, dtype: str, data_dir: str | None) -> None:
+    target = out_dir.expanduser() / GGUF
+    if out_dir.exists() and not out_dir.is_dir():
+        raise TinyLLMError(f"--out_dir {out_dir} is a file: choose a folder (the GGUF goes in it as {GGUF})")
+    if target.exists() and target.read_bytes()[:4] != b"GGUF":
+        raise TinyLLMError(f"{target} exists and is not a GGUF file: choose another --out_dir")
+    loaded, _ = load_source(ckpt_path, data_dir)
+    source = Path(ckpt_path).expanduser().resolve()
+    name = source.name if source.is_dir() else source.parent.name  # the run's (or the export's) folder
+    path = write_gguf(loaded.model, loaded.tokenizer, target, name, dtype, data_dir)
+    print(f"exported {loaded.model.num_parameters():,} parameters to {path} ({fmt_bytes(path.stat().st_size)}, "
+          f"GGUF {dtype}, llama architecture)")  # fmt: skip
+    prompt = "ROMEO:"
+    print(f'next: llama-cli -m {path} -p "{prompt}" -n 200 --temp 0.8   (llama.cpp)')
 
 
 def _count_params(folder: Path) -> int:

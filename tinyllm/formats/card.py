@@ -5,9 +5,11 @@ card`` describes a training checkpoint instead, and measures what a reader
 needs: the validation loss of these very weights over the whole held-out
 split, and samples generated from them.
 
-The card text itself is plain Python (no Lightning); the ``card`` command
-(``tinyllm.commands.card``) measures the loss with Lightning's
-``Trainer.validate``, exactly as ``tinyllm validate`` does.
+The card text itself is plain Python (no Lightning); ``tinyllm.training.evaluate``
+measures the loss for ``card`` and ``export`` with Lightning's ``Trainer.validate``,
+exactly as ``tinyllm validate`` does. An export's front matter is built with
+huggingface_hub's ``ModelCardData``, so the Hub reads its license, dataset and
+``model-index`` as it reads any card.
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ from tinyllm.core.checkpoint import best_checkpoint_state
 from tinyllm.core.model import GPT
 from tinyllm.core.tokenizers import Tokenizer
 from tinyllm.files import fmt_bytes, sha256_of
-from tinyllm.formats.hf_layout import WEIGHTS
+from tinyllm.errors import TinyLLMError
+from tinyllm.formats.hf_layout import HF_EXTRA, WEIGHTS
 
+TINY_SHAKESPEARE_HUB = "karpathy/tiny_shakespeare"
+LICENSE = "mit"  # the project's; the weights are trained from scratch on public-domain text
 TRAINING_HPARAMS = ("lr", "min_lr", "warmup_steps", "weight_decay", "betas")
 
 
@@ -43,6 +48,8 @@ class Measured:
     val_tokens: int
     split: str  # which part of which text, in words
     samples: list[tuple[str, str]] = field(default_factory=list)  # (settings, prompt + generated text)
+    corpus: str = "Tiny Shakespeare"  # the text's name
+    hub_dataset: str | None = TINY_SHAKESPEARE_HUB  # its id on the Hugging Face Hub, where it has one
 
 
 def _fmt_count(n: int) -> str:
@@ -76,7 +83,7 @@ def model_card(
     ``name``. One function per section, top to bottom.
     """
     sections = [
-        _front_matter(model, tokenizer) if export else [],
+        _front_matter(name, model, tokenizer, measured) if export else [],
         _title(name, model, tokenizer, training, export),
         _model_section(model, tokenizer, export),
         _training_section(model, training, data, export, measured),
@@ -90,13 +97,33 @@ def model_card(
     return "\n".join(line for section in sections for line in section)
 
 
-def _front_matter(model: GPT, tokenizer: Tokenizer) -> list[str]:
-    """Hub metadata (exports only)."""
+def _front_matter(name: str, model: GPT, tokenizer: Tokenizer, measured: Measured | None) -> list[str]:
+    """Hub metadata (exports only), built with huggingface_hub's own ``ModelCardData``: license, language,
+    dataset, tags, and a ``model-index`` with the val loss and perplexity when they were measured."""
+    try:
+        from huggingface_hub import EvalResult, ModelCardData
+    except ImportError:
+        raise TinyLLMError(f"export writes a Hub model card and needs huggingface_hub: {HF_EXTRA}") from None
     llama = model.config.is_llama_shaped
     tags = ["tinyllm", "text-generation", "llama" if llama else "custom-architecture",
             "character-level" if tokenizer.name == "char" else "gpt2-bpe"]  # fmt: skip
-    return ["---", *(["library_name: transformers"] if llama else []), "pipeline_tag: text-generation", "tags:",
-            *[f"- {t}" for t in tags], "---", ""]  # fmt: skip
+    results = None
+    if measured is not None:
+        on = {"task_type": "text-generation", "dataset_type": measured.hub_dataset or measured.corpus,
+              "dataset_name": measured.corpus, "dataset_split": "validation"}  # fmt: skip
+        unit = "nats per character" if tokenizer.name == "char" else "nats per token"
+        results = [
+            EvalResult(**on, metric_type="loss", metric_value=round(measured.val_loss, 4),
+                       metric_name=f"val loss ({unit}, {measured.split})"),
+            EvalResult(**on, metric_type="perplexity", metric_value=round(_perplexity(measured.val_loss), 4),
+                       metric_name="val perplexity"),
+        ]  # fmt: skip
+    data = ModelCardData(
+        model_name=Path(name).name, license=LICENSE, language="en", library_name="transformers" if llama else None,
+        pipeline_tag="text-generation", tags=tags, eval_results=results,
+        datasets=[measured.hub_dataset] if measured is not None and measured.hub_dataset else None,
+    )  # fmt: skip
+    return ["---", data.to_yaml(), "---", ""]
 
 
 def _title(name: str, model: GPT, tokenizer: Tokenizer, training: dict[str, Any], export: ExportFacts | None) -> list[str]:

@@ -36,7 +36,7 @@ from tinyllm.core.model import GPT
 from tinyllm.core.tokenizers import Tokenizer, tokenizer_from_state
 from tinyllm.errors import TinyLLMError, one_line
 from tinyllm.files import sha256_of, umask
-from tinyllm.formats.card import ExportFacts, model_card, training_info
+from tinyllm.formats.card import ExportFacts, Measured, model_card, training_info
 from tinyllm.formats.hf_layout import (
     CARD, CONFIG, FILES, FORMAT_VERSION, TOKENIZER, TOKENIZER_CONFIG, WEIGHTS, export_state, hf_config, layout_of,
     read_export_config, state_from_export,
@@ -138,7 +138,8 @@ def check_export(path: str | Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- export
 
 
-def _load_source(ckpt_path: str | Path, data_dir: str | Path | None) -> tuple[LoadedModel, dict[str, Any]]:
+def load_source(ckpt_path: str | Path, data_dir: str | Path | None) -> tuple[LoadedModel, dict[str, Any]]:
+    """The model to export, from a checkpoint or an earlier export, and its training record."""
     export_dir = export_dir_of(ckpt_path)
     if export_dir is not None:  # re-exporting a folder: its training record carries over
         loaded = load_export(export_dir, "cpu", data_dir)
@@ -173,6 +174,7 @@ def write_export(
     verify: bool = True,
     data_dir: str | Path | None = None,
     repo_id: str | None = None,
+    measured: Measured | None = None,
 ) -> Path:
     """Write ``model`` and ``tokenizer`` as an export folder (see the module docstring); returns the folder.
 
@@ -207,7 +209,7 @@ def write_export(
         hf_check = check_with_transformers(tmp, model, tokenizer) if verify else None
         files = {name: (tmp / name).stat().st_size for name in FILES if name != CARD}
         card = model_card(repo_id or str(out_dir), model, tokenizer, training, data,
-                          ExportFacts(files, sha256_of(tmp / WEIGHTS), hf_check))
+                          ExportFacts(files, sha256_of(tmp / WEIGHTS), hf_check), measured)
         (tmp / CARD).write_text(card, encoding="utf-8")
         for name in FILES:  # safetensors writes 0600; give every file the usual permissions
             os.chmod(tmp / name, 0o666 & ~umask())
@@ -233,6 +235,6 @@ def export(
     repo_id: str | None = None,
 ) -> Path:
     """Export a training checkpoint (or re-export a folder) to ``out_dir``; returns the folder."""
-    loaded, training = _load_source(ckpt_path, data_dir)
+    loaded, training = load_source(ckpt_path, data_dir)
     return write_export(loaded.model, loaded.tokenizer, out_dir, training, data, verify, data_dir, repo_id)
 

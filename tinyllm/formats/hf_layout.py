@@ -29,6 +29,7 @@ CONFIG = "config.json"
 CARD = "README.md"
 TOKENIZER = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
+GGUF = "model.gguf"  # export --format gguf: the one file llama.cpp runs
 FILES = (WEIGHTS, CONFIG, TOKENIZER, TOKENIZER_CONFIG, CARD)  # everything export writes, and publish uploads
 HF_EXTRA = "pip install -e '.[hf]' (or: pip install tokenizers transformers huggingface_hub)"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from tinyllm.files import gpt2_ranks_path
 from tinyllm.formats.hf_layout import HF_EXTRA
 
 
+@cache
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte → printable character map (Radford et al., 2019; openai/gpt-2 encoder.py).
 
@@ -27,6 +29,12 @@ def _bytes_to_unicode() -> dict[int, str]:
     return table
 
 
+def byte_level_text(b: bytes) -> str:
+    """``b`` as GPT-2's byte-level string: one printable character per byte."""
+    table = _bytes_to_unicode()
+    return "".join(table[x] for x in b)
+
+
 def gpt2_vocab_and_merges(ranks: dict[bytes, int]) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Hugging Face BPE vocabulary and merges reconstructed from tiktoken's ranks.
 
@@ -36,11 +44,6 @@ def gpt2_vocab_and_merges(ranks: dict[bytes, int]) -> tuple[dict[str, int], list
     50,000 merges (ranks 256…50255); each is listed once, in rank order, which
     is what Hugging Face's BPE applies by priority.
     """
-    to_str = _bytes_to_unicode()
-
-    def text(b: bytes) -> str:
-        return "".join(to_str[x] for x in b)
-
     merges = []
     for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
         if len(token) == 1:
@@ -56,8 +59,8 @@ def gpt2_vocab_and_merges(ranks: dict[bytes, int]) -> tuple[dict[str, int], list
             parts[i : i + 2] = [parts[i] + parts[i + 1]]
         if len(parts) != 2 or parts[0] + parts[1] != token:
             raise TinyLLMError(f"the GPT-2 ranks file is inconsistent at rank {rank}: re-download gpt2.tiktoken")
-        merges.append((text(parts[0]), text(parts[1])))
-    vocab = {text(token): rank for token, rank in ranks.items()}
+        merges.append((byte_level_text(parts[0]), byte_level_text(parts[1])))
+    vocab = {byte_level_text(token): rank for token, rank in ranks.items()}
     return vocab, merges
 
 

@@ -1,0 +1,40 @@
+"""Figures measured on a model now: its val loss over the whole held-out split, as ``validate``, and samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+
+from tinyllm.core.generate import generate
+from tinyllm.core.model import GPT
+from tinyllm.core.tokenizers import Tokenizer
+from tinyllm.errors import TinyLLMError
+from tinyllm.formats.card import TINY_SHAKESPEARE_HUB, Measured
+from tinyllm.training.data import ShakespeareDataModule
+from tinyllm.training.module import GPTLitModule
+
+
+def measure(model: GPT, tokenizer: Tokenizer, data_path: str | None, data_dir: str | None, val_fraction: float,
+            prompt: str, samples: int, max_new_tokens: int, seed: int) -> Measured:
+    """Val loss of ``model`` over the whole held-out split (as ``tinyllm validate``), and a few samples."""
+    data = ShakespeareDataModule(data_dir=data_dir, path=data_path, tokenizer=tokenizer.name,
+                                 block_size=model.config.block_size, batch_size=32, val_fraction=val_fraction)
+    if data.tokenizer_state != tokenizer.state():
+        raise TinyLLMError("the checkpoint's tokenizer differs from the data's: pass --data_path, the text file it "
+                           "was trained on")  # fmt: skip
+    lit = GPTLitModule(arch=model.config, tokenizer=tokenizer.state())
+    lit.model.load_state_dict(model.state_dict())
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    (metrics,) = trainer.validate(lit, datamodule=data, verbose=False)
+    val_tokens = len(data.val_dataloader().dataset) * model.config.block_size  # whole windows of targets
+    ids = tokenizer.encode(prompt)
+    texts = []
+    for i in range(samples):
+        g = generate(model.eval(), ids, max_new_tokens, decode=tokenizer.decode, seed=seed + i,
+                     temperature=0.8, top_k=200)  # fmt: skip
+        texts.append((f"prompt {prompt!r}, temperature 0.8, top-k 200, seed {seed + i}", prompt + g.texts[0]))
+    corpus = Path(data_path).name if data_path else "Tiny Shakespeare"
+    split = f"the last {val_fraction:.0%} of {corpus}"
+    return Measured(float(metrics["val_loss"]), val_tokens, split, texts, corpus, None if data_path else TINY_SHAKESPEARE_HUB)
