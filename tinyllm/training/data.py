@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 import lightning as L
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
@@ -247,13 +248,16 @@ class ShakespeareDataModule(L.LightningDataModule):
         return DataLoader(windows, batch_size=None, num_workers=self.num_workers, generator=torch.Generator())
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(
-            FixedWindows(self.val_tokens, self.block_size),
-            batch_size=self.val_batch_size,
-            shuffle=False,
-            num_workers=self.num_workers,
-            generator=torch.Generator(),
-        )
+        windows = FixedWindows(self.val_tokens, self.block_size)
+        sampler = None
+        if self.trainer is not None and self.trainer.world_size > 1:
+            # Each process takes every world_size-th window and no window twice. (Lightning's own
+            # DistributedSampler pads the last shard with repeats, which would count some windows twice.)
+            sampler = UnrepeatedDistributedSampler(
+                windows, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
+            )
+        return DataLoader(windows, batch_size=self.val_batch_size, shuffle=False, sampler=sampler,
+                          num_workers=self.num_workers, generator=torch.Generator())  # fmt: skip
 
     # -- resume: the data position is the number of training batches consumed
 

@@ -1,0 +1,72 @@
+"""Scale-out through Lightning's strategies: two "nodes" on this machine, as two machines would run.
+
+Each node is a ``python -m tinyllm fit`` process in its own folder (its own disk), started with the
+environment a launcher gives it: MASTER_ADDR (127.0.0.1 only), MASTER_PORT, NODE_RANK, and
+``--trainer.num_nodes 2 --trainer.devices 1 --trainer.strategy ddp``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.cli import REPO, TINY, best_model_score, describe, env_for_cli, load_ckpt, run_cli
+from tinyllm.core.checkpoint import model_from_checkpoint, read_checkpoint
+from tinyllm.formats.card import example_prompt
+from tinyllm.training.evaluate import measure
+
+TWO_NODES = ["fit", "--config", str(TINY), "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+             "--trainer.num_nodes", "2", "--trainer.strategy", "ddp", "--trainer.precision", "32-true",
+             "--trainer.max_steps", "8", "--trainer.limit_val_batches", "1.0",
+             "--trainer.callbacks+=probes.RecordBatches"]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_node(node: int, port: int, cwd: Path) -> subprocess.Popen[str]:
+    cwd.mkdir(parents=True)
+    env = env_for_cli(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), NODE_RANK=str(node),
+                      PYTHONPATH=str(REPO / "tests" / "helpers"))  # fmt: skip
+    return subprocess.Popen([sys.executable, "-m", "tinyllm", *TWO_NODES], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_two_nodes_on_localhost_draw_different_windows_validate_exactly_and_resume_alone(tmp_path: Path):
+    port = free_port()
+    nodes = [start_node(n, port, tmp_path / f"node{n}") for n in (0, 1)]
+    results = [node.communicate(timeout=300) for node in nodes]
+    for node, (out, err) in zip(nodes, results):
+        assert node.returncode == 0, err[-3000:]
+    assert "GLOBAL_RANK: 1" in results[1][1] and "MEMBER: 2/2" in results[1][1], results[1][1][-3000:]
+
+    # Each rank drew its own windows, none shared.
+    drawn = [json.loads((tmp_path / f"node{n}" / f"batches-rank{n}.json").read_text()) for n in (0, 1)]
+    assert len(drawn[0]) == len(drawn[1]) == 8 and not set(drawn[0]) & set(drawn[1])
+
+    # Global rank 0 writes the run; node 1's disk holds no checkpoint.
+    run = tmp_path / "node0" / "checkpoints/tiny"
+    assert (run / "last.ckpt").is_file()
+    assert not [p for p in (tmp_path / "node1").rglob("*.ckpt")]
+
+    # The val loss the two processes computed together is the single-process value: no window counted twice.
+    path, ckpt = read_checkpoint(run / "best.ckpt")
+    loaded = model_from_checkpoint(path, ckpt, "cpu")
+    single = measure(loaded.model, loaded.tokenizer, None, None, 0.1, example_prompt(loaded.tokenizer), 0, 1, 0)
+    assert best_model_score(load_ckpt(run / "best.ckpt")) == pytest.approx(single.val_loss, abs=1e-6)
+
+    # The checkpoint of the two-node run resumes in one process.
+    alone = run_cli("fit", "--config", TINY, "--trainer.precision", "32-true", "--trainer.max_steps", "12",
+                    "--ckpt_path", "last", cwd=tmp_path / "node0")  # fmt: skip
+    assert alone.returncode == 0, describe(alone)
+    assert "Restoring states from the checkpoint" in alone.stderr
+    assert load_ckpt(run / "last.ckpt")["global_step"] == 12
