@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.helpers.cli import TINY, assert_one_line_error, describe, run_cli
+from tests.helpers.cli import TINY, assert_one_line_error, describe, run_cli, run_main
 from tinyllm.commands.budgets import max_time
 
 
@@ -18,14 +18,19 @@ def test_the_ladder_trains_each_budget_and_writes_the_table(tmp_path: Path):
     reference.write_text(json.dumps({"label": "a reference", "run": "baby", "val_loss": 1.9, "steps": 20,
                                      "tokens": 1000, "wall_s": 9.0, "note": "measured by hand"}))  # fmt: skip
     proc = run_cli("experiment", "budgets", "--config", TINY, "--minutes", "[0.08]", "--reference", reference,
-                   "--set", '["--samples=null", "--early_stopping=null"]', "--out", "res", cwd=tmp_path, timeout=180)  # fmt: skip
+                   "--set", '["--samples=null", "--early_stopping=null"]', "--out", "res",
+                   "--rung_set", '{"0.08": ["--model.arch.dropout=0.1"]}', cwd=tmp_path, timeout=180)  # fmt: skip
     assert proc.returncode == 0, describe(proc)
     (row,) = json.loads((tmp_path / "res/budgets.json").read_text())["rows"]
     assert row["name"] == "budget-0.08min" and row["steps"] > 0 and row["val_loss"] > 0
     assert row["train_s"] <= 0.08 * 60 and row["wall_s"] > row["train_s"]
     assert row["tokens"] == row["steps"] * 8 * 32  # batch 8 x block 32, no accumulation
+    assert row["arch"]["dropout"] == 0.1 and row["options"][-1] == "--model.arch.dropout=0.1"  # the rung's own option
     table = (tmp_path / "res/budgets.md").read_text()
     assert f"| 0.08 min | **{row['val_loss']:.4f}** |" in table and "| baby | 1.9000 |" in table
     # A second ladder in the same folder would mix runs: refused.
     again = run_cli("experiment", "budgets", "--config", TINY, "--minutes", "[0.08]", cwd=tmp_path, timeout=120)
     assert_one_line_error(again, "budget-0.08min")
+    typo = run_main("experiment", "budgets", "--config", TINY, "--minutes", "[1]", "--rung_set", '{"30": []}',
+                    cwd=tmp_path)  # fmt: skip
+    assert_one_line_error(typo, "--rung_set", "30")

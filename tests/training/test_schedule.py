@@ -84,3 +84,16 @@ def test_the_module_follows_whichever_of_steps_and_time_is_further(monkeypatch: 
     assert lit.lr_multiplier(50) == pytest.approx(0.1 + 0.9 * 0.5)
     monkeypatch.setattr(GPTLitModule, "trainer", SimpleNamespace(max_steps=-1), raising=False)
     assert lit.lr_multiplier(50) == pytest.approx(0.55)  # a time-only run
+
+
+def test_scheduler_follows_the_runs_own_shape():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    sched = make_scheduler(opt, warmup_steps=0, max_steps=10, min_ratio=0.1, shape="wsd", decay_fraction=0.3)
+    lrs = []
+    for _ in range(11):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:8] == [1.0] * 8  # stable for the first 70%
+    assert lrs[8:] == pytest.approx([1 - 0.9 / 3, 1 - 1.8 / 3, 0.1])  # then linear down to min_ratio

@@ -156,7 +156,8 @@ def bench_plain_loop(
     """The same training step as the Lightning run, as a plain PyTorch loop: seconds per optimizer step."""
     model = _fresh(lit).model.train()
     optimizer = build_optimizer(model, lit.optimizer_name, lit.lr, lit.weight_decay, lit.betas, lit.muon_lr)
-    scheduler = make_scheduler(optimizer, lit.warmup_steps, warmup + steps, lit.min_lr / lit.lr)
+    scheduler = make_scheduler(optimizer, lit.warmup_steps, warmup + steps, lit.min_lr / lit.lr, lit.schedule,
+                               lit.decay_fraction)  # the run's own schedule, step-defined
     batches = iter(RandomWindows(datamodule.train_tokens, datamodule.block_size, datamodule.batch_size,
                                  datamodule.seed, rank=0))
     times = []

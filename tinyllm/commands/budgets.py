@@ -59,7 +59,7 @@ def run_rung(config: str, minutes: float, extra: list[str]) -> dict[str, Any]:
         "tokens": last["ShakespeareDataModule"]["train_batches_done"] * _tokens_per_batch(run),
         "tokens_per_s": round(statistics.median(speeds), 1) if speeds else None, "wall_s": round(wall, 1),
         "train_s": round(last["callbacks"]["Timer"]["time_elapsed"]["train"], 1),
-        "arch": last["hyper_parameters"]["arch"],
+        "arch": last["hyper_parameters"]["arch"], "options": extra,
     }  # fmt: skip
 
 
@@ -77,13 +77,14 @@ def write_table(rows: list[dict[str, Any]], config: str, reference: dict[str, An
         "Shakespeare). Budget: `--trainer.max_time`, the training time including evaluations and checkpoints; "
         "wall: the whole `python -m tinyllm fit` process, start-up included.",
         "",
-        "| budget | val loss | steps | tokens | tokens/s | wall |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| budget | val loss | steps | tokens | tokens/s | wall | options beyond the config |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         speed = f"{r['tokens_per_s']:,.0f}" if r["tokens_per_s"] else "–"
+        options = " ".join(f"`{o}`" for o in r.get("options", [])) or "–"
         lines.append(f"| {r['budget_min']:g} min | **{r['val_loss']:.4f}** | {r['steps']:,} | {r['tokens'] / 1e6:.2f} M "
-                     f"| {speed} | {r['wall_s']:.0f} s |")  # fmt: skip
+                     f"| {speed} | {r['wall_s']:.0f} s | {options} |")  # fmt: skip
     if reference:
         lines += ["", f"Beside it, measured on the same machine: {reference['label']}", "",
                   "| run | val loss | steps | tokens | wall |", "|---|---:|---:|---:|---:|",
@@ -96,6 +97,7 @@ def budgets(
     config: str = "configs/cpu.yaml",
     minutes: list[float] = [1, 5],
     set: list[str] = [],
+    rung_set: dict[str, list[str]] = {},
     reference: str | None = None,
     out: str = "results",
 ) -> None:
@@ -105,6 +107,7 @@ def budgets(
         config: the config every rung trains (a CPU recipe meant for any max_time).
         minutes: the budgets, in minutes of training time.
         set: more options for every fit, e.g. ["--data.batch_size=16"].
+        rung_set: more options for one rung, by its minutes, e.g. {"30": ["--model.arch.dropout=0.2"]}.
         reference: a JSON file with a row measured elsewhere (label, run, val_loss, steps, tokens, wall_s, note).
         out: where budgets.md and budgets.json go.
     """
@@ -116,7 +119,12 @@ def budgets(
             ref = json.loads(Path(reference).read_text())
         except (OSError, ValueError) as e:
             raise TinyLLMError(f"--reference {reference} is not a readable JSON file ({e})") from None
-    rows = [run_rung(config, m, set) for m in minutes]
+    keys = [f"{m:g}" for m in minutes]
+    unknown = sorted(key for key in rung_set if key not in keys)
+    if unknown:
+        raise TinyLLMError(f"--rung_set names budgets that are not in --minutes: {', '.join(unknown)} "
+                           f"(its keys are the minutes as written here: {', '.join(keys)})")  # fmt: skip
+    rows = [run_rung(config, m, [*set, *rung_set.get(f"{m:g}", [])]) for m in minutes]
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     write_table(rows, config, ref, folder / "budgets.md")

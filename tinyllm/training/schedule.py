@@ -49,9 +49,13 @@ def warmup_cosine(step: int, warmup_steps: int, max_steps: int, min_ratio: float
 
 
 def make_scheduler(
-    optimizer: torch.optim.Optimizer, warmup_steps: int, max_steps: int, min_ratio: float
+    optimizer: torch.optim.Optimizer, warmup_steps: int, max_steps: int, min_ratio: float, shape: Shape = "cosine",
+    decay_fraction: float = 0.2,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup, then cosine decay to ``min_ratio`` of the peak LR, stepped once per optimizer step."""
+    """Linear warmup, then ``shape`` down to ``min_ratio`` of the peak LR over ``max_steps``, stepped once per
+    optimizer step."""
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, warmup_steps, max_steps, min_ratio)
-    )
+        optimizer,
+        lambda step: lr_multiplier(step, warmup_steps, step_progress(step, warmup_steps, max_steps), min_ratio,
+                                   shape, decay_fraction),
+    )  # fmt: skip
