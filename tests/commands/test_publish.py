@@ -30,7 +30,8 @@ def test_publish_dry_run_lists_the_files_with_sizes(exports, tmp_path: Path):
 def _no_login(tmp_path: Path, **extra: str) -> dict[str, str]:
     """An environment with no token anywhere huggingface_hub looks: no $HF_TOKEN, an empty HF_HOME."""
     env = env_for_cli(HF_HOME=str(tmp_path / "hf-home"), **extra)
-    env.pop("HF_TOKEN", None)
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH"):
+        env.pop(name, None)
     return env
 
 

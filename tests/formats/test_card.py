@@ -57,5 +57,6 @@ def test_export_card_front_matter_is_read_by_huggingface_hub(runs, tmp_path: Pat
     assert set(results) == {"loss", "perplexity"}
     assert results["loss"].metric_value == pytest.approx(measured, abs=1e-4)
     assert results["perplexity"].metric_value == pytest.approx(math.exp(measured), rel=1e-3)
-    assert results["loss"].dataset_name == "Tiny Shakespeare" and results["loss"].dataset_split == "validation"
+    assert results["loss"].dataset_name == "Tiny Shakespeare"
+    assert results["loss"].dataset_split == "the last 10% of Tiny Shakespeare"  # what was measured, in words
     assert f"**{measured:.4f}**" in card.text  # the body states the same figure

@@ -20,7 +20,10 @@ from tinyllm.core.checkpoint import model_from_checkpoint, read_checkpoint
 from tinyllm.formats.card import example_prompt
 from tinyllm.training.evaluate import measure
 
-TWO_NODES = ["fit", "--config", str(TINY), "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+# Context 43: 2,593 validation windows, so rank 0 gets 1,297 (163 batches of 8) and rank 1 1,296 (162):
+# uneven shards, as real splits are, and no window counted twice.
+BLOCK = ["--model.arch.block_size", "43"]
+TWO_NODES = ["fit", "--config", str(TINY), *BLOCK, "--trainer.accelerator", "cpu", "--trainer.devices", "1",
              "--trainer.num_nodes", "2", "--trainer.strategy", "ddp", "--trainer.precision", "32-true",
              "--trainer.max_steps", "8", "--trainer.limit_val_batches", "1.0",
              "--trainer.callbacks+=probes.RecordBatches"]  # fmt: skip
@@ -65,7 +68,7 @@ def test_two_nodes_on_localhost_draw_different_windows_validate_exactly_and_resu
     assert best_model_score(load_ckpt(run / "best.ckpt")) == pytest.approx(single.val_loss, abs=1e-6)
 
     # The checkpoint of the two-node run resumes in one process.
-    alone = run_cli("fit", "--config", TINY, "--trainer.precision", "32-true", "--trainer.max_steps", "12",
+    alone = run_cli("fit", "--config", TINY, *BLOCK, "--trainer.precision", "32-true", "--trainer.max_steps", "12",
                     "--ckpt_path", "last", cwd=tmp_path / "node0")  # fmt: skip
     assert alone.returncode == 0, describe(alone)
     assert "Restoring states from the checkpoint" in alone.stderr

@@ -12,7 +12,7 @@ from safetensors import safe_open
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import fmt_bytes
 from tinyllm.formats.card import example_prompt
-from tinyllm.formats.folder import load_source, write_export
+from tinyllm.formats.folder import check_out_dir, load_source, write_export
 from tinyllm.formats.gguf_file import write_gguf
 from tinyllm.formats.hf_layout import GGUF, WEIGHTS, read_export_config
 from tinyllm.training.evaluate import measure as measure_now
@@ -30,7 +30,7 @@ def export(
     measure: bool = True,
     data_path: str | None = None,
 ) -> None:
-    """Write a checkpoint as a shareable folder: model.safetensors, config.json, tokenizer, model card.
+    """Share a checkpoint: a folder that transformers loads (weights, config, tokenizer, model card) or a GGUF file.
 
     Args:
         ckpt_path: a .ckpt file, a run folder holding last.ckpt, or an exported folder to re-export.
@@ -40,7 +40,7 @@ def export(
         dtype: the GGUF's weight matrices in f32 (exact) or f16 (half the size); norms stay f32.
         data: a line describing the training data, for the card.
         verify: check the folder with transformers, if installed.
-        data_dir: gpt2.tiktoken's folder ($TINYLLM_DATA_DIR).
+        data_dir: the data folder: gpt2.tiktoken, and input.txt for the measurement ($TINYLLM_DATA_DIR).
         repo_id: USER/NAME that the card's usage lines load.
         measure: measure the val loss (whole held-out split) and a sample now, for the card and its model-index.
         data_path: the text it was trained on, if not Tiny Shakespeare (for the measurement).
@@ -48,6 +48,9 @@ def export(
     if format == "gguf":
         _export_gguf(ckpt_path, Path(out_dir), dtype, data_dir)
         return
+    if dtype != "f32":
+        raise TinyLLMError("--dtype applies to --format gguf; the Hugging Face folder is float32")
+    check_out_dir(Path(out_dir).expanduser().resolve())  # before the measurement, not after it
     loaded, training = load_source(ckpt_path, data_dir)
     measured = None
     if measure:
@@ -66,19 +69,31 @@ def export(
 
 
 def _export_gguf(ckpt_path: str, out_dir: Path, dtype: str, data_dir: str | None) -> None:
-    target = out_dir.expanduser() / GGUF
+    out_dir = out_dir.expanduser()
+    target = out_dir / GGUF
     if out_dir.exists() and not out_dir.is_dir():
         raise TinyLLMError(f"--out_dir {out_dir} is a file: choose a folder (the GGUF goes in it as {GGUF})")
-    if target.exists() and target.read_bytes()[:4] != b"GGUF":
+    if target.exists() and _magic(target) != b"GGUF":
         raise TinyLLMError(f"{target} exists and is not a GGUF file: choose another --out_dir")
     loaded, _ = load_source(ckpt_path, data_dir)
     source = Path(ckpt_path).expanduser().resolve()
     name = source.name if source.is_dir() else source.parent.name  # the run's (or the export's) folder
-    path = write_gguf(loaded.model, loaded.tokenizer, target, name, dtype, data_dir)
+    try:
+        path = write_gguf(loaded.model, loaded.tokenizer, target, name, dtype, data_dir)
+    except OSError as e:
+        raise TinyLLMError(f"cannot write {target} ({e.strerror}): choose another --out_dir") from None
     print(f"exported {loaded.model.num_parameters():,} parameters to {path} ({fmt_bytes(path.stat().st_size)}, "
           f"GGUF {dtype}, llama architecture)")  # fmt: skip
-    prompt = "ROMEO:"
-    print(f'next: llama-cli -m {path} -p "{prompt}" -n 200 --temp 0.8   (llama.cpp)')
+    print(f'next: llama-cli -m {path} -p "{example_prompt(loaded.tokenizer)}" -n 200 --temp 0.8   (llama.cpp)')
+
+
+def _magic(path: Path) -> bytes:
+    """The first 4 bytes of ``path`` (b"" for a folder or an unreadable file)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4)
+    except OSError:
+        return b""
 
 
 def _count_params(folder: Path) -> int:

@@ -8,6 +8,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from tinyllm.errors import TinyLLMError
+
 OptimizerName = Literal["adamw", "muon"]
 
 
@@ -17,7 +19,8 @@ def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     * ``hidden``: the weight matrices inside the blocks (q/k/v/o, gate/up/down projections).
       Muon orthogonalises their updates; it is defined for matrices that map one hidden
       space to another, not for lookup tables.
-    * ``embedding``: token/position embeddings and the output head, tables indexed by token.
+    * ``embedding``: token/position embeddings (tables indexed by token or position) and the
+      output head (one row per token): Muon's equal-rate update does not suit them.
     * ``no_decay``: norm gains and biases (1-D); weight decay would pull a gain towards 0
       and shrink the very signal it exists to scale.
     """
@@ -44,6 +47,11 @@ def build_optimizer(
 
     Groups are named, so the learning-rate monitor and the tests can tell them apart.
     """
+    if name not in ("adamw", "muon"):
+        raise TinyLLMError(f"unknown optimizer {name!r}: use adamw or muon")
+    if name == "muon" and not hasattr(torch.optim, "Muon"):
+        raise TinyLLMError(f"torch {torch.__version__} has no torch.optim.Muon (it came in torch 2.9): upgrade torch, "
+                           "or use --model.optimizer adamw")  # fmt: skip
     groups = parameter_groups(model)
     decayed = {"weight_decay": weight_decay}
     if name == "adamw":
@@ -99,6 +107,9 @@ class MuonWithAdamW(torch.optim.Optimizer):
         return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if set(state_dict) != {"muon", "adamw"}:
+            raise TinyLLMError("the checkpoint's optimizer state is not Muon + AdamW: resume with the optimizer "
+                               "it was trained with (--model.optimizer)")  # fmt: skip
         self.muon.load_state_dict(state_dict["muon"])
         self.adamw.load_state_dict(state_dict["adamw"])
         self.param_groups = self.muon.param_groups + self.adamw.param_groups  # loading made new group dicts

@@ -28,7 +28,8 @@ from tinyllm.formats.hf_layout import HF_EXTRA, WEIGHTS
 
 TINY_SHAKESPEARE_HUB = "karpathy/tiny_shakespeare"
 LICENSE = "mit"  # the project's; the weights are trained from scratch on public-domain text
-TRAINING_HPARAMS = ("lr", "min_lr", "warmup_steps", "weight_decay", "betas")
+TRAINING_HPARAMS = ("optimizer", "lr", "muon_lr", "min_lr", "warmup_steps", "weight_decay", "betas", "schedule",
+                    "decay_fraction")
 
 
 @dataclass
@@ -109,8 +110,8 @@ def _front_matter(name: str, model: GPT, tokenizer: Tokenizer, measured: Measure
             "character-level" if tokenizer.name == "char" else "gpt2-bpe"]  # fmt: skip
     results = None
     if measured is not None:
-        on = {"task_type": "text-generation", "dataset_type": measured.hub_dataset or measured.corpus,
-              "dataset_name": measured.corpus, "dataset_split": "validation"}  # fmt: skip
+        on = {"task_type": "text-generation", "dataset_type": measured.hub_dataset or "text",
+              "dataset_name": measured.corpus, "dataset_split": measured.split}  # fmt: skip
         unit = "nats per character" if tokenizer.name == "char" else "nats per token"
         results = [
             EvalResult(**on, metric_type="loss", metric_value=round(measured.val_loss, 4),
@@ -205,11 +206,19 @@ def _training_section(model: GPT, training: dict[str, Any], data: str | None, ex
         "| --- | --- |",
         f"| optimizer steps | {step if step is not None else 'not recorded'} |",
         f"| validation loss | {_val_loss_text(training, measured)} |",
-        f"| optimizer | AdamW: {recipe} (warmup, then cosine decay to min_lr) |",
+        f"| optimizer | {_optimizer_text(training)}: {recipe} |",
         f"| data | {data_line} |",
         f"| dropout in training | {model.config.dropout:g} |",
         "",
     ]
+
+
+def _optimizer_text(training: dict[str, Any]) -> str:
+    hp = training.get("hyperparameters", {})
+    optimizer = "Muon (block matrices) + AdamW (embeddings, gains)" if hp.get("optimizer") == "muon" else "AdamW"
+    schedule = ("warmup, constant, then a linear decay to min_lr" if hp.get("schedule") == "wsd"
+                else "warmup, then cosine decay to min_lr")  # fmt: skip
+    return f"{optimizer}, {schedule}"
 
 
 def _tokenizer_text(tokenizer: Tokenizer, export: ExportFacts | None) -> str:

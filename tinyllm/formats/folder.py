@@ -149,7 +149,7 @@ def load_source(ckpt_path: str | Path, data_dir: str | Path | None) -> tuple[Loa
     return model_from_checkpoint(p, ckpt, "cpu", data_dir), training_info(p, ckpt)
 
 
-def _prepare_out_dir(out: Path) -> None:
+def check_out_dir(out: Path) -> None:
     """Refuse to write over anything but an earlier export holding only export's own files."""
     if out.exists() and not out.is_dir():
         raise TinyLLMError(f"--out_dir {out} is a file: choose a folder")
@@ -186,7 +186,7 @@ def write_export(
     transformers, when installed, and refuses to finish if it disagrees.
     """
     out = Path(out_dir).expanduser().resolve()
-    _prepare_out_dir(out)
+    check_out_dir(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     training = dict(training or {})
     config = model.config

@@ -35,7 +35,7 @@ from tinyllm.errors import TinyLLMError
 from tinyllm.files import gpt2_ranks_path, umask
 from tinyllm.formats.hf_tokenizer import byte_level_text, gpt2_vocab_and_merges
 
-GGUF_EXTRA = "pip install gguf"
+GGUF_EXTRA = "pip install -e '.[gguf]' (or: pip install gguf)"
 NUL = byte_level_text(b"\x00")
 
 # tinyllm's parameter names -> llama.cpp's (per block: blk.N.<name>)

@@ -80,6 +80,13 @@ class GPTLitModule(L.LightningModule):
         if compile:
             self.model.compile()  # in place: parameter names (and checkpoints) stay the same
 
+    def setup(self, stage: str) -> None:
+        # Sum the val loss in float64 where the device has it (Apple's MPS does not): float32 sums of a
+        # hundred batches round differently in another order, and several processes add in another order
+        # than one; in float64 their val loss is the single-process value to 1e-6.
+        if self.trainer is not None and self.trainer.strategy.root_device.type != "mps":
+            self.val_loss.set_dtype(torch.float64)
+
     def forward(self, idx: Tensor) -> Tensor:
         return self.model(idx)
 
@@ -104,7 +111,7 @@ class GPTLitModule(L.LightningModule):
         self.val_loss.update(self._loss(batch), weight=batch[1].numel())
 
     def on_validation_epoch_end(self) -> None:
-        loss = self.val_loss.compute()  # token-weighted mean, synced across processes
+        loss = self.val_loss.compute().float()  # token-weighted mean, synced across processes
         self.val_loss.reset()
         self.log("val_loss", loss, prog_bar=True, sync_dist=False)
         self.log("val_ppl", torch.exp(loss))  # perplexity = e^(mean cross-entropy)
