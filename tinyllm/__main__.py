@@ -29,6 +29,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
     "publish": "tinyllm.commands.publish:publish",
     "card": "tinyllm.commands.card:card",
     "plot": "tinyllm.commands.plot:plot",
+    "inspect": "tinyllm.commands.inspect_model:inspect",
     "experiment": {"swaps": "tinyllm.commands.experiment:swaps", "budgets": "tinyllm.commands.budgets:budgets"},
 }
 LIGHTNING_COMMANDS = ("fit", "validate")  # LightningCLI parses their options

@@ -194,6 +194,8 @@ class CausalSelfAttention(nn.Module):
         self.o_proj = nn.Linear(c, c, bias=config.bias)
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
+        self.record = False  # set by tinyllm.core.insides.recording_attention: keep the weights in .recorded
+        self.recorded: Tensor | None = None
 
     def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None = None, cache: KVCache | None = None) -> Tensor:
         """``rope`` is the (cos, sin) pair of the tokens' positions, or None without RoPE."""
@@ -213,16 +215,22 @@ class CausalSelfAttention(nn.Module):
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         t, s = q.size(2), k.size(2)
-        if self.kernel == "sdpa":
+        if self.kernel == "sdpa" and not self.record:
             p = self.dropout if self.training else 0.0
             if t == s:  # no cache, or prefill into an empty one: plain lower triangle
                 return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
             mask = None if t == 1 else causal_mask(t, s, q.device)  # one new token sees everything
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))  # (B, H, T, S)
-        att = att.masked_fill(~causal_mask(t, s, q.device), float("-inf"))
-        att = self.attn_dropout(F.softmax(att, dim=-1))
-        return att @ v  # (B, H, T, D)
+        att = self.weights(q, k)
+        if self.record:  # inspection asked to see them (tinyllm.core.insides); SDPA never forms them
+            self.recorded = att.detach()
+        return self.attn_dropout(att) @ v  # (B, H, T, D)
+
+    def weights(self, q: Tensor, k: Tensor) -> Tensor:
+        """softmax(Q Kᵀ / sqrt(D) + M), (B, H, T, S): row i is how much query i attends to each key."""
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
+        att = att.masked_fill(~causal_mask(q.size(2), k.size(2), q.device), float("-inf"))
+        return F.softmax(att, dim=-1)
 
 
 # ----------------------------------------------------------------------------- MLPs

@@ -23,8 +23,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint, Timer, TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from tinyllm.compat import evaluation_follows_batch, save_last_checkpoint
+from tinyllm.core.figures import attention_grid, token_labels
 from tinyllm.core.generate import check_sampling, generate
-from tinyllm.core.tokenizers import tokenizer_from_state
+from tinyllm.core.insides import attention_maps, evaluating
+from tinyllm.core.model import GPT
+from tinyllm.core.tokenizers import Tokenizer, tokenizer_from_state
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import atomic_write_bytes
 
@@ -280,6 +283,11 @@ def _to_tuples(x: Any) -> Any:
     return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
 
 
+def tokenizer_of_run(trainer: L.Trainer, pl_module: L.LightningModule) -> Tokenizer:
+    """The tokenizer the run trains with (from the module's hyperparameters)."""
+    return tokenizer_from_state(pl_module.hparams["tokenizer"], getattr(trainer.datamodule, "data_dir", None))
+
+
 class GenerationSamples(L.Callback):
     """Every ``every_n_evals`` evaluations, generate from ``prompt`` with the KV cache and log the text.
 
@@ -312,7 +320,7 @@ class GenerationSamples(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Tokenize the prompt once, now: a character the vocabulary lacks fails at start-up, not at step 500.
-        self._tokenizer = tokenizer_from_state(pl_module.hparams["tokenizer"], getattr(trainer.datamodule, "data_dir", None))
+        self._tokenizer = tokenizer_of_run(trainer, pl_module)
         self._prompt_ids = self._tokenizer.encode(self.prompt)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -328,14 +336,39 @@ class GenerationSamples(L.Callback):
             # Indented four spaces: TensorBoard renders Markdown, and this keeps line breaks.
             experiment.add_text("sample", "    " + text.replace("\n", "\n    "), trainer.global_step)
 
-    def sample(self, model: torch.nn.Module) -> str:
-        was_training = model.training
-        model.eval()
-        try:
+    def sample(self, model: GPT) -> str:
+        with evaluating(model):
             g = generate(
                 model, self._prompt_ids, self.max_new_tokens, decode=self._tokenizer.decode,
                 temperature=self.temperature, top_k=self.top_k, seed=self.seed, kv_cache=True,
             )
-        finally:
-            model.train(was_training)
         return self.prompt + g.texts[0]
+
+
+class AttentionImages(L.Callback):
+    """At each evaluation, the attention grid (layers × heads) over a fixed prompt, in TensorBoard's Images tab.
+
+    Off by default; ``--attention_images AttentionImages`` (or ``attention_images: AttentionImages`` in a
+    config) switches it on. Watching it step by step shows the heads form. It looks under ``no_grad`` in eval mode, draws no random
+    numbers and restores the model's mode, so a run with it ends with exactly the weights of a run without it.
+    """
+
+    def __init__(self, prompt: str = "ROMEO:\nBut soft, what light through yonder window breaks?") -> None:
+        if not prompt:
+            raise TinyLLMError("AttentionImages needs a prompt")
+        self.prompt = prompt
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        tokenizer = tokenizer_of_run(trainer, pl_module)
+        self._ids = tokenizer.encode(self.prompt)[: pl_module.model.config.block_size]
+        self._labels = token_labels([tokenizer.decode([i]) for i in self._ids])
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        experiment = getattr(trainer.logger, "experiment", None)
+        if trainer.sanity_checking or trainer.state.fn != "fit" or not trainer.is_global_zero:
+            return
+        if not hasattr(experiment, "add_figure"):  # a logger without images (or none)
+            return
+        maps = attention_maps(pl_module.model, self._ids)
+        fig = attention_grid(maps, self._labels, title=f"attention at step {trainer.global_step}")
+        experiment.add_figure("attention", fig, trainer.global_step, close=False)

@@ -24,6 +24,7 @@ YAML can drop it by accident:
 
 from __future__ import annotations
 
+import inspect
 import shutil
 import sys
 import warnings
@@ -42,19 +43,21 @@ from tinyllm.core.checkpoint import read_checkpoint
 from tinyllm.core.config import GPTConfig
 from tinyllm.errors import TinyLLMError, one_line
 from tinyllm.training.callbacks import (
-    AtomicCheckpointIO, GenerationSamples, ResumeCheckpoint, RNGState, StepProgressBar, TimeBudget, TokenThroughput,
+    AtomicCheckpointIO, AttentionImages, GenerationSamples, ResumeCheckpoint, RNGState, StepProgressBar, TimeBudget,
+    TokenThroughput,
 )  # fmt: skip
 from tinyllm.training.data import ShakespeareDataModule
 from tinyllm.training.module import GPTLitModule
 from tinyllm.training.precision import choose_precision, probe_key, training_step_probe
 
 # The optional callbacks: config key -> (class, default arguments). `null` in a config switches one off.
-OPTIONAL_CALLBACKS: dict[str, tuple[type[Callback], dict[str, Any]]] = {
+OPTIONAL_CALLBACKS: dict[str, tuple[type[Callback], dict[str, Any] | None]] = {
     "early_stopping": (EarlyStopping, {"monitor": "val_loss", "mode": "min", "patience": 3}),
     "lr_monitor": (LearningRateMonitor, {"logging_interval": "step"}),
     "throughput": (TokenThroughput, {}),
     "progress_bar": (StepProgressBar, {}),
     "samples": (GenerationSamples, {"prompt": "ROMEO:", "max_new_tokens": 200}),
+    "attention_images": (AttentionImages, None),  # None: off unless switched on
 }
 TRAINER_DEFAULTS = {
     "trainer.max_epochs": -1,  # training draws endless random windows: the length is max_steps, not epochs
@@ -111,8 +114,9 @@ class TinyLLMCLI(LightningCLI):
         parser.add_argument("--save_every_n_steps", type=Optional[PositiveInt], default=None,
                             help="last.ckpt every N optimizer steps (default: at every evaluation)")  # fmt: skip
         for key, (cls, init) in OPTIONAL_CALLBACKS.items():
-            parser.add_argument(f"--{key}", type=Optional[cls], default=lazy_instance(cls, **init),
-                                help=f"{cls.__name__} (optional: null switches it off)")  # fmt: skip
+            default = None if init is None else lazy_instance(cls, **init)
+            state = "off by default: give it to switch it on" if init is None else "null switches it off"
+            parser.add_argument(f"--{key}", type=Optional[cls], default=default, help=f"{cls.__name__} ({state})")
         # The model's context decides the data windows; the data decides the vocabulary
         # and tokenizer. Linked, so nothing is typed twice or can disagree.
         parser.link_arguments("model.arch.block_size", "data.block_size")
@@ -218,8 +222,12 @@ def check_ckpt_path(cfg: Any, subcommand: str) -> int | None:
     saved = ckpt["hyper_parameters"]
     ours = cfg.model.as_dict()
     ours["arch"] = {k: v for k, v in ours["arch"].items() if k != "vocab_size"}  # known once the data is read
-    theirs = {**saved, "arch": {k: v for k, v in saved["arch"].items() if k != "vocab_size"}}
-    differ = [k for k in CHECKPOINT_MODEL_KEYS if k in theirs and _plain(ours.get(k)) != _plain(theirs.get(k))]
+    # A key older checkpoints lack had its default then (session 4 added the optimizer, for one).
+    defaults = {k: p.default for k, p in inspect.signature(GPTLitModule.__init__).parameters.items()}
+    theirs = {**defaults, **saved, "arch": {k: v for k, v in saved["arch"].items() if k != "vocab_size"}}
+    differ = [k for k in CHECKPOINT_MODEL_KEYS if _plain(ours.get(k)) != _plain(theirs.get(k))]
+    if ours.get("optimizer") == theirs.get("optimizer") == "adamw":
+        differ = [k for k in differ if k != "muon_lr"]  # unused by AdamW runs
     kind = (saved.get("tokenizer") or {}).get("kind")
     if subcommand == "fit":
         if kind is not None and kind != cfg.data.tokenizer:
