@@ -65,6 +65,7 @@ def test_a_scheduler_on_the_pair_scales_both_inner_optimizers_even_after_loading
     assert isinstance(opt, MuonWithAdamW)
     opt.load_state_dict(opt.state_dict())  # loading replaces the inner group dicts
     scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5)
+    opt.step()  # no gradients yet: moves nothing, but keeps the usual order (step, then schedule)
     scheduler.step()
     assert opt.muon.param_groups[0]["lr"] == 0.01 and opt.adamw.param_groups[0]["lr"] == 5e-4
 
