@@ -22,7 +22,7 @@ def measure(model: GPT, tokenizer: Tokenizer, data_path: str | None, data_dir: s
                                  block_size=model.config.block_size, batch_size=32, val_fraction=val_fraction)
     if data.tokenizer_state != tokenizer.state():
         raise TinyLLMError("the checkpoint's tokenizer differs from the data's: pass --data_path, the text file it "
-                           "was trained on")  # fmt: skip
+                           "was trained on (export can also skip the measurement: --measure false)")  # fmt: skip
     lit = GPTLitModule(arch=model.config, tokenizer=tokenizer.state())
     lit.model.load_state_dict(model.state_dict())
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
