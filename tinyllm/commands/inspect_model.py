@@ -14,7 +14,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from tinyllm.core.figures import attention_grid, cache_figure, logit_lens_figure, rope_figure, token_labels
+from tinyllm.core.figures import attention_grid, cache_figure, labels_of, logit_lens_figure, rope_figure
 from tinyllm.core.insides import attention_maps, cache_cost, logit_lens, rope_curves
 from tinyllm.core.model import GPT
 from tinyllm.core.tokenizers import Tokenizer
@@ -22,10 +22,6 @@ from tinyllm.errors import TinyLLMError
 from tinyllm.formats.load import load_model
 
 DEFAULT_PROMPT = "ROMEO:\nBut soft, what light through yonder window breaks?\nJULIET:\nAy me"
-
-
-def _pieces(tokenizer: Tokenizer, ids: list[int]) -> list[str]:
-    return [tokenizer.decode([i]) for i in ids]
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -42,7 +38,7 @@ def inspect_pictures(model: GPT, tokenizer: Tokenizer, prompt: str, out: Path, n
         raise TinyLLMError(f"the prompt is {len(ids)} tokens, more than the model's context of "
                            f"{model.config.block_size}: shorten it")  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
-    labels = token_labels(_pieces(tokenizer, ids))
+    labels = labels_of(tokenizer, ids)
     lens = logit_lens(model, ids)
     top = [[tokenizer.decode([int(i)]) for i in layer.argmax(-1)[:-1]] for layer in lens.probs]
     written = [

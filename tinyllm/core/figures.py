@@ -12,11 +12,17 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from tinyllm.core.insides import CacheCost, LogitLens, RopeCurves
+from tinyllm.core.tokenizers import Tokenizer
 
 
 def token_labels(pieces: list[str]) -> list[str]:
     """Tokens as axis labels: whitespace made visible (⏎ for a newline, ␣ for a space)."""
     return [p.replace("\n", "⏎").replace(" ", "␣") or "∅" for p in pieces]
+
+
+def labels_of(tokenizer: Tokenizer, ids: list[int]) -> list[str]:
+    """Axis labels for token ``ids``: each token decoded on its own, whitespace made visible."""
+    return token_labels([tokenizer.decode([int(i)]) for i in ids])
 
 
 def attention_grid(maps: Tensor, labels: list[str], title: str = "") -> Figure:

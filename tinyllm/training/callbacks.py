@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, Timer, TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from tinyllm.compat import evaluation_follows_batch, save_last_checkpoint
-from tinyllm.core.figures import attention_grid, token_labels
+from tinyllm.core.figures import attention_grid, labels_of
 from tinyllm.core.generate import check_sampling, generate
 from tinyllm.core.insides import attention_maps, evaluating
 from tinyllm.core.model import GPT
@@ -361,7 +361,7 @@ class AttentionImages(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         tokenizer = tokenizer_of_run(trainer, pl_module)
         self._ids = tokenizer.encode(self.prompt)[: pl_module.model.config.block_size]
-        self._labels = token_labels([tokenizer.decode([i]) for i in self._ids])
+        self._labels = labels_of(tokenizer, self._ids)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         experiment = getattr(trainer.logger, "experiment", None)
