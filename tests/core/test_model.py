@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from tests.helpers.models import PRESET_NAMES, TINY
 from tinyllm.core.config import GPTConfig
-from tinyllm.core.model import GPT, LayerNorm, RMSNorm, RotaryEmbedding
+from tinyllm.core.model import GPT, Dropout, LayerNorm, RMSNorm, RotaryEmbedding
 from tinyllm.errors import TinyLLMError
 
 
@@ -375,3 +375,39 @@ def test_flops_per_token_counts_matmuls_and_attention():
     # The learned position table is a lookup, not a matmul: it is left out.
     modern, vanilla = GPT(GPTConfig.preset("modern")), GPT(GPTConfig.preset("vanilla"))
     assert vanilla.embed_positions is not None and modern.embed_positions is None
+
+
+def test_dropout_zeroes_a_share_p_and_scales_the_rest():
+    torch.manual_seed(0)
+    drop, x = Dropout(0.3).train(), torch.randn(400_000, requires_grad=True)
+    y = drop(x)
+    kept = y != 0
+    assert abs(1 - kept.float().mean().item() - 0.3) < 0.005
+    torch.testing.assert_close(y[kept], x[kept] / 0.7)
+    y.sum().backward()  # the gradient flows through the kept elements only, scaled alike
+    torch.testing.assert_close(x.grad, kept.float() / 0.7)
+    assert drop.eval()(x) is x and Dropout(0.0).train()(x) is x
+
+
+def test_bf16_on_cpu_attends_with_the_formula_and_fp32_with_the_fused_kernel(monkeypatch):
+    """torch's fused CPU kernel is slow in bf16 (fused_attention_is_slow): bf16 autocast takes the formula."""
+    calls = []
+    fused = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or fused(*a, **k))
+    model, x = tiny_model(attention="sdpa").eval(), random_tokens(2, 16)
+    with torch.no_grad():
+        reference = model(x)
+        assert len(calls) == model.config.n_layer
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model(x)
+    assert len(calls) == model.config.n_layer  # no fused call under bf16
+    torch.testing.assert_close(mixed.float(), reference, atol=0.1, rtol=0.05)
+
+
+def test_rope_rotates_in_the_dtype_of_its_input():
+    rope = RotaryEmbedding(8, 16)
+    x = torch.randn(1, 2, 16, 8)
+    cos, sin = rope.angles(torch.arange(16), torch.float32)
+    rotated = RotaryEmbedding.rotate(x.bfloat16(), cos, sin)
+    assert rotated.dtype == torch.bfloat16
+    torch.testing.assert_close(rotated.float(), RotaryEmbedding.rotate(x, cos, sin), atol=0.05, rtol=0.02)

@@ -136,6 +136,7 @@ def test_the_probe_times_real_training_steps():
     seconds = training_step_probe(cfg, batch_size=2, steps=2, warmup=1)("32-true")
     assert 0 < seconds < 10
     assert probe_key(cfg, 2) != probe_key(cfg, 4) and "1x2x16" in probe_key(cfg, 2)
+    assert probe_key(cfg, 2) != probe_key(GPTConfig(**{**cfg.to_dict(), "dropout": 0.1}), 2)  # dropout costs time
 
 
 def test_the_probe_leaves_the_global_rng_untouched():

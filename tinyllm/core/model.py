@@ -26,6 +26,30 @@ from torch import Tensor, nn
 from tinyllm.core.config import GPTConfig
 from tinyllm.errors import TinyLLMError
 
+# ----------------------------------------------------------------------------- dropout
+
+
+class Dropout(nn.Module):
+    """Dropout (Srivastava et al., 2014, JMLR 15): in training, zero each element with probability p.
+
+        y = x · keep / (1 - p),  keep ~ Bernoulli(1 - p)
+
+    The same function as ``nn.Dropout``, but the mask is drawn with ``torch.rand``:
+    on a CPU, ``nn.Dropout``'s ``bernoulli_`` made attention-weight dropout the
+    slowest op of a 6×384 step, and this is 2.4× faster, backward included (DEVLOG.md, session 5).
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.rand(x.shape, device=x.device) >= self.p
+        return x * (keep * (1.0 / (1.0 - self.p))).to(x.dtype)
+
+
 # ----------------------------------------------------------------------------- norms
 
 
@@ -114,7 +138,9 @@ class RotaryEmbedding(nn.Module):
 
     @staticmethod
     def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-        """Rotate ``x`` (B, H, T, D) by the angles behind ``cos``/``sin``."""
+        """Rotate ``x`` (B, H, T, D) by the angles behind ``cos``/``sin``, in x's dtype."""
+        # Under bf16 autocast x is bf16: fp32 tables would promote q and k to fp32, and the matmuls cast them back.
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         x1, x2 = x.chunk(2, dim=-1)
         rotated = torch.cat([-x2, x1], dim=-1)
         return x * cos + rotated * sin
@@ -171,6 +197,19 @@ def causal_mask(t: int, s: int, device: torch.device) -> Tensor:
     return torch.ones(t, s, dtype=torch.bool, device=device).tril(diagonal=s - t)
 
 
+def fused_attention_is_slow(q: Tensor) -> bool:
+    """True in bf16 on a CPU, where the formula's two matmuls beat torch's fused kernel.
+
+    torch 2.13's fused CPU kernel computes its backward slowly in bf16: forward and
+    backward took 3.9x the formula's time at 4x128 (T 128, D 32) and 2x at 6x384
+    (T 256, D 64), while in fp32 the fused kernel wins (DEVLOG.md, session 5).
+    """
+    if q.device.type != "cpu":
+        return False
+    autocast_bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    return q.dtype == torch.bfloat16 or autocast_bf16  # under autocast, RoPE's fp32 tables made q fp32
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention (Vaswani et al., 2017, arXiv:1706.03762).
 
@@ -179,7 +218,8 @@ class CausalSelfAttention(nn.Module):
     All H heads run in one batched matmul over a (B, H, T, D) tensor. The
     ``manual`` kernel writes the formula out; ``sdpa`` calls torch's fused
     ``scaled_dot_product_attention`` (flash / memory-efficient kernels), which
-    computes the same thing faster and without materialising the T×S matrix.
+    computes the same thing faster and without materialising the T×S matrix,
+    except in bf16 on a CPU (see :func:`fused_attention_is_slow`).
     """
 
     def __init__(self, config: GPTConfig, layer_idx: int) -> None:
@@ -192,8 +232,8 @@ class CausalSelfAttention(nn.Module):
         self.k_proj = nn.Linear(c, c, bias=config.bias)
         self.v_proj = nn.Linear(c, c, bias=config.bias)
         self.o_proj = nn.Linear(c, c, bias=config.bias)
-        self.attn_dropout = nn.Dropout(config.dropout)
-        self.resid_dropout = nn.Dropout(config.dropout)
+        self.attn_dropout = Dropout(config.dropout)
+        self.resid_dropout = Dropout(config.dropout)
         self.record = False  # set by tinyllm.core.insides.recording_attention: keep the weights in .recorded
         self.recorded: Tensor | None = None
 
@@ -215,7 +255,7 @@ class CausalSelfAttention(nn.Module):
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         t, s = q.size(2), k.size(2)
-        if self.kernel == "sdpa" and not self.record:
+        if self.kernel == "sdpa" and not self.record and not fused_attention_is_slow(q):
             p = self.dropout if self.training else 0.0
             if t == s:  # no cache, or prefill into an empty one: plain lower triangle
                 return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
@@ -228,7 +268,8 @@ class CausalSelfAttention(nn.Module):
 
     def weights(self, q: Tensor, k: Tensor) -> Tensor:
         """softmax(Q Kᵀ / sqrt(D) + M), (B, H, T, S): row i is how much query i attends to each key."""
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
+        # Scaling q (T×D) rather than the scores (T×S) is the same product with fewer multiplies.
+        att = (q * (1.0 / math.sqrt(self.head_dim))) @ k.transpose(-2, -1)
         att = att.masked_fill(~causal_mask(q.size(2), k.size(2), q.device), float("-inf"))
         return F.softmax(att, dim=-1)
 
@@ -249,7 +290,7 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(config.n_embd, config.hidden_dim, bias=config.bias)
         self.down_proj = nn.Linear(config.hidden_dim, config.n_embd, bias=config.bias)
         self.act = nn.ReLU() if config.mlp == "relu" else nn.GELU(approximate="tanh")
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.dropout(self.down_proj(self.act(self.up_proj(x))))
@@ -269,7 +310,7 @@ class SwiGLU(nn.Module):
         self.gate_proj = nn.Linear(config.n_embd, config.hidden_dim, bias=config.bias)
         self.up_proj = nn.Linear(config.n_embd, config.hidden_dim, bias=config.bias)
         self.down_proj = nn.Linear(config.hidden_dim, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.dropout(self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x)))
@@ -317,7 +358,7 @@ class GPT(nn.Module):
             if config.pos_emb == "rope"
             else None
         )
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.layers = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.norm = make_norm(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)

@@ -121,11 +121,17 @@ def _read_cache(path: Path) -> dict:
     return known if isinstance(known, dict) else {}
 
 
+# Bump when the model's kernels change what a step costs, so cached answers are measured again
+# (2: bf16 attention by the formula, faster dropout; session 5).
+PROBE_VERSION = 2
+
+
 def probe_key(config: GPTConfig, batch_size: int) -> str:
-    """What the probe's answer depends on: the machine, torch, threads, the model's shape and the batch."""
+    """What the probe's answer depends on: the machine, torch, threads, the model (shape, dropout), the batch."""
     c = config
     shape = f"{c.n_layer}x{c.n_head}x{c.n_embd} T{c.block_size} V{c.vocab_size} {c.norm}/{c.mlp}/{c.pos_emb}/{c.attention}"
-    return f"{cpu_name()} | torch {torch.__version__} | {torch.get_num_threads()} threads | {shape} | batch {batch_size}"
+    return (f"{cpu_name()} | torch {torch.__version__} | {torch.get_num_threads()} threads | {shape} "
+            f"dropout {c.dropout} | batch {batch_size} | probe {PROBE_VERSION}")  # fmt: skip
 
 
 def training_step_probe(config: GPTConfig, batch_size: int, steps: int = 3, warmup: int = 2) -> Probe:
