@@ -5,6 +5,8 @@
 Five models differ in their architecture switches only: vanilla (LayerNorm,
 ReLU MLP, learned positions, biases), vanilla with exactly one swap
 (+rmsnorm, +swiglu, +rope), and modern (all three, bias-free like LLaMA).
+A sixth run, modern+muon, swaps the optimizer instead: Muon (Jordan et al.,
+2024) for the hidden weight matrices, AdamW for the rest.
 Every run of one seed draws the same training batches in the same order (batch
 k is a function of the seed and k), starts from the same seed, and follows the
 same steps and learning-rate schedule; every evaluation covers the whole
@@ -33,8 +35,10 @@ from tinyllm.core.config import PRESETS
 from tinyllm.errors import TinyLLMError
 from tinyllm.training.cli import RunFolders, build_cli
 
-VARIANTS = ("vanilla", "vanilla+rmsnorm", "vanilla+swiglu", "vanilla+rope", "modern")
-SWITCHES = ("norm", "mlp", "pos_emb", "bias")  # what a variant changes; everything else is the experiment's
+VARIANTS = ("vanilla", "vanilla+rmsnorm", "vanilla+swiglu", "vanilla+rope", "modern", "modern+muon")
+SWITCHES = ("norm", "mlp", "pos_emb", "bias")  # what an architecture variant changes; everything else is the experiment's
+# Swap 5 changes the optimizer, not the architecture: variant -> (architecture preset, model options).
+OPTIMIZER_SWAPS = {"modern+muon": ("modern", {"optimizer": "muon", "muon_lr": 0.02})}
 
 
 @dataclass(frozen=True)
@@ -79,13 +83,14 @@ def run_config(experiment: str, variant: str, seed: int) -> dict[str, Any]:
     Checkpoints, logging and exact resume are the CLI's, as for any run. Early
     stopping and samples are off: every variant runs the same number of steps.
     """
-    spec, switches = EXPERIMENTS[experiment], PRESETS[variant]
+    preset, optimizer = OPTIMIZER_SWAPS.get(variant, (variant, {}))
+    spec, switches = EXPERIMENTS[experiment], PRESETS[preset]
     arch = {"block_size": spec.block_size, "n_layer": spec.n_layer, "n_head": spec.n_head, "n_embd": spec.n_embd,
             "dropout": spec.dropout, **{k: getattr(switches, k) for k in SWITCHES}}  # fmt: skip
     return {
         "name": run_path(experiment, variant, seed),
         "seed_everything": seed,
-        "model": {"arch": arch, "lr": spec.lr, "min_lr": spec.min_lr, "warmup_steps": spec.warmup_steps},
+        "model": {"arch": arch, "lr": spec.lr, "min_lr": spec.min_lr, "warmup_steps": spec.warmup_steps, **optimizer},
         "data": {"batch_size": spec.batch_size, "seed": seed},
         "trainer": {"max_steps": spec.max_steps, "val_check_interval": spec.eval_every, "gradient_clip_val": 1.0,
                     "log_every_n_steps": min(10, spec.eval_every)},
@@ -237,12 +242,12 @@ def swaps(
     variants: list[str] = list(VARIANTS),
     out: str = "results",
 ) -> None:
-    """The GPT-2 -> LLaMA swaps as one experiment: vanilla, each single swap, and modern, paired by seed.
+    """The GPT-2 -> LLaMA swaps as one experiment: vanilla, each single swap, modern and modern+muon, paired by seed.
 
     Args:
         preset: the training every variant gets: original (6x384, a GPU job), cpu (4x128, minutes) or smoke.
         seeds: one run per variant and seed, e.g. [1, 2, 3].
-        variants: which of vanilla, vanilla+rmsnorm, vanilla+swiglu, vanilla+rope, modern.
+        variants: which of vanilla, vanilla+rmsnorm, vanilla+swiglu, vanilla+rope, modern, modern+muon.
         out: where swaps.md, swaps.png and swaps.json go.
     """
     if preset not in EXPERIMENTS:
