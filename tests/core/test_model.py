@@ -394,7 +394,7 @@ def test_bf16_on_cpu_attends_with_the_formula_and_fp32_with_the_fused_kernel(mon
     calls = []
     fused = F.scaled_dot_product_attention
     monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or fused(*a, **k))
-    model, x = tiny_model(attention="sdpa").eval(), random_tokens(2, 16)
+    model, x = tiny_model(attention="sdpa"), random_tokens(2, 16)
     with torch.no_grad():
         reference = model(x)
         assert len(calls) == model.config.n_layer
@@ -411,3 +411,10 @@ def test_rope_rotates_in_the_dtype_of_its_input():
     rotated = RotaryEmbedding.rotate(x.bfloat16(), cos, sin)
     assert rotated.dtype == torch.bfloat16
     torch.testing.assert_close(rotated.float(), RotaryEmbedding.rotate(x, cos, sin), atol=0.05, rtol=0.02)
+
+
+def test_bf16_kv_cache_by_the_formula_matches_the_full_forward():
+    model, x = tiny_model(attention="sdpa").bfloat16(), random_tokens(2, TINY["block_size"])
+    with torch.no_grad():
+        full, cached = model(x).float(), _chunked_logits(model, x, [5, 1, 3, 1, 1, 4, 1]).float()
+    torch.testing.assert_close(cached, full, atol=0.05, rtol=0.05)

@@ -130,13 +130,14 @@ def test_a_cpu_without_bf16_and_gpus_are_never_probed(machine):
 
 def test_the_probe_times_real_training_steps():
     from tinyllm.core.config import GPTConfig
-    from tinyllm.training.precision import probe_key, training_step_probe
+    from tinyllm.training.precision import PROBE_VERSION, probe_key, training_step_probe
 
     cfg = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=11)
     seconds = training_step_probe(cfg, batch_size=2, steps=2, warmup=1)("32-true")
     assert 0 < seconds < 10
     assert probe_key(cfg, 2) != probe_key(cfg, 4) and "1x2x16" in probe_key(cfg, 2)
     assert probe_key(cfg, 2) != probe_key(GPTConfig(**{**cfg.to_dict(), "dropout": 0.1}), 2)  # dropout costs time
+    assert probe_key(cfg, 2).endswith(f"probe {PROBE_VERSION}")  # a new version measures again
 
 
 def test_the_probe_leaves_the_global_rng_untouched():

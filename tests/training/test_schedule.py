@@ -7,26 +7,26 @@ import math
 import pytest
 import torch
 
-from tinyllm.training.schedule import lr_multiplier, make_scheduler, step_progress, warmup_cosine
+from tinyllm.training.schedule import lr_multiplier, make_scheduler, step_progress, step_schedule
 
 
 def test_warmup_is_linear_and_reaches_the_peak():
-    assert [warmup_cosine(s, 4, 100, 0.1) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert [step_schedule(s, 4, 100, 0.1) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
 
 
 def test_cosine_goes_from_peak_to_min_ratio_through_the_midpoint():
     w, total, r = 10, 110, 0.1
-    assert warmup_cosine(w, w, total, r) == pytest.approx(1.0)
-    assert warmup_cosine(w + 50, w, total, r) == pytest.approx(r + (1 - r) * 0.5)  # cos(π/2) = 0
-    assert warmup_cosine(total, w, total, r) == pytest.approx(r)
-    assert warmup_cosine(total + 500, w, total, r) == pytest.approx(r)  # past the end it stays at the floor
-    decay = [warmup_cosine(s, w, total, r) for s in range(w, total + 1)]
+    assert step_schedule(w, w, total, r) == pytest.approx(1.0)
+    assert step_schedule(w + 50, w, total, r) == pytest.approx(r + (1 - r) * 0.5)  # cos(π/2) = 0
+    assert step_schedule(total, w, total, r) == pytest.approx(r)
+    assert step_schedule(total + 500, w, total, r) == pytest.approx(r)  # past the end it stays at the floor
+    decay = [step_schedule(s, w, total, r) for s in range(w, total + 1)]
     assert decay == sorted(decay, reverse=True)
 
 
 def test_no_warmup_and_constant_schedule():
-    assert warmup_cosine(0, 0, 100, 0.5) == 1.0
-    assert all(warmup_cosine(s, 0, 100, 1.0) == pytest.approx(1.0) for s in range(0, 200, 7))
+    assert step_schedule(0, 0, 100, 0.5) == 1.0
+    assert all(step_schedule(s, 0, 100, 1.0) == pytest.approx(1.0) for s in range(0, 200, 7))
 
 
 def test_scheduler_steps_the_optimizer_learning_rate():
@@ -38,7 +38,7 @@ def test_scheduler_steps_the_optimizer_learning_rate():
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
-    expected = [2.0 * warmup_cosine(s, 2, 6, 0.1) for s in range(8)]
+    expected = [2.0 * step_schedule(s, 2, 6, 0.1) for s in range(8)]
     assert lrs == pytest.approx(expected)
     assert lrs[1] == pytest.approx(2.0) and lrs[-1] == pytest.approx(0.2) and not math.isnan(lrs[-1])
 
@@ -51,6 +51,13 @@ def test_wsd_is_flat_then_linear_to_the_floor():
     assert lr_multiplier(50, 0, 1.0, r, "wsd", d) == pytest.approx(r)
     assert lr_multiplier(50, 0, 7.0, r, "wsd", d) == pytest.approx(r)  # past the end: the floor
     assert lr_multiplier(2, 4, 0.99, r, "wsd", d) == 0.75  # warmup comes first, whatever the progress
+
+
+def test_a_step_defined_wsd_decays_over_its_last_fraction_of_steps():
+    r, d = 0.1, 0.25  # warmup 10, then 200 steps: flat to step 160, linear to the floor at step 210
+    assert step_schedule(160, 10, 210, r, "wsd", d) == 1.0
+    assert step_schedule(185, 10, 210, r, "wsd", d) == pytest.approx(r + (1 - r) * 0.5)
+    assert step_schedule(210, 10, 210, r, "wsd", d) == pytest.approx(r)
 
 
 def test_step_progress_ignores_a_missing_step_limit():
@@ -67,7 +74,7 @@ def test_a_step_defined_run_keeps_the_exact_old_schedule():
         return r + (1.0 - r) * 0.5 * (1.0 + math.cos(math.pi * p))
 
     for step in range(0, 130):
-        assert warmup_cosine(step, 10, 120, 0.1) == old(step, 10, 120, 0.1)
+        assert step_schedule(step, 10, 120, 0.1) == old(step, 10, 120, 0.1)
 
 
 def test_the_module_follows_whichever_of_steps_and_time_is_further(monkeypatch: pytest.MonkeyPatch):

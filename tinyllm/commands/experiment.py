@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from matplotlib.figure import Figure
 
 from tinyllm.commands.plot import read_scalars
@@ -257,6 +258,9 @@ def swaps(
         raise TinyLLMError(f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(VARIANTS)}")
     if len(set(variants)) != len(variants):
         raise TinyLLMError(f"--variants lists a variant twice: {variants}")
+    if any(v in OPTIMIZER_SWAPS for v in variants) and not hasattr(torch.optim, "Muon"):
+        raise TinyLLMError(f"torch {torch.__version__} has no torch.optim.Muon, which modern+muon trains with: "
+                           "upgrade torch (2.9 or newer), or leave modern+muon out of --variants")  # fmt: skip
     if not seeds or len(set(seeds)) != len(seeds):
         raise TinyLLMError(f"--seeds must list distinct seeds, got {seeds}")
     folder = Path(out)

@@ -40,10 +40,9 @@ def inspect_pictures(model: GPT, tokenizer: Tokenizer, prompt: str, out: Path, n
     out.mkdir(parents=True, exist_ok=True)
     labels = labels_of(tokenizer, ids)
     lens = logit_lens(model, ids)
-    top = [[tokenizer.decode([int(i)]) for i in layer.argmax(-1)[:-1]] for layer in lens.probs]
     written = [
         _save(attention_grid(attention_maps(model, ids), labels), out / "attention.png"),
-        _save(logit_lens_figure(lens, labels, top), out / "logit_lens.png"),
+        _save(logit_lens_figure(lens, labels, tokenizer), out / "logit_lens.png"),
     ]
     if model.rope is not None:  # learned positions have no rotation to show
         written.append(_save(rope_figure(rope_curves(model, ids)), out / "rope.png"))

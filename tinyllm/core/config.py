@@ -44,7 +44,8 @@ class GPTConfig:
         mlp: ``relu`` (the original), ``gelu`` (GPT-2) or ``swiglu`` (LLaMA).
         pos_emb: ``learned`` absolute positions (GPT-2) or ``rope`` (LLaMA).
         attention: ``manual`` (our masked-softmax code, for reading) or
-            ``sdpa`` (torch's fused scaled_dot_product_attention, for speed).
+            ``sdpa`` (torch's fused scaled_dot_product_attention, for speed;
+            in bf16 on a CPU it runs the formula, which is faster there).
             Both compute the same function.
         dropout: dropout on embeddings, attention weights and residual branches.
         bias: biases in every Linear and LayerNorm (GPT-2) or none (LLaMA).

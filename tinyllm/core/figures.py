@@ -55,9 +55,9 @@ def attention_grid(maps: Tensor, labels: list[str], title: str = "") -> Figure:
     return fig
 
 
-def logit_lens_figure(lens: LogitLens, labels: list[str], top_pieces: list[list[str]] | None = None) -> Figure:
+def logit_lens_figure(lens: LogitLens, labels: list[str], tokenizer: Tokenizer | None = None) -> Figure:
     """Layers × positions: the probability each layer's read-out gives the true next token,
-    annotated (for short prompts) with that layer's top guess."""
+    annotated (for short prompts, given the ``tokenizer``) with that layer's top guess."""
     p = lens.true_next.numpy()  # (L, T-1)
     n_layer, t = p.shape
     fig = Figure(figsize=(max(6.0, 0.3 * t + 3), 0.5 * n_layer + 2.4))
@@ -66,10 +66,11 @@ def logit_lens_figure(lens: LogitLens, labels: list[str], top_pieces: list[list[
     ax.set_yticks(range(n_layer), [f"after block {i}" for i in range(n_layer)])
     ax.set_xticks(range(t), [f"{a}→{b}" for a, b in zip(labels[:-1], labels[1:])], rotation=90, fontsize=6,
                   fontfamily="monospace")  # fmt: skip
-    if top_pieces is not None and t <= 64:
+    if tokenizer is not None and t <= 64:
         for layer in range(n_layer):
+            guesses = labels_of(tokenizer, lens.probs[layer, :-1].argmax(-1).tolist())
             for pos in range(t):
-                ax.text(pos, layer, token_labels([top_pieces[layer][pos]])[0], ha="center", va="center", fontsize=6,
+                ax.text(pos, layer, guesses[pos], ha="center", va="center", fontsize=6,
                         color="white" if p[layer, pos] < 0.5 else "black", fontfamily="monospace")  # fmt: skip
     ax.set_xlabel("position: current token → the true next token (text in a cell: that layer's top guess)")
     ax.set_title("logit lens: P(true next token) read out after each block through the final norm and head")

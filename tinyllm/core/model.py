@@ -34,9 +34,10 @@ class Dropout(nn.Module):
 
         y = x · keep / (1 - p),  keep ~ Bernoulli(1 - p)
 
-    The same function as ``nn.Dropout``, but the mask is drawn with ``torch.rand``:
-    on a CPU, ``nn.Dropout``'s ``bernoulli_`` made attention-weight dropout the
-    slowest op of a 6×384 step, and this is 2.4× faster, backward included (DEVLOG.md, session 5).
+    On a CPU the mask is drawn with ``torch.rand``: ``nn.Dropout``'s ``bernoulli_``
+    made attention-weight dropout the slowest op of a 6×384 step, and this is
+    2.4× faster there, backward included (DEVLOG.md, session 5). Other devices
+    keep torch's fused kernel.
     """
 
     def __init__(self, p: float) -> None:
@@ -46,8 +47,13 @@ class Dropout(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
+        if x.device.type != "cpu":
+            return F.dropout(x, self.p, training=True)
         keep = torch.rand(x.shape, device=x.device) >= self.p
         return x * (keep * (1.0 / (1.0 - self.p))).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 # ----------------------------------------------------------------------------- norms
@@ -200,14 +206,12 @@ def causal_mask(t: int, s: int, device: torch.device) -> Tensor:
 def fused_attention_is_slow(q: Tensor) -> bool:
     """True in bf16 on a CPU, where the formula's two matmuls beat torch's fused kernel.
 
-    torch 2.13's fused CPU kernel computes its backward slowly in bf16: forward and
+    torch 2.13's fused CPU kernel is slow in bf16, its backward most: forward and
     backward took 3.9x the formula's time at 4x128 (T 128, D 32) and 2x at 6x384
-    (T 256, D 64), while in fp32 the fused kernel wins (DEVLOG.md, session 5).
+    (T 256, D 64), the forward alone 1.4x; in fp32 the fused kernel wins (DEVLOG.md, session 5).
+    Under bf16 autocast q is bf16: the projections make it so, and RoPE keeps its dtype.
     """
-    if q.device.type != "cpu":
-        return False
-    autocast_bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-    return q.dtype == torch.bfloat16 or autocast_bf16  # under autocast, RoPE's fp32 tables made q fp32
+    return q.device.type == "cpu" and q.dtype == torch.bfloat16
 
 
 class CausalSelfAttention(nn.Module):

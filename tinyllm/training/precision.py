@@ -131,7 +131,7 @@ def probe_key(config: GPTConfig, batch_size: int) -> str:
     c = config
     shape = f"{c.n_layer}x{c.n_head}x{c.n_embd} T{c.block_size} V{c.vocab_size} {c.norm}/{c.mlp}/{c.pos_emb}/{c.attention}"
     return (f"{cpu_name()} | torch {torch.__version__} | {torch.get_num_threads()} threads | {shape} "
-            f"dropout {c.dropout} | batch {batch_size} | probe {PROBE_VERSION}")  # fmt: skip
+            f"| dropout {c.dropout} | batch {batch_size} | probe {PROBE_VERSION}")  # fmt: skip
 
 
 def training_step_probe(config: GPTConfig, batch_size: int, steps: int = 3, warmup: int = 2) -> Probe:

@@ -43,9 +43,12 @@ def step_progress(step: int, warmup_steps: int, max_steps: int) -> float:
     return min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
 
 
-def warmup_cosine(step: int, warmup_steps: int, max_steps: int, min_ratio: float) -> float:
-    """The step-defined cosine schedule: warmup, then cosine from 1 at ``warmup_steps`` to ``min_ratio`` at ``max_steps``."""
-    return lr_multiplier(step, warmup_steps, step_progress(step, warmup_steps, max_steps), min_ratio)
+def step_schedule(
+    step: int, warmup_steps: int, max_steps: int, min_ratio: float, shape: Shape = "cosine", decay_fraction: float = 0.2
+) -> float:
+    """A step-defined run's multiplier: warmup, then ``shape`` from 1 at ``warmup_steps`` to ``min_ratio`` at ``max_steps``."""
+    return lr_multiplier(step, warmup_steps, step_progress(step, warmup_steps, max_steps), min_ratio, shape,
+                         decay_fraction)  # fmt: skip
 
 
 def make_scheduler(
@@ -55,7 +58,5 @@ def make_scheduler(
     """Linear warmup, then ``shape`` down to ``min_ratio`` of the peak LR over ``max_steps``, stepped once per
     optimizer step."""
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: lr_multiplier(step, warmup_steps, step_progress(step, warmup_steps, max_steps), min_ratio,
-                                   shape, decay_fraction),
-    )  # fmt: skip
+        optimizer, lambda step: step_schedule(step, warmup_steps, max_steps, min_ratio, shape, decay_fraction)
+    )
