@@ -64,7 +64,7 @@ EXPERIMENTS = {
     "original": SwapRun(6, 6, 384, 256, 0.2, 64, 2000, 250, 3e-4, 3e-4, 0,
                         "the original project's runs: 6x384, context 256, batch 64, 2000 steps (a GPU job)"),
     "cpu": SwapRun(4, 4, 128, 128, 0.0, 32, 600, 100, 2e-3, 2e-4, 50,
-                   "a small 4x128 model, context 128, batch 32, 600 steps: ~3 minutes a run on 2 CPU cores"),
+                   "a small 4x128 model, context 128, batch 32, 600 steps: 1-3 minutes a run on 2 CPU cores"),
     "smoke": SwapRun(1, 2, 32, 32, 0.0, 4, 6, 3, 2e-3, 2e-4, 1, "seconds: checks the pipeline, says nothing"),
 }
 
