@@ -30,7 +30,7 @@ def test_recorded_attention_is_the_layers_softmax_and_recording_changes_no_outpu
         attn = sdpa.layers[0].self_attn
         h = sdpa.layers[0].input_norm(sdpa.embed_tokens(x))
         q, k = (proj(h).view(1, len(IDS), attn.n_head, attn.head_dim).transpose(1, 2) for proj in (attn.q_proj, attn.k_proj))
-        cos, sin = sdpa.rope.angles(torch.arange(len(IDS)), q.dtype)
+        cos, sin = sdpa.rope.angles(torch.arange(len(IDS)))
         q, k = RotaryEmbedding.rotate(q, cos, sin), RotaryEmbedding.rotate(k, cos, sin)
         scores = (q @ k.transpose(-2, -1)) / attn.head_dim**0.5
         future = torch.ones(len(IDS), len(IDS), dtype=torch.bool).triu(1)

@@ -138,9 +138,9 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def angles(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    def angles(self, positions: Tensor) -> tuple[Tensor, Tensor]:
         """cos and sin (T, D) for the absolute ``positions`` (T,); computed once per forward, used by every layer."""
-        return self.cos[positions].to(dtype), self.sin[positions].to(dtype)
+        return self.cos[positions], self.sin[positions]
 
     @staticmethod
     def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -153,7 +153,7 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, x: Tensor, positions: Tensor) -> Tensor:
         """Rotate ``x`` of shape (B, H, T, D) for the absolute ``positions`` (T,)."""
-        return self.rotate(x, *self.angles(positions, x.dtype))
+        return self.rotate(x, *self.angles(positions))
 
 
 # ----------------------------------------------------------------------------- attention
@@ -428,7 +428,7 @@ class GPT(nn.Module):
         if self.embed_positions is not None:
             x = x + self.embed_positions(positions)
         x = self.dropout(x)
-        rope = self.rope.angles(positions, x.dtype) if self.rope is not None else None
+        rope = self.rope.angles(positions) if self.rope is not None else None
         for layer in self.layers:
             x = layer(x, rope, cache)
         if cache is not None:
