@@ -23,6 +23,7 @@ from tinyllm.errors import TinyLLMError, one_line
 COMMANDS: dict[str, str | dict[str, str]] = {
     "fit": "tinyllm.commands.train:fit",
     "validate": "tinyllm.commands.train:validate",
+    "prepare": "tinyllm.commands.prepare:prepare",
     "generate": "tinyllm.commands.generate:generate",
     "bench": {"generate": "tinyllm.commands.bench:bench_generate", "train": "tinyllm.commands.bench:bench_train"},
     "export": "tinyllm.commands.export:export",

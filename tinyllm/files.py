@@ -47,6 +47,18 @@ def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
     return Path(chosen).expanduser().resolve()
 
 
+def cache_dirs(near: Path | None = None) -> list[Path]:
+    """Where tinyllm keeps what it can rebuild (encoded tokens, the precision probe's answers), in order of preference.
+
+    ``$TINYLLM_CACHE_DIR`` alone when set; else a ``.tinyllm-cache`` folder beside ``near`` (the corpus, so
+    a cache travels with its data), then the user's cache folder (``$XDG_CACHE_HOME/tinyllm``).
+    """
+    if os.environ.get("TINYLLM_CACHE_DIR"):
+        return [Path(os.environ["TINYLLM_CACHE_DIR"])]
+    user_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tinyllm"
+    return ([near.parent / ".tinyllm-cache"] if near is not None else []) + [user_cache]
+
+
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

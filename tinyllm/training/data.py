@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 from tinyllm.compat import training_batches_processed
 from tinyllm.core.tokenizers import Tokenizer, build_tokenizer
 from tinyllm.errors import TinyLLMError
-from tinyllm.files import atomic_write_bytes, resolve_data_dir, shakespeare_path
+from tinyllm.files import atomic_write_bytes, cache_dirs, resolve_data_dir, shakespeare_path
 
 # ----------------------------------------------------------------------------- corpus → tokens
 
@@ -54,14 +53,6 @@ class TokenSplits:
     val: np.ndarray
 
 
-def _cache_dirs(corpus: Path) -> list[Path]:
-    """``$TINYLLM_CACHE_DIR`` if set, else beside the corpus, then the user's cache folder."""
-    if os.environ.get("TINYLLM_CACHE_DIR"):
-        return [Path(os.environ["TINYLLM_CACHE_DIR"])]
-    user_cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tinyllm"
-    return [corpus.parent / ".tinyllm-cache", user_cache]
-
-
 def _tokenizer_key(tokenizer: Tokenizer) -> str:
     state = repr(sorted(tokenizer.state().items())).encode()
     return f"{tokenizer.name}-{hashlib.sha256(state).hexdigest()[:8]}"
@@ -71,7 +62,7 @@ def encode_splits(corpus: Path, text: str, tokenizer: Tokenizer, val_fraction: f
     """Tokenize the train/val parts of ``text``, reusing a cached encoding when there is one."""
     text_hash = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
     name = f"{text_hash}-{_tokenizer_key(tokenizer)}-val{val_fraction}.npz"
-    for folder in _cache_dirs(corpus):
+    for folder in cache_dirs(corpus):
         try:
             with np.load(folder / name) as z:
                 return TokenSplits(z["train"], z["val"])
@@ -83,7 +74,7 @@ def encode_splits(corpus: Path, text: str, tokenizer: Tokenizer, val_fraction: f
     val = np.array(tokenizer.encode(text[n_train:]), dtype=dtype)
     buf = io.BytesIO()
     np.savez(buf, train=train, val=val)
-    for folder in _cache_dirs(corpus):
+    for folder in cache_dirs(corpus):
         try:
             atomic_write_bytes(folder / name, buf.getvalue())
             break

@@ -20,7 +20,6 @@ An explicit ``--trainer.precision`` always wins.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import statistics
 import time
@@ -33,7 +32,7 @@ import torch.nn.functional as F
 from tinyllm.core.config import GPTConfig
 from tinyllm.core.model import GPT
 from tinyllm.core.optim import build_optimizer
-from tinyllm.files import atomic_write_bytes
+from tinyllm.files import atomic_write_bytes, cache_dirs
 
 Probe = Callable[[str], float]  # precision -> seconds per training step
 
@@ -109,8 +108,7 @@ def measured_choice(candidates: tuple[str, ...], probe: Probe, cache_key: str) -
 
 
 def _cache_file() -> Path:
-    root = os.environ.get("TINYLLM_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tinyllm"
-    return Path(root) / "precision.json"
+    return cache_dirs()[0] / "precision.json"
 
 
 def _read_cache(path: Path) -> dict:
