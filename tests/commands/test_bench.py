@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import FitRun
+from tinyllm.formats.load import load_model
 from tests.helpers.cli import (
     TINY,
     run_cli,
@@ -20,12 +23,19 @@ def test_bench_commands_print_and_write_their_figures(fit_run: FitRun, tmp_path:
     rows = json.loads((tmp_path / "gen.json").read_text())["results"]
     # 40 > block_size 32: the window moves
     assert [(r["setup"], r["new_tokens"]) for r in rows] == [("fp32", 5), ("fp32", 40), ("int8", 5), ("int8", 40)]
-    assert all(r["cached_tokens_per_s"] > 0 and r["recompute_tokens_per_s"] > 0 for r in rows)
+    for r in rows:  # the figures are consistent with each other, not just positive
+        assert r["speedup"] == pytest.approx(r["cached_tokens_per_s"] / r["recompute_tokens_per_s"], abs=0.01)
+        assert r["cached_first_token_ms"] * r["cached_tokens_per_s"] <= 1000 * r["new_tokens"]  # TTFT within the run
     proc = run_cli("bench", "train", "--config", TINY, "--steps", "2", "--warmup", "0", "--rounds", "1",
                    "--json", tmp_path / "train.json", cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     (row,) = json.loads((tmp_path / "train.json").read_text())["results"]
-    assert row["tokens_per_step"] == 8 * 32 and row["parameters"] > 0
-    assert 0 < row["plain_mfu"] < 1 and 0 < row["lightning_mfu"] < 1 and row["matmul_peak_gflops"] > 0
-    assert 0 <= row["plain_system_cpu_share"] < 1 and 0 <= row["lightning_system_cpu_share"] < 1
+    assert row["tokens_per_step"] == 8 * 32 and row["parameters"] == load_model(fit_run.dir / "checkpoints/tiny/last.ckpt").model.num_parameters()
+    for loop in ("plain", "lightning"):  # tokens/s and MFU follow from the step time, the model's FLOPs and the peak
+        step_s = row[f"{loop}_step_s"]
+        assert row[f"{loop}_tokens_per_s"] == pytest.approx(row["tokens_per_step"] / step_s, rel=2e-3)
+        flops = row["flops_per_token"] * row["tokens_per_step"]
+        assert row[f"{loop}_mfu"] == pytest.approx(flops / step_s / (row["matmul_peak_gflops"] * 1e9), rel=0.01)
+        assert 0 <= row[f"{loop}_system_cpu_share"] < 1
+    assert row["lightning_overhead"] == pytest.approx(row["lightning_step_s"] / row["plain_step_s"] - 1, abs=2e-3)
     assert "Lightning overhead" in proc.stdout

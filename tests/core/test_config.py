@@ -1,11 +1,11 @@
-"""Tests for tinyllm.core.config: validation, presets, serialization."""
+"""Tests for tinyllm.core.config: validation, the recipes' architectures, serialization."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from tests.helpers.models import PRESET_NAMES
+from tests.helpers.models import PRESET_NAMES, recipe_arch
 from tinyllm.core.config import GPTConfig
 from tinyllm.errors import ConfigError, TinyLLMError
 
@@ -40,16 +40,12 @@ def test_odd_head_dim_ok_without_rope():
     assert cfg.head_dim == 15
 
 
-def test_unknown_preset():
-    with pytest.raises(ConfigError, match=r"unknown preset 'nope'.*vanilla.*modern"):
-        GPTConfig.preset("nope")
-
-
-def test_preset_overrides_are_validated():
+def test_vanilla_and_modern_recipes_differ_in_the_swapped_switches_and_dropout_only():
+    vanilla, modern = recipe_arch("vanilla").to_dict(), recipe_arch("modern").to_dict()
+    assert {k for k in vanilla if vanilla[k] != modern[k]} == {"norm", "mlp", "pos_emb", "bias", "dropout"}
+    assert recipe_arch("vanilla", norm="rmsnorm") == recipe_arch("vanilla+rmsnorm")
     with pytest.raises(ConfigError, match="mlp"):
-        GPTConfig.preset("vanilla", mlp="nope")
-    cfg = GPTConfig.preset("vanilla", norm="rmsnorm")
-    assert cfg == GPTConfig.preset("vanilla+rmsnorm")
+        recipe_arch("vanilla", mlp="nope")
 
 
 def test_from_dict_unknown_keys():
@@ -62,7 +58,7 @@ def test_from_dict_unknown_keys():
 
 @pytest.mark.parametrize("preset", PRESET_NAMES)
 def test_config_round_trip_and_torch_save(preset, tmp_path):
-    cfg = GPTConfig.preset(preset, mlp_hidden=96 if preset == "modern" else None)
+    cfg = recipe_arch(preset, mlp_hidden=96 if preset == "modern" else None)
     assert GPTConfig.from_dict(cfg.to_dict()) == cfg
     path = tmp_path / "ckpt.pt"
     torch.save({"cfg": cfg.to_dict()}, path)

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.helpers.models import PRESET_NAMES, TINY
+from tests.helpers.models import PRESET_NAMES, TINY, recipe_arch
 from tinyllm.core.config import GPTConfig
 from tinyllm.core.model import GPT, Dropout, LayerNorm, RMSNorm, RotaryEmbedding
 from tinyllm.errors import TinyLLMError
@@ -30,11 +30,11 @@ def random_tokens(b: int, t: int, vocab: int = TINY["vocab_size"], seed: int = 1
 
 
 def test_modern_parameter_count():
-    assert GPT(GPTConfig.preset("modern")).num_parameters() == 10_646_784
+    assert GPT(recipe_arch("modern")).num_parameters() == 10_646_784
 
 
 def test_vanilla_parameter_count():
-    cfg = GPTConfig.preset("vanilla")
+    cfg = recipe_arch("vanilla")
     n = GPT(cfg).num_parameters()
     assert n == 10_770_816
     # The original project had no q/k/v biases: 10,763,904. Ours adds exactly those, 3·C per layer.
@@ -57,7 +57,7 @@ def test_vanilla_has_bias_everywhere_and_modern_nowhere():
 
 def test_swiglu_hidden_width():
     assert GPTConfig(n_embd=384, mlp="swiglu").hidden_dim == 1024
-    assert GPTConfig.preset("modern").hidden_dim == 1024
+    assert recipe_arch("modern").hidden_dim == 1024
     assert GPTConfig(n_embd=384, mlp="relu").hidden_dim == 4 * 384
     assert GPTConfig(n_embd=384, mlp="gelu").hidden_dim == 4 * 384
     assert GPTConfig(n_embd=384, mlp="swiglu", mlp_hidden=100).hidden_dim == 100
@@ -103,8 +103,8 @@ def _chunked_logits(model: GPT, x: torch.Tensor, chunks: list[int]) -> torch.Ten
 
 @pytest.mark.parametrize("preset", PRESET_NAMES)
 def test_manual_equals_sdpa(preset):
-    cfg_manual = GPTConfig.preset(preset, **TINY, attention="manual")
-    cfg_sdpa = GPTConfig.preset(preset, **TINY, attention="sdpa")
+    cfg_manual = recipe_arch(preset, **TINY, attention="manual")
+    cfg_sdpa = recipe_arch(preset, **TINY, attention="sdpa")
     torch.manual_seed(0)
     manual = GPT(cfg_manual).eval()
     sdpa = GPT(cfg_sdpa).eval()
@@ -129,8 +129,8 @@ def test_rope_scores_depend_only_on_distance():
     k = torch.randn(1, 1, 1, D, generator=g)
 
     def score(pq: int, pk: int) -> torch.Tensor:
-        qr = rope(q, torch.tensor([pq]))
-        kr = rope(k, torch.tensor([pk]))
+        qr = RotaryEmbedding.rotate(q, *rope.angles(torch.tensor([pq])))
+        kr = RotaryEmbedding.rotate(k, *rope.angles(torch.tensor([pk])))
         return (qr * kr).sum()
 
     by_distance = {}
@@ -139,7 +139,7 @@ def test_rope_scores_depend_only_on_distance():
         torch.testing.assert_close(scores, scores[0].expand_as(scores), atol=1e-5, rtol=0)
         by_distance[d] = scores[0]
     # position 0 is the identity rotation
-    torch.testing.assert_close(rope(q, torch.tensor([0])), q)
+    torch.testing.assert_close(RotaryEmbedding.rotate(q, *rope.angles(torch.tensor([0]))), q)
     # different distances give different scores
     vals = list(by_distance.values())
     for i, j in itertools.combinations(range(len(vals)), 2):
@@ -152,7 +152,7 @@ def test_rope_preserves_norm_and_matches_formula():
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 3, 10, D, generator=g)
     positions = torch.arange(5, 15)
-    y = rope(x, positions)
+    y = RotaryEmbedding.rotate(x, *rope.angles(positions))
     assert y.shape == x.shape
     torch.testing.assert_close(y.norm(dim=-1), x.norm(dim=-1), atol=1e-5, rtol=1e-5)
     assert (y - x).abs().max() > 1e-2  # it does rotate
@@ -169,7 +169,7 @@ def test_rope_preserves_norm_and_matches_formula():
 @pytest.mark.parametrize("preset", PRESET_NAMES)
 def test_kv_cache_matches_full_forward(preset, attention):
     torch.manual_seed(0)
-    model = GPT(GPTConfig.preset(preset, **TINY, attention=attention)).eval()
+    model = GPT(recipe_arch(preset, **TINY, attention=attention)).eval()
     x = random_tokens(2, TINY["block_size"])
     with torch.no_grad():
         full = model(x)
@@ -181,7 +181,7 @@ def test_kv_cache_matches_full_forward(preset, attention):
 @pytest.mark.parametrize("preset", PRESET_NAMES)
 def test_kv_cache_length_and_overflow(preset):
     torch.manual_seed(0)
-    model = GPT(GPTConfig.preset(preset, **TINY)).eval()
+    model = GPT(recipe_arch(preset, **TINY)).eval()
     T = TINY["block_size"]
     x = random_tokens(1, T + 1)
     with torch.no_grad():
@@ -282,7 +282,7 @@ def test_overfits_one_batch():
     stoi = {c: i for i, c in enumerate(chars)}
     data = torch.tensor([stoi[c] for c in TEXT])
     block = 32
-    cfg = GPTConfig.preset(
+    cfg = recipe_arch(
         "modern", n_layer=2, n_head=2, n_embd=64, block_size=block, vocab_size=len(chars), dropout=0.0
     )
     model = GPT(cfg)
@@ -364,7 +364,7 @@ def test_rmsnorm_half_precision_does_not_overflow():
 
 def test_flops_per_token_counts_matmuls_and_attention():
     for preset in ("modern", "vanilla"):
-        cfg = GPTConfig.preset(preset)
+        cfg = recipe_arch(preset)
         model = GPT(cfg)
         # By hand: each parameter costs 2 FLOPs forward and 4 backward (PaLM and nanoGPT count them all;
         # norm gains are a rounding error), and attention's QKᵀ and att·V cost 2·T·C each per layer, forward.
@@ -373,7 +373,7 @@ def test_flops_per_token_counts_matmuls_and_attention():
         assert model.flops_per_token() == 3 * (2 * n + attention)
         assert 6 * n < model.flops_per_token() < 6 * n * 1.2  # the matmuls dominate at this size
     # The learned position table is a lookup, not a matmul: it is left out.
-    modern, vanilla = GPT(GPTConfig.preset("modern")), GPT(GPTConfig.preset("vanilla"))
+    modern, vanilla = GPT(recipe_arch("modern")), GPT(recipe_arch("vanilla"))
     assert vanilla.embed_positions is not None and modern.embed_positions is None
 
 

@@ -8,18 +8,19 @@ import pytest
 import torch
 
 from tests.conftest import LLAMA_RUNS
-from tests.helpers.models import logits, some_ids
+from tests.helpers.models import logits, recipe_arch, some_ids
 from tinyllm.core.config import GPTConfig
 from tinyllm.core.model import GPT
 from tinyllm.core.tokenizers import CharTokenizer
-from tinyllm.formats.folder import load_export, write_export
+from tinyllm.formats.folder import write_export
+from tinyllm.formats.load import load_model
 
 
 @pytest.mark.parametrize("name", LLAMA_RUNS)
 def test_transformers_llama_logits_match_ours(exports, name):
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    ours = load_export(exports[name]).model
+    ours = load_model(exports[name]).model
     theirs = LlamaForCausalLM.from_pretrained(exports[name], attn_implementation="eager").eval()
     tok = AutoTokenizer.from_pretrained(exports[name])
     text_ids = tok("ROMEO:\nBut soft, what light through yonder window breaks?", return_tensors="pt").input_ids[:, :32]
@@ -44,7 +45,7 @@ def test_untied_llama_with_other_rope_theta_and_eps_matches_transformers(tmp_pat
     """
     from transformers import LlamaForCausalLM
 
-    config = GPTConfig.preset("modern", n_layer=2, n_head=4, n_embd=32, block_size=24, vocab_size=65, dropout=0.0,
+    config = recipe_arch("modern", n_layer=2, n_head=4, n_embd=32, block_size=24, vocab_size=65, dropout=0.0,
                               tie_embeddings=False, rope_theta=500000.0, norm_eps=1e-6, mlp_hidden=80)  # fmt: skip
     torch.manual_seed(0)
     model = GPT(config).eval()
@@ -61,7 +62,7 @@ def test_untied_llama_with_other_rope_theta_and_eps_matches_transformers(tmp_pat
     with safe_open(folder / "model.safetensors", framework="pt") as f:
         assert "lm_head.weight" in f.keys()
     ids = some_ids(65, length=24)
-    assert torch.equal(logits(load_export(folder).model, ids), logits(model, ids))
+    assert torch.equal(logits(load_model(folder).model, ids), logits(model, ids))
     theirs = LlamaForCausalLM.from_pretrained(folder).eval()
     rope = getattr(theirs.config, "rope_parameters", None) or {"rope_theta": theirs.config.rope_theta}
     assert rope["rope_theta"] == 500000.0 and theirs.config.rms_norm_eps == 1e-6

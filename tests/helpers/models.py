@@ -8,12 +8,35 @@ is far from uniform, and the next token depends on the whole context.
 
 from __future__ import annotations
 
-import torch
+from pathlib import Path
+from typing import Any
 
+import torch
+import yaml
+
+from tinyllm.commands.experiment import CONFIGS, VARIANTS
 from tinyllm.core.config import GPTConfig
 from tinyllm.core.model import GPT
 
-PRESET_NAMES = ["vanilla", "modern", "vanilla+rmsnorm", "vanilla+swiglu", "vanilla+rope"]
+PRESET_NAMES = ["vanilla", "modern", "vanilla+rmsnorm", "vanilla+swiglu", "vanilla+rope"]  # swap variants
+
+
+def _arch_of_file(path: Path) -> dict[str, Any]:
+    recipe = yaml.safe_load(path.read_text())
+    base = _arch_of_file(path.parent / recipe["config"]) if "config" in recipe else {}
+    return {**base, **((recipe.get("model") or {}).get("arch") or {})}
+
+
+def recipe_arch(name: str, **overrides: Any) -> GPTConfig:
+    """The architecture of a swap variant (``vanilla``, ``vanilla+rope``, ``modern``…), read from configs/ and the
+    experiment's deltas, as ``experiment swaps`` builds it; ``overrides`` on top."""
+    base, delta = VARIANTS[name]
+    arch = _arch_of_file(CONFIGS / base)
+    for flag in delta:
+        if flag.startswith("--model.arch."):
+            key, value = flag.removeprefix("--model.arch.").split("=", 1)
+            arch[key] = yaml.safe_load(value)
+    return GPTConfig(**{**arch, **overrides})
 TINY = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=11, dropout=0.0)
 
 
@@ -29,7 +52,7 @@ def some_ids(vocab_size: int, length: int = 32, batch: int = 2) -> torch.Tensor:
 def sharp_model(name: str = "modern", seed: int = 0, std: float = 0.3, **overrides) -> GPT:
     """A tiny random model whose logits are far from uniform (see the module docstring)."""
     torch.manual_seed(seed)
-    model = GPT(GPTConfig.preset(name, **{**TINY, **overrides})).eval()
+    model = GPT(recipe_arch(name, **{**TINY, **overrides})).eval()
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() >= 2:  # every Linear / Embedding matrix; norm gains and biases stay as they are

@@ -7,7 +7,6 @@ benchmark at a time on an otherwise idle machine.
 from __future__ import annotations
 
 import copy
-import inspect
 from json import dumps
 import os
 import platform
@@ -20,26 +19,23 @@ from typing import Any, Callable, Iterator, Literal
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from tinyllm.core.config import GPTConfig
 from tinyllm.core.generate import generate, pick_device, prepare_decoding
 from tinyllm.core.model import GPT, KVCache
-from tinyllm.core.optim import build_optimizer
 from tinyllm.errors import TinyLLMError
 from tinyllm.formats.load import load_model
 from tinyllm.training.cli import build_cli
-from tinyllm.training.data import RandomWindows
-from tinyllm.training.schedule import make_scheduler
+from tinyllm.training.module import GPTLitModule, optimizer_step
 
 
-def _model_for_bench(ckpt_path: str | None, preset: str, device: torch.device):
+def _model_for_bench(ckpt_path: str | None, config: str, device: torch.device) -> tuple[GPT, str]:
     if ckpt_path:
         loaded = load_model(ckpt_path, device)
         return loaded.model, f"checkpoint {loaded.path}"
     torch.manual_seed(0)
-    return GPT(GPTConfig.preset(preset, dropout=0.0)).to(device).eval(), f"preset {preset} (random weights)"
+    model = build_cli(["--config", config], run=False).model.model  # the config's architecture, vocabulary from its data
+    return model.to(device).eval(), f"{config} (random weights)"
 
 
 # name -> (quantize, compile): the levers of fast decoding, one at a time
@@ -141,39 +137,18 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _fresh(lit):
-    """A new module with ``lit``'s weights. (A deepcopy would keep calling the original's in-place
-    ``torch.compile``d forward, and so train the original's parameters.)"""
-    accepted = inspect.signature(type(lit)).parameters  # LightningCLI adds keys of its own to hparams
-    twin = type(lit)(**{k: v for k, v in lit.hparams.items() if k in accepted})
-    twin.load_state_dict(lit.state_dict())
-    return twin
-
-
 def bench_plain_loop(
-    lit, datamodule, steps: int, warmup: int, accumulate: int, clip: float | None, precision: str = "32-true"
+    lit: GPTLitModule, datamodule, steps: int, warmup: int, accumulate: int, clip: float | None,
+    precision: str = "32-true",
 ) -> list[float]:
-    """The same training step as the Lightning run, as a plain PyTorch loop: seconds per optimizer step."""
-    model = _fresh(lit).model.train()
-    optimizer = build_optimizer(model, lit.optimizer_name, lit.lr, lit.weight_decay, lit.betas, lit.muon_lr)
-    scheduler = make_scheduler(optimizer, lit.warmup_steps, warmup + steps, lit.min_lr / lit.lr, lit.schedule,
-                               lit.decay_fraction)  # the run's own schedule, step-defined
-    batches = iter(RandomWindows(datamodule.train_tokens, datamodule.block_size, datamodule.batch_size,
-                                 datamodule.seed, rank=0))
+    """The run's own training step (``module.optimizer_step``) as a plain PyTorch loop: seconds per optimizer step."""
+    module = lit.fresh_copy().train()
+    optimizers = module.optimizers_for(max_steps=warmup + steps)  # the run's optimizer and schedule, step-defined
+    batches = iter(datamodule.train_dataloader())
     times = []
     for _ in range(warmup + steps):
         t0 = time.perf_counter()
-        for _ in range(accumulate):
-            x, y = next(batches)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):  # as Lightning's
-                logits = model(x)
-                loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1)) / accumulate
-            loss.backward()
-        if clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(module, [next(batches) for _ in range(accumulate)], optimizers, precision, clip)
         times.append(time.perf_counter() - t0)
     return times[warmup:]
 
@@ -238,10 +213,10 @@ def run_bench_train(config_args: list[str], steps: int, warmup: int, rounds: int
                 bench_plain_loop(lit, datamodule, steps, warmup, cfg["accumulate"], cfg["clip"], precision)))
         with _cpu_times(cpu["lightning"]):
             lightning = min(lightning, statistics.median(
-                bench_lightning(_fresh(lit), datamodule, cfg, steps, warmup)))
+                bench_lightning(lit.fresh_copy(), datamodule, cfg, steps, warmup)))
     flops_per_step = lit.model.flops_per_token() * tokens_per_step
     row = {"config": " ".join(config_args), "parameters": lit.model.num_parameters(),
-           "tokens_per_step": tokens_per_step, "precision": cfg["precision"],
+           "flops_per_token": lit.model.flops_per_token(), "tokens_per_step": tokens_per_step, "precision": cfg["precision"],
            "matmul_peak_gflops": round(peak / 1e9, 1)}
     for name, seconds in (("plain", plain), ("lightning", lightning)):
         row[f"{name}_step_s"] = round(seconds, 4)
@@ -265,7 +240,7 @@ def _print_train(row: dict[str, Any]) -> None:
 
 def bench_generate(
     ckpt_path: str | None = None,
-    preset: str = "modern",
+    config: str = "configs/modern.yaml",
     lengths: list[int] = [100, 500, 1000],
     repeats: int = 1,
     recompute: bool = True,
@@ -277,7 +252,7 @@ def bench_generate(
 
     Args:
         ckpt_path: benchmark this checkpoint or exported folder ...
-        preset: ... or a randomly initialised preset (vanilla, modern, ...).
+        config: ... or a randomly initialised model of this config's architecture (configs/vanilla.yaml, ...).
         lengths: new tokens per run.
         repeats: runs per setting; the fastest is reported.
         recompute: also time generation without the cache.
@@ -285,7 +260,7 @@ def bench_generate(
         device: auto, cpu, cuda or mps.
         json: also write the figures to this JSON file.
     """
-    model, source = _model_for_bench(ckpt_path, preset, pick_device(device))
+    model, source = _model_for_bench(ckpt_path, config, pick_device(device))
     print(f"bench generate: {source}, {model.num_parameters():,} parameters, batch 1, "
           f"{torch.get_num_threads()} threads, {next(model.parameters()).device}")  # fmt: skip
     rows = run_bench_generate(model, setups, lengths, repeats, recompute)

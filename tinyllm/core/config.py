@@ -1,16 +1,17 @@
 """One serializable config for every model tinyllm can build.
 
-Every architectural choice is a field. "vanilla" (GPT-2 era) and "modern"
-(LLaMA/Qwen style) are two presets of the same dataclass, and the swap
-experiments are presets with one field changed. The config holds plain types
-only, so ``dataclasses.asdict(config)`` goes into a checkpoint that loads with
+Every architectural choice is a field; the defaults are the modern
+(LLaMA/Qwen-style) model. Recipes live in the YAML files of ``configs/``:
+``vanilla.yaml`` (GPT-2 era) and ``modern.yaml`` set these fields, and the
+swap experiment changes one at a time. The config holds plain types only, so
+``dataclasses.asdict(config)`` goes into a checkpoint that loads with
 ``torch.load(..., weights_only=True)``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 from tinyllm.errors import ConfigError
@@ -133,24 +134,3 @@ class GPTConfig:
         if unknown:
             raise ConfigError(f"unknown model config keys {unknown}; known keys are {sorted(known)}")
         return cls(**d)
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> GPTConfig:
-        """A named preset, with any field overridden (``preset("vanilla", norm="rmsnorm")``)."""
-        if name not in PRESETS:
-            raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-        return replace(PRESETS[name], **overrides)
-
-
-# The original project's two models: char-level, 6 layers × 6 heads × 384, context 256.
-VANILLA = GPTConfig(norm="layernorm", mlp="relu", pos_emb="learned", bias=True, dropout=0.2)
-MODERN = GPTConfig(norm="rmsnorm", mlp="swiglu", pos_emb="rope", bias=False, dropout=0.3)
-
-# The swap experiments: vanilla with exactly one component replaced.
-PRESETS: dict[str, GPTConfig] = {
-    "vanilla": VANILLA,
-    "vanilla+rmsnorm": replace(VANILLA, norm="rmsnorm"),
-    "vanilla+swiglu": replace(VANILLA, mlp="swiglu"),
-    "vanilla+rope": replace(VANILLA, pos_emb="rope"),
-    "modern": MODERN,
-}
