@@ -128,13 +128,21 @@ def test_a_cpu_without_bf16_and_gpus_are_never_probed(machine):
     assert choose_precision("auto", never, "k")[0] == "16-mixed"
 
 
-def test_the_probe_times_real_training_steps():
+def test_the_probe_times_the_modules_own_training_step_on_a_copy(monkeypatch: pytest.MonkeyPatch):
     from tinyllm.core.config import GPTConfig
+    from tinyllm.training.module import GPTLitModule
     from tinyllm.training.precision import PROBE_VERSION, probe_key, training_step_probe
 
     cfg = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=11)
-    seconds = training_step_probe(cfg, batch_size=2, steps=2, warmup=1)("32-true")
-    assert 0 < seconds < 10
+    lit = GPTLitModule(cfg, optimizer="adamw")
+    before = {k: v.clone() for k, v in lit.state_dict().items()}
+    calls = []
+    real_loss = GPTLitModule.loss
+    monkeypatch.setattr(GPTLitModule, "loss", lambda self, batch: calls.append(batch[0].shape) or real_loss(self, batch))
+    seconds = training_step_probe(lit, batch_size=2, steps=2, warmup=1)("32-true")
+    assert calls == [(2, 8)] * 3  # warm-up + timed steps, each the module's own loss at the run's batch and context
+    assert seconds > 0
+    assert all(torch.equal(before[k], v) for k, v in lit.state_dict().items())  # the run's weights are untouched
     assert probe_key(cfg, 2) != probe_key(cfg, 4) and "1x2x16" in probe_key(cfg, 2)
     assert probe_key(cfg, 2) != probe_key(GPTConfig(**{**cfg.to_dict(), "dropout": 0.1}), 2)  # dropout costs time
     assert probe_key(cfg, 2).endswith(f"probe {PROBE_VERSION}")  # a new version measures again
@@ -143,10 +151,11 @@ def test_the_probe_times_real_training_steps():
 def test_the_probe_leaves_the_global_rng_untouched():
     # A run seeds itself before the probe: probing must not change the weights it then initialises.
     from tinyllm.core.config import GPTConfig
+    from tinyllm.training.module import GPTLitModule
     from tinyllm.training.precision import training_step_probe
 
-    cfg = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=11)
+    lit = GPTLitModule(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=11))
     torch.manual_seed(1337)
     before = torch.get_rng_state()
-    training_step_probe(cfg, batch_size=2, steps=1, warmup=0)("32-true")
+    training_step_probe(lit, batch_size=2, steps=1, warmup=0)("32-true")
     assert torch.equal(torch.get_rng_state(), before)

@@ -26,7 +26,9 @@ import torch
 import yaml
 
 from tinyllm.commands.plot import read_scalars
+from tinyllm.core.checkpoint import budget_seconds_used, checkpoint_hparams, checkpoint_step, read_checkpoint, train_batches_done
 from tinyllm.errors import TinyLLMError
+from tinyllm.training.metrics import TOKENS_PER_S, VAL_LOSS
 from tinyllm.training.cli import RunFolders
 from tinyllm.training.precision import cpu_name
 
@@ -51,15 +53,15 @@ def run_rung(config: str, minutes: float, extra: list[str]) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     if done.returncode != 0:
         raise TinyLLMError(f"the {minutes:g}-minute run failed (exit {done.returncode}): see its output above")
-    last = torch.load(run.checkpoints / "last.ckpt", map_location="cpu", weights_only=True)
+    _, last = read_checkpoint(run.checkpoints / "last.ckpt")
     scalars = read_scalars(run.logs)
-    speeds = [v for _, v in scalars.get("train/device/items_per_sec", [])]
+    speeds = [v for _, v in scalars.get(TOKENS_PER_S, [])]
     return {
-        "budget_min": minutes, "name": name, "val_loss": scalars["val_loss"][-1][1], "steps": last["global_step"],
-        "tokens": last["ShakespeareDataModule"]["train_batches_done"] * _tokens_per_batch(run),
+        "budget_min": minutes, "name": name, "val_loss": scalars[VAL_LOSS][-1][1], "steps": checkpoint_step(last),
+        "tokens": train_batches_done(last) * _tokens_per_batch(run),
         "tokens_per_s": round(statistics.median(speeds), 1) if speeds else None, "wall_s": round(wall, 1),
-        "train_s": round(last["callbacks"]["Timer"]["time_elapsed"]["train"], 1),
-        "arch": last["hyper_parameters"]["arch"], "options": extra,
+        "train_s": round(budget_seconds_used(last) or 0.0, 1),
+        "arch": checkpoint_hparams(last)["arch"], "options": extra,
     }  # fmt: skip
 
 

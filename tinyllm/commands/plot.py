@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tinyllm.errors import TinyLLMError
+from tinyllm.training.metrics import TRAIN_LOSS, VAL_LOSS
 
 
 def read_scalars(logdir: str | Path) -> dict[str, list[tuple[int, float]]]:
@@ -26,11 +27,11 @@ def read_scalars(logdir: str | Path) -> dict[str, list[tuple[int, float]]]:
 def plot_run(logdir: str | Path, out: str | Path, title: str | None = None) -> Path:
     """Loss (train and val) on the left, learning rate on the right; returns the PNG's path."""
     series = read_scalars(logdir)
-    if "train_loss" not in series and "val_loss" not in series:
+    if TRAIN_LOSS not in series and VAL_LOSS not in series:
         raise TinyLLMError(f"{logdir} has no train_loss or val_loss curves to plot")
     fig = Figure(figsize=(11, 4))  # no pyplot: no GUI backend, no global figure state
     ax_loss, ax_lr = fig.subplots(1, 2)
-    for tag, style in (("train_loss", dict(alpha=0.5, lw=1)), ("val_loss", dict(marker="o", lw=2))):
+    for tag, style in ((TRAIN_LOSS, dict(alpha=0.5, lw=1)), (VAL_LOSS, dict(marker="o", lw=2))):
         if tag in series:
             steps, values = zip(*series[tag])
             ax_loss.plot(steps, values, label=tag, **style)

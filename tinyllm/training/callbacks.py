@@ -168,8 +168,9 @@ class TimeBudget(L.Callback):
     checkpoint, so a resumed run continues the same budget. Each training batch
     this callback
 
-    * tells the module how much of the budget is used (``time_progress``), so
-      the learning-rate schedule decays over the time, not over ``max_steps``;
+    * measures how much of the budget is used: it is the schedule's
+      :class:`~tinyllm.training.schedule.BudgetClock` (``share_used``), so the
+      learning rate decays over the time, not over ``max_steps``;
     * stops training early enough that one more step, the final evaluation and
       the final checkpoint still fit: their durations are measured as the run
       goes (the evaluation first from the sanity check). Stopping through
@@ -183,6 +184,11 @@ class TimeBudget(L.Callback):
     def __init__(self, margin_s: float = 1.0) -> None:
         self.margin_s = margin_s
         self.timer: Timer | None = None
+        self._share = 0.0
+
+    def share_used(self) -> float:
+        """The share of the budget used, 0 → 1, as of the last training batch (0 without a budget)."""
+        return self._share
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
@@ -209,7 +215,7 @@ class TimeBudget(L.Callback):
         eval_s = self.eval_batch_s * sum(trainer.num_val_batches)
         save_s = getattr(trainer.strategy.checkpoint_io, "save_seconds", 0.0)
         deadline = elapsed + remaining - (1.2 * eval_s + 2 * save_s + self.margin_s)
-        pl_module.time_progress = min(1.0, elapsed / max(deadline, 1e-9))
+        self._share = min(1.0, elapsed / max(deadline, 1e-9))
         if elapsed + self.step_s >= deadline:
             trainer.should_stop = True
 

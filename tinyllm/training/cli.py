@@ -33,26 +33,27 @@ from pathlib import Path
 from typing import Any, Optional
 
 from jsonargparse import ArgumentError, lazy_instance
+import yaml
 from jsonargparse.typing import PositiveInt
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from tinyllm.core.checkpoint import read_checkpoint
-from tinyllm.core.config import GPTConfig
+from tinyllm.core.checkpoint import checkpoint_hparams, checkpoint_step, read_checkpoint
 from tinyllm.errors import TinyLLMError, one_line
 from tinyllm.training.callbacks import (
     AtomicCheckpointIO, AttentionImages, GenerationSamples, ResumeCheckpoint, RNGState, StepProgressBar, TimeBudget,
     TokenThroughput,
 )  # fmt: skip
 from tinyllm.training.data import ShakespeareDataModule
+from tinyllm.training.metrics import VAL_LOSS
 from tinyllm.training.module import GPTLitModule
 from tinyllm.training.precision import choose_precision, probe_key, training_step_probe
 
 # The optional callbacks: config key -> (class, default arguments). `null` in a config switches one off.
 OPTIONAL_CALLBACKS: dict[str, tuple[type[Callback], dict[str, Any] | None]] = {
-    "early_stopping": (EarlyStopping, {"monitor": "val_loss", "mode": "min", "patience": 3}),
+    "early_stopping": (EarlyStopping, {"monitor": VAL_LOSS, "mode": "min", "patience": 3}),
     "lr_monitor": (LearningRateMonitor, {"logging_interval": "step"}),
     "throughput": (TokenThroughput, {}),
     "progress_bar": (StepProgressBar, {}),
@@ -129,16 +130,6 @@ class TinyLLMCLI(LightningCLI):
         sub = self.config.get("subcommand")
         self.resume_step = check_ckpt_path(self.config[sub], sub) if sub else None
 
-    def before_instantiate_classes(self) -> None:
-        cfg = self.config[self.subcommand] if self.subcommand else self.config
-        if cfg.trainer.precision is None:
-            arch = GPTConfig(**{**cfg.model.arch.as_dict(), "vocab_size": 50257 if cfg.data.tokenizer == "gpt2" else 65})
-            # validate asks too: for the same config it gets the answer fit got (cached), so it evaluates as training did.
-            probe = training_step_probe(arch, cfg.data.batch_size)
-            precision, why = choose_precision(str(cfg.trainer.accelerator), probe, probe_key(arch, cfg.data.batch_size))
-            cfg.trainer.precision = precision
-            print(f"tinyllm: precision auto -> {precision} ({why})", file=sys.stderr)
-
     def instantiate_classes(self) -> None:
         # jsonargparse wraps errors raised while building callbacks or models (a bad option in the
         # YAML) in multi-line ValueErrors; surface our own one-line message instead.
@@ -157,6 +148,9 @@ class TinyLLMCLI(LightningCLI):
         optional = [cfg[key] for key in OPTIONAL_CALLBACKS if cfg[key] is not None]
         callbacks = [*run_machinery(run, every), *optional, *(cfg["trainer"].get("callbacks") or [])]
         plugins = [AtomicCheckpointIO(), *(cfg["trainer"].get("plugins") or [])]
+        if cfg["trainer"].get("precision") is None:
+            parsed = self.config[self.subcommand] if self.subcommand else self.config
+            kwargs["precision"] = parsed.trainer.precision = self.auto_precision(cfg)
         logger = cfg["trainer"].get("logger")
         if logger is None or logger is True:  # the default: TensorBoard in logs/<name>/, continued on resume
             # On resume, TensorBoard hides what the killed run logged after its checkpoint (purge_step), so each
@@ -164,6 +158,16 @@ class TinyLLMCLI(LightningCLI):
             purge_step = self.resume_step if self.resume_step is not None else (0 if run.has_logs() else None)
             logger = TensorBoardLogger("logs", name=run.name, version="", purge_step=purge_step)
         return super().instantiate_trainer(callbacks=callbacks, plugins=plugins, logger=logger, **kwargs)
+
+    def auto_precision(self, cfg: dict[str, Any]) -> str:
+        """The precision for the device: by the table, or on a bf16-capable CPU by timing this model's own step."""
+        # validate asks too: for the same config it gets the answer fit got (cached), so it evaluates as training did.
+        batch_size = self.datamodule.batch_size
+        probe = training_step_probe(self.model, batch_size)
+        key = probe_key(self.model.model.config, batch_size)
+        precision, why = choose_precision(str(cfg["trainer"].get("accelerator", "auto")), probe, key)
+        print(f"tinyllm: precision auto -> {precision} ({why})", file=sys.stderr)
+        return precision
 
     def before_fit(self) -> None:
         cfg = self.config[self.subcommand]
@@ -175,7 +179,7 @@ class TinyLLMCLI(LightningCLI):
 
 def run_machinery(run: RunFolders, every_n_steps: int) -> list[Callback]:
     """The callbacks every run has, in the order correctness needs: "best" before the resume checkpoint."""
-    best = ModelCheckpoint(dirpath=str(run.checkpoints), filename="best", monitor="val_loss", mode="min",
+    best = ModelCheckpoint(dirpath=str(run.checkpoints), filename="best", monitor=VAL_LOSS, mode="min",
                            save_top_k=1, enable_version_counter=False)  # fmt: skip
     return [best, ResumeCheckpoint(str(run.checkpoints), every_n_steps), RNGState(), TimeBudget()]
 
@@ -197,49 +201,84 @@ def check_ckpt_path(cfg: Any, subcommand: str) -> int | None:
     hyperparameters over the config without a word. ``validate`` evaluates the
     checkpoint's own model, and says so when the config describes another.
     """
-    ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path is None and subcommand == "fit" and (found := RunFolders(cfg.name).holds_a_run()):
-        raise TinyLLMError(
-            f"{found[0]} already belongs to the run {cfg.name!r}: resume it with --ckpt_path last, or start "
-            "a new run with another --name (nothing was changed)"
-        )
-    if ckpt_path in (None, "hpc"):
+    if subcommand == "fit" and cfg.get("ckpt_path") is None:
+        refuse_a_second_run(cfg.name)
+    path = resolve_ckpt_path(cfg)
+    if path is None:
         return None
-    if ckpt_path == "best":  # Lightning knows "best" only within the process that trained; the file is on disk
-        best = RunFolders(cfg.name).checkpoints / "best.ckpt"
-        if not best.is_file():
-            raise TinyLLMError(f"there is no {best}: pass a .ckpt file, or the --name of a run that has evaluated")
-        cfg.ckpt_path = ckpt_path = str(best)
-    if ckpt_path == "last":
-        ckpt_path = RunFolders(cfg.name).checkpoints / "last.ckpt"
-        if not ckpt_path.exists():
-            return None  # Lightning starts fresh; before_fit says so
-    elif not Path(ckpt_path).is_file():
-        raise TinyLLMError(
-            f"checkpoint {ckpt_path} is not a file: pass a .ckpt file, or 'last' to resume the run's newest"
-        )
-    path, ckpt = read_checkpoint(ckpt_path)  # weights_only=True, one-line errors
-    saved = ckpt["hyper_parameters"]
-    ours = cfg.model.as_dict()
-    ours["arch"] = {k: v for k, v in ours["arch"].items() if k != "vocab_size"}  # known once the data is read
-    # A key older checkpoints lack had its default then (session 4 added the optimizer, for one).
-    defaults = {k: p.default for k, p in inspect.signature(GPTLitModule.__init__).parameters.items()}
-    theirs = {**defaults, **saved, "arch": {k: v for k, v in saved["arch"].items() if k != "vocab_size"}}
-    differ = [k for k in CHECKPOINT_MODEL_KEYS if _plain(ours.get(k)) != _plain(theirs.get(k))]
-    if ours.get("optimizer") == theirs.get("optimizer") == "adamw":
-        differ = [k for k in differ if k != "muon_lr"]  # unused by AdamW runs
-    kind = (saved.get("tokenizer") or {}).get("kind")
+    path, ckpt = read_checkpoint(path)  # weights_only=True, one-line errors
+    differ, theirs, ours = settings_differences(ckpt, cfg)
     if subcommand == "fit":
-        if kind is not None and kind != cfg.data.tokenizer:
-            raise TinyLLMError(f"{path} was trained with the {kind} tokenizer, the config asks for {cfg.data.tokenizer}: "
-                               "resume with the config it was trained with, or start a new run with another --name")  # fmt: skip
+        check_same_tokenizer(path, ckpt, cfg)
         if differ:
             raise TinyLLMError(f"{path} was trained with other settings than the config ({describe(differ, theirs, ours)}): "
                                "resume with the config it was trained with, or start a new run with another --name")  # fmt: skip
     elif "arch" in differ:
         print(f"tinyllm: validating {path.name} with its own architecture ({describe(['arch'], theirs, ours)})",
               file=sys.stderr)  # fmt: skip
-    return int(ckpt.get("global_step") or 0)
+    return checkpoint_step(ckpt)
+
+
+def refuse_a_second_run(name: str) -> None:
+    """A new ``fit`` never writes into a folder that holds another run's checkpoints."""
+    if found := RunFolders(name).holds_a_run():
+        raise TinyLLMError(
+            f"{found[0]} already belongs to the run {name!r}: resume it with --ckpt_path last, or start "
+            "a new run with another --name (nothing was changed)"
+        )
+
+
+def resolve_ckpt_path(cfg: Any) -> Path | None:
+    """The checkpoint file ``--ckpt_path`` names (``last``, ``best`` or a path); None when there is nothing to resume.
+
+    ``best`` is rewritten to its file in ``cfg``: Lightning knows "best" only within the process that trained.
+    """
+    ckpt_path = cfg.get("ckpt_path")
+    run = RunFolders(cfg.name)
+    if ckpt_path in (None, "hpc"):
+        return None
+    if ckpt_path == "best":
+        best = run.checkpoints / "best.ckpt"
+        if not best.is_file():
+            raise TinyLLMError(f"there is no {best}: pass a .ckpt file, or the --name of a run that has evaluated")
+        cfg.ckpt_path = str(best)
+        return best
+    if ckpt_path == "last":
+        last = run.checkpoints / "last.ckpt"
+        return last if last.exists() else None  # else Lightning starts fresh; before_fit says so
+    if not Path(ckpt_path).is_file():
+        raise TinyLLMError(
+            f"checkpoint {ckpt_path} is not a file: pass a .ckpt file, or 'last' to resume the run's newest"
+        )
+    return Path(ckpt_path)
+
+
+def settings_differences(ckpt: dict[str, Any], cfg: Any) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
+    """The model settings (``CHECKPOINT_MODEL_KEYS``) in which checkpoint and config differ, and both sides.
+
+    The vocabulary is left out (it is known once the data is read), and a key
+    older checkpoints lack counts as its default then.
+    """
+    saved = checkpoint_hparams(ckpt)
+    ours = cfg.model.as_dict()
+    ours["arch"] = {k: v for k, v in ours["arch"].items() if k != "vocab_size"}
+    defaults = {k: p.default for k, p in inspect.signature(GPTLitModule.__init__).parameters.items()}
+    theirs = {**defaults, **saved, "arch": {k: v for k, v in saved["arch"].items() if k != "vocab_size"}}
+    differ = [k for k in CHECKPOINT_MODEL_KEYS if _plain(ours.get(k)) != _plain(theirs.get(k))]
+    if ours.get("optimizer") == theirs.get("optimizer") == "adamw":
+        differ = [k for k in differ if k != "muon_lr"]  # unused by AdamW runs
+    return differ, theirs, ours
+
+
+def check_same_tokenizer(path: Path, ckpt: dict[str, Any], cfg: Any) -> None:
+    """A run resumes with the tokenizer it was trained with (a prepared folder's is checked when its data loads)."""
+    kind = (checkpoint_hparams(ckpt).get("tokenizer") or {}).get("kind")
+    data_path = cfg.data.get("path")
+    if data_path is not None and Path(data_path).is_dir():
+        return
+    if kind is not None and kind != cfg.data.tokenizer:
+        raise TinyLLMError(f"{path} was trained with the {kind} tokenizer, the config asks for {cfg.data.tokenizer}: "
+                           "resume with the config it was trained with, or start a new run with another --name")  # fmt: skip
 
 
 def describe(keys: list[str], theirs: dict[str, Any], ours: dict[str, Any]) -> str:
@@ -280,6 +319,47 @@ def check_output_dirs(trainer: Trainer, n_params: int) -> None:
             )
 
 
+def expand_configs(args: list[str]) -> list[str]:
+    """``--config child.yaml`` whose file starts from another (``config: cpu.yaml``) as ``--config`` of each, base first.
+
+    A recipe states only what differs from the one it names; the names resolve
+    beside the file that gives them. (jsonargparse's own nested configs would
+    replace a whole group such as ``trainer`` instead of merging into it.)
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--config" and i + 1 < len(args):
+            out += _config_chain(args[i + 1], set())
+            i += 2
+            continue
+        if arg.startswith("--config="):
+            out += _config_chain(arg.split("=", 1)[1], set())
+        else:
+            out.append(arg)
+        i += 1
+    return out
+
+
+def _config_chain(value: str, seen: set[Path]) -> list[str]:
+    path = Path(value)
+    if not path.is_file():
+        return ["--config", value]  # not a file (or inline YAML): jsonargparse reports it
+    try:
+        recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return ["--config", value]
+    if not isinstance(recipe, dict) or not isinstance(recipe.get("config"), str):
+        return ["--config", value]
+    if path.resolve() in seen:
+        raise TinyLLMError(f"{path} names itself among the configs it starts from: break the cycle")
+    base = path.parent / recipe.pop("config")
+    if not base.is_file():
+        raise TinyLLMError(f"{path} starts from {base}, which is not a file: fix its `config:` line")
+    return [*_config_chain(str(base), seen | {path.resolve()}), "--config", yaml.safe_dump(recipe, sort_keys=False)]
+
+
 def build_cli(args: list[str] | None, run: bool = True) -> TinyLLMCLI:
     """tinyllm's LightningCLI. ``run=False`` only builds model, data and trainer from ``--config`` args."""
     with warnings.catch_warnings():
@@ -289,7 +369,7 @@ def build_cli(args: list[str] | None, run: bool = True) -> TinyLLMCLI:
             return TinyLLMCLI(
                 GPTLitModule,
                 ShakespeareDataModule,
-                args=args,
+                args=expand_configs(args) if args is not None else None,
                 run=run,
                 seed_everything_default=1337,
                 save_config_kwargs={"overwrite": True},  # a resumed run re-saves its config

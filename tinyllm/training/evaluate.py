@@ -12,6 +12,7 @@ from tinyllm.core.tokenizers import Tokenizer
 from tinyllm.errors import TinyLLMError
 from tinyllm.formats.card import TINY_SHAKESPEARE_HUB, Measured
 from tinyllm.training.data import ShakespeareDataModule
+from tinyllm.training.metrics import VAL_LOSS
 from tinyllm.training.module import GPTLitModule
 
 
@@ -37,4 +38,4 @@ def measure(model: GPT, tokenizer: Tokenizer, data_path: str | None, data_dir: s
         texts.append((f"prompt {prompt!r}, temperature 0.8, top-k 200, seed {seed + i}", prompt + g.texts[0]))
     corpus = Path(data_path).name if data_path else "Tiny Shakespeare"
     split = f"the last {val_fraction:.0%} of {corpus}"
-    return Measured(float(metrics["val_loss"]), val_tokens, split, texts, corpus, None if data_path else TINY_SHAKESPEARE_HUB)
+    return Measured(float(metrics[VAL_LOSS]), val_tokens, split, texts, corpus, None if data_path else TINY_SHAKESPEARE_HUB)

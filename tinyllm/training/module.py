@@ -1,8 +1,18 @@
-"""The one LightningModule: next-token prediction with the hand-written GPT."""
+"""The one LightningModule: next-token prediction with the hand-written GPT.
+
+:meth:`GPTLitModule.loss` is the objective, and :func:`optimizer_step` one
+training step outside Lightning (forward and loss under the run's precision,
+backward, clipping, optimizer and schedule), so a speed figure measured by
+``bench train`` or the precision probe is of the step ``fit`` runs.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+import inspect
+import math
+from typing import Iterable
 
 import lightning as L
 from lightning.pytorch.callbacks import Timer
@@ -15,7 +25,8 @@ from tinyllm.core.config import GPTConfig
 from tinyllm.core.model import GPT
 from tinyllm.core.optim import OptimizerName, build_optimizer
 from tinyllm.errors import TinyLLMError
-from tinyllm.training.schedule import Shape, lr_multiplier, step_progress
+from tinyllm.training.metrics import TRAIN_LOSS, VAL_BPB, VAL_LOSS, VAL_PPL
+from tinyllm.training.schedule import BudgetClock, Schedule, Shape
 
 
 class GPTLitModule(L.LightningModule):
@@ -45,7 +56,7 @@ class GPTLitModule(L.LightningModule):
     def __init__(
         self,
         arch: GPTConfig = GPTConfig(),
-        tokenizer: dict[str, Any] | None = None,
+        tokenizer: dict[str, str] | None = None,
         lr: float = 3e-4,
         min_lr: float | None = None,
         warmup_steps: int = 100,
@@ -73,12 +84,19 @@ class GPTLitModule(L.LightningModule):
         self.warmup_steps, self.weight_decay, self.betas = warmup_steps, weight_decay, tuple(betas)
         self.schedule, self.decay_fraction = schedule, decay_fraction
         self.optimizer_name, self.muon_lr = optimizer, muon_lr
-        self.time_progress = 0.0  # the share of a time budget used, kept current by the TimeBudget callback
         self.val_loss = MeanMetric()
         self.flops_per_token = self.model.flops_per_token()
         self.flops_per_batch = 0  # read by Lightning's ThroughputMonitor for MFU
         if compile:
             self.model.compile()  # in place: parameter names (and checkpoints) stay the same
+
+    def fresh_copy(self) -> GPTLitModule:
+        """A new module with these hyperparameters and weights. (A deepcopy would keep calling this module's
+        in-place ``torch.compile``d forward, and so train this module's parameters.)"""
+        accepted = inspect.signature(type(self)).parameters  # LightningCLI adds keys of its own to hparams
+        twin = type(self)(**{k: v for k, v in self.hparams.items() if k in accepted})
+        twin.load_state_dict(self.state_dict())
+        return twin
 
     def setup(self, stage: str) -> None:
         # Sum the val loss in float64 where the device has it (Apple's MPS does not): float32 sums of a
@@ -90,13 +108,14 @@ class GPTLitModule(L.LightningModule):
     def forward(self, idx: Tensor) -> Tensor:
         return self.model(idx)
 
-    def _loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
+    def loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
+        """Mean next-token cross-entropy of ``batch`` = (x, y), y being x shifted by one: what training minimises."""
         x, y = batch
-        logits = self(x)
+        logits = self(x)  # (B, T, vocab)
         return F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss = self._loss(batch)
+        loss = self.loss(batch)
         if not torch.isfinite(loss):
             # A TinyLLMError: ExceptionCheckpoint saves nothing for it, so last.ckpt stays the last good state.
             raise TinyLLMError(
@@ -104,35 +123,39 @@ class GPTLitModule(L.LightningModule):
                 "--trainer.precision 32-true; the last good checkpoint is kept"
             )
         self.flops_per_batch = self.flops_per_token * batch[0].numel()
-        self.log("train_loss", loss, prog_bar=True)
+        self.log(TRAIN_LOSS, loss, prog_bar=True)
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.val_loss.update(self._loss(batch), weight=batch[1].numel())
+        self.val_loss.update(self.loss(batch), weight=batch[1].numel())
 
     def on_validation_epoch_end(self) -> None:
         loss = self.val_loss.compute().float()  # token-weighted mean, synced across processes
         self.val_loss.reset()
-        self.log("val_loss", loss, prog_bar=True, sync_dist=False)
-        self.log("val_ppl", torch.exp(loss))  # perplexity = e^(mean cross-entropy)
+        self.log(VAL_LOSS, loss, prog_bar=True, sync_dist=False)
+        self.log(VAL_PPL, torch.exp(loss))  # perplexity = e^(mean cross-entropy)
+        # Bits per byte: nats per token → bits per token (/ ln 2) → bits per byte (/ bytes per token).
+        # Runs with different tokenizers compare on this scale, not on val_loss.
+        bytes_per_token = getattr(self.trainer.datamodule, "val_bytes_per_token", None) if self._trainer else None
+        if bytes_per_token:
+            self.log(VAL_BPB, loss / math.log(2) / bytes_per_token)
 
     def configure_optimizers(self) -> dict[str, Any]:
         timed = any(isinstance(cb, Timer) for cb in self.trainer.callbacks)
         if (self.trainer.max_steps or -1) < 1 and not timed:
             raise TinyLLMError("set --trainer.max_steps or --trainer.max_time: the learning-rate schedule runs over one of them")
-        optimizer = self.new_optimizer()
-        # A plain lambda (not a bound method): LambdaLR leaves functions out of its state, so checkpoints stay plain.
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: self.lr_multiplier(step))
+        clock = next((cb for cb in self.trainer.callbacks if isinstance(cb, BudgetClock)), None)
+        return self.optimizers_for(self.trainer.max_steps or -1, clock)
+
+    def optimizers_for(self, max_steps: int, clock: BudgetClock | None = None) -> dict[str, Any]:
+        """The run's optimizer over the inner GPT, and its LR schedule over ``max_steps`` and ``clock``'s budget."""
+        optimizer = build_optimizer(self.model, self.optimizer_name, self.lr, self.weight_decay, self.betas,
+                                    self.muon_lr)  # fmt: skip
+        schedule = Schedule(self.warmup_steps, self.min_lr / self.lr, self.schedule, self.decay_fraction, max_steps)
+        # A plain lambda (not a callable object): LambdaLR leaves functions out of its state, so checkpoints stay plain.
+        multiplier = lambda step: schedule(step, clock.share_used() if clock is not None else 0.0)  # noqa: E731
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def new_optimizer(self) -> torch.optim.Optimizer:
-        """The run's optimizer over the inner GPT, before any schedule."""
-        return build_optimizer(self.model, self.optimizer_name, self.lr, self.weight_decay, self.betas, self.muon_lr)
-
-    def lr_multiplier(self, step: int) -> float:
-        """The schedule at ``step``: progress is the larger of the steps done and the time budget used."""
-        progress = max(step_progress(step, self.warmup_steps, self.trainer.max_steps or -1), self.time_progress)
-        return lr_multiplier(step, self.warmup_steps, progress, self.min_lr / self.lr, self.schedule, self.decay_fraction)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse a checkpoint whose tokenizer or architecture differs from this run's."""
@@ -158,3 +181,28 @@ def _describe_difference(theirs: Any, ours: Any) -> str:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def optimizer_step(
+    module: GPTLitModule, batches: Iterable[tuple[Tensor, Tensor]], optimizers: dict[str, Any], precision: str,
+    clip: float | None,
+) -> Tensor:
+    """One optimizer step as ``Trainer.fit`` takes it, without Lightning; the mean loss over ``batches``.
+
+    Each micro-batch's :meth:`GPTLitModule.loss` under the precision's autocast
+    (bf16-mixed: forward in bf16, weights and optimizer in fp32), its backward
+    scaled for accumulation, gradient-norm clipping, the optimizer, the schedule.
+    """
+    batches = list(batches)
+    total = torch.zeros(())
+    for batch in batches:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+            loss = module.loss(batch) / len(batches)
+        loss.backward()
+        total += loss.detach().float()
+    if clip:
+        torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
+    optimizers["optimizer"].step()
+    optimizers["lr_scheduler"]["scheduler"].step()
+    optimizers["optimizer"].zero_grad(set_to_none=True)
+    return total

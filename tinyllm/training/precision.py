@@ -27,12 +27,10 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from tinyllm.core.config import GPTConfig
-from tinyllm.core.model import GPT
-from tinyllm.core.optim import build_optimizer
 from tinyllm.files import atomic_write_bytes, cache_dirs
+from tinyllm.training.module import GPTLitModule, optimizer_step
 
 Probe = Callable[[str], float]  # precision -> seconds per training step
 
@@ -119,9 +117,9 @@ def _read_cache(path: Path) -> dict:
     return known if isinstance(known, dict) else {}
 
 
-# Bump when the model's kernels change what a step costs, so cached answers are measured again
-# (2: bf16 attention by the formula, faster dropout; session 5).
-PROBE_VERSION = 2
+# Bump when the model's kernels or the timed step change what a step costs, so cached answers are measured
+# again (2: bf16 attention by the formula, faster dropout; 3: the module's own step and optimizer).
+PROBE_VERSION = 3
 
 
 def probe_key(config: GPTConfig, batch_size: int) -> str:
@@ -132,13 +130,14 @@ def probe_key(config: GPTConfig, batch_size: int) -> str:
             f"| dropout {c.dropout} | batch {batch_size} | probe {PROBE_VERSION}")  # fmt: skip
 
 
-def training_step_probe(config: GPTConfig, batch_size: int, steps: int = 3, warmup: int = 2) -> Probe:
-    """A probe that times ``steps`` training steps (after ``warmup``) of ``config`` at ``batch_size``, on the CPU.
+def training_step_probe(module: GPTLitModule, batch_size: int, steps: int = 3, warmup: int = 2) -> Probe:
+    """A probe that times ``steps`` training steps (after ``warmup``) of ``module``'s own step at ``batch_size``, on the CPU.
 
-    A step is what Lightning runs: forward and cross-entropy under autocast (for
-    bf16-mixed), backward, AdamW. The median step time is returned. Warm-up
-    steps absorb one-off costs (oneDNN picks and JIT-compiles its bf16 kernels
-    on the first steps).
+    A step is :func:`tinyllm.training.module.optimizer_step`, what Lightning runs:
+    forward and loss under autocast (for bf16-mixed), backward, the run's
+    optimizer. It trains a fresh copy, so the run's weights are untouched; the
+    median step time is returned. Warm-up steps absorb one-off costs (oneDNN
+    picks and JIT-compiles its bf16 kernels on the first steps).
     """
 
     def seconds_per_step(precision: str) -> float:
@@ -146,25 +145,19 @@ def training_step_probe(config: GPTConfig, batch_size: int, steps: int = 3, warm
         # initialise other weights than the same run with the answer cached.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            return _median_step_seconds(config, batch_size, precision, steps, warmup)
+            return _median_step_seconds(module.fresh_copy().train(), batch_size, precision, steps, warmup)
 
     return seconds_per_step
 
 
-def _median_step_seconds(config: GPTConfig, batch_size: int, precision: str, steps: int, warmup: int) -> float:
-    """The median time of ``steps`` training steps after ``warmup``, on fresh weights and random tokens."""
-    model = GPT(config).train()
-    optimizer = build_optimizer(model, "adamw", lr=1e-4, weight_decay=0.1)
+def _median_step_seconds(module: GPTLitModule, batch_size: int, precision: str, steps: int, warmup: int) -> float:
+    """The median time of ``steps`` training steps after ``warmup``, on random tokens."""
+    config = module.model.config
+    optimizers = module.optimizers_for(max_steps=warmup + steps)
     x = torch.randint(0, config.vocab_size, (batch_size, config.block_size))
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
     times = []
     for _ in range(warmup + steps):
         t0 = time.perf_counter()
-        with autocast:
-            logits = model(x)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), x.flatten())
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(module, [(x, x)], optimizers, precision, clip=None)
         times.append(time.perf_counter() - t0)
     return statistics.median(times[warmup:])
