@@ -31,7 +31,7 @@ import tinyllm.files
 from tests.helpers.cli import TINY, describe, env_for_cli, read_scalars, run_cli
 from tinyllm.core.tokenizers import GPT2Tokenizer
 from tinyllm.files import GPT2_RANKS, SHAKESPEARE
-from tinyllm.formats.folder import export
+from tinyllm.formats.load import export
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

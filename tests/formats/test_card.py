@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import LLAMA_RUNS, RUNS
-from tinyllm.formats.folder import export
+from tinyllm.formats.load import export
 from tinyllm.formats.load import load_model
 
 

@@ -11,7 +11,7 @@ import torch
 from tests.conftest import LLAMA_RUNS, RUNS
 from tests.helpers.models import logits, some_ids
 from tinyllm.errors import TinyLLMError
-from tinyllm.formats.folder import export, load_export
+from tinyllm.formats.load import export
 from tinyllm.formats.load import load_model
 
 
@@ -24,8 +24,7 @@ def test_export_round_trip_is_exact(runs, exports, name):
     assert folder.tokenizer.state() == ckpt.tokenizer.state()
     ids = some_ids(ckpt.model.config.vocab_size)
     assert torch.equal(logits(ckpt.model, ids), logits(folder.model, ids))
-    # Also through load_export directly, and through the weights file's path.
-    assert torch.equal(logits(load_export(exports[name]).model, ids), logits(ckpt.model, ids))
+    # Also through the weights file's path.
     assert torch.equal(logits(load_model(exports[name] / "model.safetensors").model, ids), logits(ckpt.model, ids))
 
 
@@ -79,7 +78,7 @@ def test_export_refuses_to_overwrite_other_files_and_reexports_in_place(runs, ex
     again = export(exports["char"], tmp_path / "again", verify=False)
     assert (again / "model.safetensors").read_bytes() == (exports["char"] / "model.safetensors").read_bytes()
     export(again, again, verify=False)
-    assert load_export(again).metrics == load_model(runs["char"]).metrics
+    assert load_model(again).metrics == load_model(runs["char"]).metrics
 
 
 def test_folders_that_are_not_exports_are_refused_in_one_line(exports, tmp_path: Path):

@@ -79,13 +79,12 @@ def one_line_error(excinfo: pytest.ExceptionInfo) -> str:
 
 
 def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    """The run's scalars through tinyllm's own reader, after checking one process wrote one events file."""
+    from tinyllm.commands.plot import read_scalars as read
 
     events = sorted(run_dir.glob("events.out.tfevents.*"))
     assert len(events) == 1, f"expected one TensorBoard events file in {run_dir}, found {events}"
-    acc = EventAccumulator(str(events[0]))
-    acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+    return read(run_dir)
 
 
 def load_ckpt(path: Path) -> dict:

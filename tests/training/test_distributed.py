@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.cli import REPO, TINY, best_model_score, describe, env_for_cli, load_ckpt, run_cli
-from tinyllm.core.checkpoint import model_from_checkpoint, read_checkpoint
+from tinyllm.formats.load import load_model
 from tinyllm.formats.card import example_prompt
 from tinyllm.training.evaluate import measure
 
@@ -62,8 +62,7 @@ def test_two_nodes_on_localhost_draw_different_windows_validate_exactly_and_resu
     assert not [p for p in (tmp_path / "node1").rglob("*.ckpt")]
 
     # The val loss the two processes computed together is the single-process value: no window counted twice.
-    path, ckpt = read_checkpoint(run / "best.ckpt")
-    loaded = model_from_checkpoint(path, ckpt, "cpu")
+    loaded = load_model(run / "best.ckpt")
     single = measure(loaded.model, loaded.tokenizer, None, None, 0.1, example_prompt(loaded.tokenizer), 0, 1, 0)
     assert best_model_score(load_ckpt(run / "best.ckpt")) == pytest.approx(single.val_loss, abs=1e-6)
 

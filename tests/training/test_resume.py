@@ -13,9 +13,8 @@ from typing import Any
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.helpers.cli import TINY, faults_env, run_cli
+from tests.helpers.cli import TINY, faults_env, read_scalars, run_cli
 
 # Dropout and gradient accumulation on, so the RNG and the accumulation phase are part of what must resume.
 # The checkpoint every 8 optimizer steps falls on an evaluation (every 8 batches = 4 steps): its save is deferred.
@@ -54,13 +53,6 @@ def differences(a: Any, b: Any, root_a: str, root_b: str, where: str = "") -> li
     return [] if a == b else [f"{where}: {a!r} != {b!r}"]
 
 
-def scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar series as TensorBoard shows it (purged steps removed)."""
-    acc = EventAccumulator(str(logdir))
-    acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("uninterrupted")
@@ -95,7 +87,7 @@ def test_sigkill_between_checkpoints_then_resume_is_bit_exact(uninterrupted: Pat
     # The logs: one run directory, and each curve is the uninterrupted run's curve exactly, with
     # the steps logged between the checkpoint (8) and the kill (12) shown once, not twice.
     assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["tiny"]
-    ours, theirs = scalars(tmp_path / "logs/tiny"), scalars(uninterrupted / "logs/tiny")
+    ours, theirs = read_scalars(tmp_path / "logs/tiny"), read_scalars(uninterrupted / "logs/tiny")
     for tag in ("train_loss", "val_loss", "val_ppl"):
         steps = [s for s, _ in ours[tag]]
         assert steps == sorted(set(steps)), f"{tag} has repeated steps: {steps}"

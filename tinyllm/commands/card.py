@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tinyllm.core.checkpoint import model_from_checkpoint, read_checkpoint
 from tinyllm.errors import TinyLLMError
-from tinyllm.formats.card import example_prompt, model_card, training_info
+from tinyllm.formats.card import example_prompt, model_card
 from tinyllm.formats.folder import export_dir_of
+from tinyllm.formats.load import load_model
 from tinyllm.training.evaluate import measure
 
 
@@ -41,14 +41,13 @@ def card(
         raise TinyLLMError("--samples must be 0 or more and --max_new_tokens at least 1")
     if export_dir_of(ckpt_path) is not None:
         raise TinyLLMError(f"{ckpt_path} is an exported folder: its README.md is its card (card reads .ckpt files)")
-    path, ckpt = read_checkpoint(ckpt_path)
-    loaded = model_from_checkpoint(path, ckpt, "cpu", data_dir)
+    loaded = load_model(ckpt_path, "cpu", data_dir)
     prompt = prompt if prompt is not None else example_prompt(loaded.tokenizer)
     if not loaded.tokenizer.encode(prompt):  # also refuses unknown characters, before the long evaluation
         raise TinyLLMError("the prompt is empty: give --prompt some text")
     measured = measure(loaded.model, loaded.tokenizer, data_path, data_dir, val_fraction, prompt,
                        samples, max_new_tokens, seed)  # fmt: skip
-    text = model_card(ckpt_path, loaded.model, loaded.tokenizer, training_info(path, ckpt), data, measured=measured)
+    text = model_card(ckpt_path, loaded.model, loaded.tokenizer, loaded.training, data, measured=measured)
     where = Path(out)
     where.parent.mkdir(parents=True, exist_ok=True)
     where.write_text(text, encoding="utf-8")

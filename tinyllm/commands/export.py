@@ -12,7 +12,8 @@ from safetensors import safe_open
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import fmt_bytes
 from tinyllm.formats.card import example_prompt
-from tinyllm.formats.folder import check_out_dir, load_source, write_export
+from tinyllm.formats.folder import check_out_dir, write_export
+from tinyllm.formats.load import load_model
 from tinyllm.formats.gguf_file import write_gguf
 from tinyllm.formats.hf_layout import GGUF, WEIGHTS, read_export_config
 from tinyllm.training.evaluate import measure as measure_now
@@ -51,14 +52,14 @@ def export(
     if dtype != "f32":
         raise TinyLLMError("--dtype applies to --format gguf; the Hugging Face folder is float32")
     check_out_dir(Path(out_dir).expanduser().resolve())  # before the measurement, not after it
-    loaded, training = load_source(ckpt_path, data_dir)
+    loaded = load_model(ckpt_path, "cpu", data_dir)
     measured = None
     if measure:
         prompt = example_prompt(loaded.tokenizer)
         measured = measure_now(loaded.model, loaded.tokenizer, data_path, data_dir, 0.1, prompt, samples=1,
                                max_new_tokens=200, seed=1337)  # fmt: skip
         print(f"measured now: val loss {measured.val_loss:.4f} over {measured.val_tokens:,} tokens of {measured.corpus}")
-    out = write_export(loaded.model, loaded.tokenizer, out_dir, training, data, verify, data_dir, repo_id, measured)
+    out = write_export(loaded.model, loaded.tokenizer, out_dir, loaded.training, data, verify, data_dir, repo_id, measured)
     _, section, config = read_export_config(out)
     kind = "LlamaForCausalLM (Hugging Face Llama layout)" if config.is_llama_shaped else "tinyllm layout (not a Llama)"
     print(f"exported {_count_params(out):,} parameters to {out}: {kind}")
@@ -75,7 +76,7 @@ def _export_gguf(ckpt_path: str, out_dir: Path, dtype: str, data_dir: str | None
         raise TinyLLMError(f"--out_dir {out_dir} is a file: choose a folder (the GGUF goes in it as {GGUF})")
     if target.exists() and _magic(target) != b"GGUF":
         raise TinyLLMError(f"{target} exists and is not a GGUF file: choose another --out_dir")
-    loaded, _ = load_source(ckpt_path, data_dir)
+    loaded = load_model(ckpt_path, "cpu", data_dir)
     source = Path(ckpt_path).expanduser().resolve()
     name = source.name if source.is_dir() else source.parent.name  # the run's (or the export's) folder
     try:

@@ -10,13 +10,13 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
-import lightning
 import torch
 
-from tinyllm.core.checkpoint import MODEL_PREFIX, LoadedModel
-from tinyllm.formats.folder import export_dir_of, load_export
+from tinyllm.core.checkpoint import as_lightning_checkpoint
+from tinyllm.formats.folder import export_dir_of
+from tinyllm.formats.load import load_model
 from tinyllm.training.cli import build_cli
 
 
@@ -50,17 +50,10 @@ def lightning_checkpoint_args(args: list[str]) -> Iterator[list[str]]:
     if folder is None:
         yield args
         return
-    loaded = load_export(folder)
+    loaded = load_model(folder)
     with tempfile.TemporaryDirectory(prefix="tinyllm-export-") as tmp:
         path = Path(tmp) / f"{loaded.path.name}.ckpt"
-        torch.save(lightning_checkpoint(loaded), path)
+        torch.save(as_lightning_checkpoint(loaded.model, loaded.tokenizer.state(), loaded.step), path)
         print(f"tinyllm: validating exported folder {loaded.path} (as {path.name})", file=sys.stderr)
         yield [*args[:where], prefix + str(path), *args[where + 1 :]]
 
-
-def lightning_checkpoint(loaded: LoadedModel) -> dict[str, Any]:
-    """A minimal Lightning checkpoint dict (weights + hyperparameters) for ``loaded``."""
-    state = {MODEL_PREFIX + k: v for k, v in loaded.model.state_dict().items()}
-    hparams = {"arch": loaded.model.config.to_dict(), "tokenizer": loaded.tokenizer.state()}
-    return {"state_dict": state, "hyper_parameters": hparams, "global_step": loaded.step or 0, "epoch": 0,
-            "pytorch-lightning_version": lightning.__version__}  # fmt: skip

@@ -1,37 +1,59 @@
-"""Read a training checkpoint for inference, without trusting the file.
+"""Lightning's checkpoint layout, read (and written) in this one module, without trusting the file.
 
 Training checkpoints are Lightning ``.ckpt`` files, but reading one needs no
 Lightning: ``torch.load(weights_only=True)`` gives tensors and plain containers
 only, so a file carrying foreign pickled objects (which could run code) is
-refused. (Exported folders are read by ``tinyllm.formats``; ``formats.load``
-takes either.)
+refused. The layout's keys (``state_dict``, ``hyper_parameters``,
+``global_step``, ``callbacks``, the data module's state) are named only here;
+everything else asks these functions. (Exported folders are read by
+``tinyllm.formats``; ``formats.load.load_model`` builds a model from either.)
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from torch import Tensor
+
 from tinyllm.core.config import GPTConfig
 from tinyllm.core.model import GPT
-from tinyllm.core.tokenizers import Tokenizer, tokenizer_from_state
+from tinyllm.core.tokenizers import Tokenizer
 from tinyllm.errors import ConfigError, TinyLLMError
 
 MODEL_PREFIX = "model."  # GPTLitModule keeps the GPT in `self.model`
+DATA_STATE = "ShakespeareDataModule"  # Lightning stores a data module's state under its class name
+
+
+@dataclass
+class ModelParts:
+    """What a saved model is made of, before anything is built: from a checkpoint or an exported folder."""
+
+    config: GPTConfig
+    weights: dict[str, Tensor]
+    tokenizer_state: dict[str, Any]
+    path: Path
+    step: int | None
+    metrics: dict[str, float]
+    training: dict[str, Any] = field(default_factory=dict)  # what the file records about its training
 
 
 @dataclass
 class LoadedModel:
+    """A model ready for inference (eval mode), its tokenizer, and where it came from."""
+
     model: GPT
     tokenizer: Tokenizer
     path: Path
     step: int | None
     metrics: dict[str, float]
+    training: dict[str, Any] = field(default_factory=dict)
 
 
 CHECKPOINT_NAMES = ("last.ckpt", "best.ckpt")  # what a directory given as a checkpoint means, in order
@@ -70,27 +92,48 @@ def read_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
     return p, ckpt
 
 
-def model_from_checkpoint(
-    p: Path, ckpt: dict[str, Any], device: str | torch.device = "cpu", data_dir: str | None = None
-) -> LoadedModel:
-    """The GPT and tokenizer of a checkpoint dict returned by :func:`read_checkpoint`."""
-    hparams = ckpt["hyper_parameters"]
+def checkpoint_parts(p: Path, ckpt: dict[str, Any]) -> ModelParts:
+    """The architecture, weights and tokenizer of a checkpoint dict returned by :func:`read_checkpoint`."""
+    hparams = checkpoint_hparams(ckpt)
     try:
         config = GPTConfig.from_dict(hparams["arch"])
     except (ConfigError, TypeError) as e:
         raise TinyLLMError(f"{p} has an invalid architecture: {e}") from None
     if hparams.get("tokenizer") is None:
         raise TinyLLMError(f"{p} has no tokenizer stored in it: it was not written by `tinyllm fit`")
-    tokenizer = tokenizer_from_state(hparams["tokenizer"], data_dir)
-    state = {k[len(MODEL_PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(MODEL_PREFIX)}
-    model = GPT(config)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise TinyLLMError(f"{p}: weights do not match its architecture ({str(e).splitlines()[0][:120]})") from None
+    weights = {k[len(MODEL_PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(MODEL_PREFIX)}
     best = best_checkpoint_state(ckpt)
     metrics = {"best_val_loss": float(best["best_model_score"])} if best else {}
-    return LoadedModel(model.to(device).eval(), tokenizer, p, ckpt.get("global_step"), metrics)
+    return ModelParts(config, weights, hparams["tokenizer"], p, checkpoint_step(ckpt), metrics)
+
+
+def checkpoint_hparams(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The LightningModule's hyperparameters: the architecture, tokenizer and training settings."""
+    return ckpt.get("hyper_parameters") or {}
+
+
+def checkpoint_step(ckpt: dict[str, Any]) -> int:
+    """Optimizer steps taken when the checkpoint was saved."""
+    return int(ckpt.get("global_step") or 0)
+
+
+def budget_seconds_used(ckpt: dict[str, Any]) -> float | None:
+    """Training seconds a time-budget run had used (Lightning's ``Timer`` state), None without a budget."""
+    timer = (ckpt.get("callbacks") or {}).get("Timer")
+    return float(timer["time_elapsed"]["train"]) if timer else None
+
+
+def train_batches_done(ckpt: dict[str, Any]) -> int:
+    """Training micro-batches consumed: where the data stream resumes."""
+    return int((ckpt.get(DATA_STATE) or {}).get("train_batches_done", 0))
+
+
+def as_lightning_checkpoint(model: GPT, tokenizer_state: dict[str, Any], step: int | None) -> dict[str, Any]:
+    """A minimal Lightning checkpoint (weights and hyperparameters) of ``model``, as ``validate`` reads one."""
+    state = {MODEL_PREFIX + k: v for k, v in model.state_dict().items()}
+    hparams = {"arch": model.config.to_dict(), "tokenizer": tokenizer_state}
+    return {"state_dict": state, "hyper_parameters": hparams, "global_step": step or 0, "epoch": 0,
+            "pytorch-lightning_version": importlib.metadata.version("lightning")}  # fmt: skip
 
 
 def best_checkpoint_state(ckpt: dict[str, Any]) -> dict[str, Any] | None:

@@ -10,8 +10,9 @@
 
 Which names and config it uses is ``tinyllm.formats.hf_layout``'s business.
 
-tinyllm loads the folder back (``load_export``, and ``load_model`` / ``--ckpt_path``
-accept the folder) with bit-identical logits, reading only safetensors and JSON.
+tinyllm loads the folder back (``tinyllm.formats.load.load_model``, and every
+``--ckpt_path``, accept the folder) with bit-identical logits, reading only
+safetensors and JSON.
 
 Plain PyTorch: this module does not import Lightning. ``tokenizers`` (tokenizer
 files) and ``transformers`` (the parity check at export time) are optional
@@ -31,12 +32,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from tinyllm.core.checkpoint import CHECKPOINT_NAMES, LoadedModel, model_from_checkpoint, read_checkpoint
+from tinyllm.core.checkpoint import CHECKPOINT_NAMES, ModelParts
 from tinyllm.core.model import GPT
-from tinyllm.core.tokenizers import Tokenizer, tokenizer_from_state
+from tinyllm.core.tokenizers import Tokenizer
 from tinyllm.errors import TinyLLMError, one_line
 from tinyllm.files import sha256_of, umask
-from tinyllm.formats.card import ExportFacts, Measured, model_card, training_info
+from tinyllm.formats.card import ExportFacts, Measured, model_card
 from tinyllm.formats.hf_layout import (
     CARD, CONFIG, FILES, FORMAT_VERSION, TOKENIZER, TOKENIZER_CONFIG, WEIGHTS, export_state, hf_config, layout_of,
     read_export_config, state_from_export,
@@ -77,34 +78,25 @@ def _export_dir(path: str | Path) -> Path:
 # ----------------------------------------------------------------------------- loading an export
 
 
-def load_export(
-    path: str | Path, device: str | torch.device = "cpu", data_dir: str | Path | None = None
-) -> LoadedModel:
-    """The GPT and tokenizer of an exported folder, in eval mode on ``device``.
+def export_parts(path: str | Path) -> ModelParts:
+    """The architecture, weights, tokenizer and training record of an exported folder.
 
     Reads JSON and safetensors only: nothing in the folder is unpickled or executed.
     """
     d = _export_dir(path)
     _, section, config = read_export_config(d)
-    try:
-        tokenizer = tokenizer_from_state(section["tokenizer"], data_dir)
-    except (KeyError, TypeError):
-        raise TinyLLMError(f"{d / CONFIG}: the tokenizer in its tinyllm section is incomplete; re-export") from None
-    if tokenizer.vocab_size > config.vocab_size:
-        raise TinyLLMError(
-            f"{d}: the tokenizer has {tokenizer.vocab_size} ids, the model only {config.vocab_size}; re-export"
-        )
+    if not isinstance(section.get("tokenizer"), dict):
+        raise TinyLLMError(f"{d / CONFIG}: the tokenizer in its tinyllm section is incomplete; re-export")
     try:
         tensors = load_file(d / WEIGHTS, device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
         raise TinyLLMError(f"{d / WEIGHTS} is not a readable safetensors file ({one_line(str(e), 120)})") from None
-    model = GPT(config)
-    model.load_state_dict(state_from_export(tensors, config, d / WEIGHTS))
-    training = section.get("training") or {}
+    training = dict(section.get("training") or {})  # re-exporting a folder: its training record carries over
     metrics = {}
     if isinstance(training.get("best_val_loss"), (int, float)):
         metrics["best_val_loss"] = float(training["best_val_loss"])
-    return LoadedModel(model.to(device).eval(), tokenizer, d, training.get("step"), metrics)
+    weights = state_from_export(tensors, config, d / WEIGHTS)
+    return ModelParts(config, weights, section["tokenizer"], d, training.get("step"), metrics, training)
 
 
 def check_export(path: str | Path) -> dict[str, Any]:
@@ -136,17 +128,6 @@ def check_export(path: str | Path) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- export
-
-
-def load_source(ckpt_path: str | Path, data_dir: str | Path | None) -> tuple[LoadedModel, dict[str, Any]]:
-    """The model to export, from a checkpoint or an earlier export, and its training record."""
-    export_dir = export_dir_of(ckpt_path)
-    if export_dir is not None:  # re-exporting a folder: its training record carries over
-        loaded = load_export(export_dir, "cpu", data_dir)
-        _, section, _ = read_export_config(export_dir)
-        return loaded, dict(section.get("training") or {})
-    p, ckpt = read_checkpoint(ckpt_path)
-    return model_from_checkpoint(p, ckpt, "cpu", data_dir), training_info(p, ckpt)
 
 
 def check_out_dir(out: Path) -> None:
@@ -224,17 +205,4 @@ def write_export(
 
 def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
-
-
-def export(
-    ckpt_path: str | Path,
-    out_dir: str | Path,
-    data: str | None = None,
-    verify: bool = True,
-    data_dir: str | Path | None = None,
-    repo_id: str | None = None,
-) -> Path:
-    """Export a training checkpoint (or re-export a folder) to ``out_dir``; returns the folder."""
-    loaded, training = load_source(ckpt_path, data_dir)
-    return write_export(loaded.model, loaded.tokenizer, out_dir, training, data, verify, data_dir, repo_id)
 
