@@ -65,3 +65,18 @@ def test_a_commands_help_comes_from_its_docstring(tmp_path: Path):
 ])  # fmt: skip
 def test_bad_commands_and_options_are_one_line(tmp_path: Path, args: list[str], mention: str):
     assert_one_line_error(run_main(*args, cwd=tmp_path), mention)
+
+
+def test_generate_and_its_help_import_no_lightning(fit_run, tmp_path: Path):
+    # The registry imports only the command it runs: generate starts without Lightning's seconds of imports.
+    import subprocess
+    import sys
+
+    ckpt = fit_run.dir / "checkpoints/tiny/last.ckpt"
+    script = ("import sys\nfrom tinyllm.__main__ import main\n"
+              "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+              "print('LIGHTNING', any(m.split('.')[0] in ('lightning', 'pytorch_lightning') for m in sys.modules))")  # fmt: skip
+    for args in (["generate", "--help"], ["generate", "--ckpt_path", str(ckpt), "--max_new_tokens", "5"]):
+        proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=tmp_path,
+                              timeout=120)  # fmt: skip
+        assert proc.stdout.strip().splitlines()[-1] == "LIGHTNING False", describe(proc)

@@ -52,10 +52,14 @@ def summary(target: str | dict[str, str]) -> str:
     return inspect.cleandoc(doc or "").splitlines()[0] if doc else ""
 
 
-def build_parser() -> ArgumentParser:
-    """The parser of every registered command, built from the functions' signatures and docstrings."""
+def build_parser(only: str | None = None) -> ArgumentParser:
+    """The parser of every registered command (or of the command ``only``), from the functions' signatures and docstrings.
+
+    Building a command's parser imports its module: ``only`` keeps ``generate``
+    from importing the modules of the others, Lightning among them.
+    """
     parser = ArgumentParser(prog="python -m tinyllm", description=__doc__.splitlines()[0], exit_on_error=False)
-    add_commands(parser, COMMANDS)
+    add_commands(parser, {only: COMMANDS[only]} if only is not None else COMMANDS)
     return parser
 
 
@@ -81,7 +85,7 @@ def run(argv: list[str]) -> None:
     if argv and argv[0] in LIGHTNING_COMMANDS:
         command(COMMANDS[argv[0]])(argv[1:])
         return
-    parser = build_parser()
+    parser = build_parser(only=argv[0] if argv and argv[0] in COMMANDS else None)
     try:
         cfg = parser.parse_args(argv)
     except ArgumentError as e:

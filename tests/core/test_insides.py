@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tests.helpers.models import TINY, sharp_model
@@ -45,11 +46,12 @@ def test_recorded_attention_is_the_layers_softmax_and_recording_changes_no_outpu
     # Recording sends SDPA through the formula: the output stays the fused kernel's.
     with torch.no_grad():
         plain = sdpa(x)
-        with recording_attention(sdpa) as layers:
+        with recording_attention(sdpa) as records:
             recorded = sdpa(x)
-            assert all(layer.recorded is not None for layer in layers)
+            assert all(r.weights is not None and r.weights.shape == (1, 2, len(IDS), len(IDS)) for r in records)
     torch.testing.assert_close(recorded, plain, atol=1e-5, rtol=0)
-    assert all(not m.record and m.recorded is None for m in layers)  # off again: nothing kept
+    layers = [block.self_attn for block in sdpa.layers]
+    assert all(m.kernel == "sdpa" and not m.scores._forward_hooks for m in layers)  # off again: kernel back, no hooks
 
 
 def test_logit_lens_at_the_last_layer_is_the_models_own_prediction():
@@ -87,4 +89,14 @@ def test_cache_cost_counts_keys_and_values_of_every_layer():
     cost = cache_cost(model, IDS[:2], new_tokens=5, repeats=1)
     assert cost.tokens == [1, 2, 3, 4, 5] and len(cost.seconds_cached) == len(cost.seconds_recomputed) == 5
     assert cost.cache_bytes == [kv_cache_bytes(model, 2 + n) for n in cost.tokens]
-    assert all(s > 0 for s in cost.seconds_cached + cost.seconds_recomputed)
+
+
+
+def test_cache_cost_times_one_new_token_with_the_cache_and_the_whole_prefix_without(monkeypatch: pytest.MonkeyPatch):
+    # A fake clock that advances by the tokens the model is fed: each "second" is one token through the model.
+    model, clock = sharp_model("modern"), [0.0]
+    model.register_forward_pre_hook(lambda module, args: clock.__setitem__(0, clock[0] + args[0].size(1)))
+    monkeypatch.setattr("tinyllm.core.insides.time.perf_counter", lambda: clock[0])
+    cost = cache_cost(model, IDS[:2], new_tokens=5, repeats=2)
+    assert cost.seconds_cached == [2, 1, 1, 1, 1]  # the 2-token prefill, then one token per step
+    assert cost.seconds_recomputed == [2, 3, 4, 5, 6]  # the whole prefix, every step

@@ -2,9 +2,8 @@
 RoPE's score against distance, and what the KV cache holds.
 
 Nothing here changes the model or slows it: attention weights are recorded only
-inside :func:`recording_attention` (one flag per attention module, off
-otherwise), and the logit lens reads each block's output through ordinary
-forward hooks.
+inside :func:`recording_attention`, and it and the logit lens read the model
+through ordinary forward hooks, removed afterwards.
 """
 
 from __future__ import annotations
@@ -21,22 +20,35 @@ from tinyllm.core.generate import generate_tokens
 from tinyllm.core.model import GPT, CausalSelfAttention, RotaryEmbedding
 
 
-@contextmanager
-def recording_attention(model: GPT) -> Iterator[list[CausalSelfAttention]]:
-    """Within the block, every attention layer keeps its last weights in ``.recorded`` (B, H, T, S).
+@dataclass
+class AttentionRecord:
+    """One attention layer's weights (B, H, T, S) from the last forward inside :func:`recording_attention`."""
 
-    Both kernels record the same matrix: softmax(QKᵀ/√D + M) computed by the
-    manual formula (SDPA never materialises it), and both then use it.
+    weights: Tensor | None = None
+
+
+@contextmanager
+def recording_attention(model: GPT) -> Iterator[list[AttentionRecord]]:
+    """Within the block, every attention layer's weights softmax(QKᵀ/√D + M) land in a record, one per layer.
+
+    A fused (``sdpa``) layer runs the formula meanwhile, since the fused kernel
+    never forms the matrix; its output is the same function. Afterwards each
+    layer has its kernel back and no hook.
     """
     layers = [m for m in model.modules() if isinstance(m, CausalSelfAttention)]
-    for layer in layers:
-        layer.record = True
+    records = [AttentionRecord() for _ in layers]
+    kernels = [layer.kernel for layer in layers]
+    hooks = []
+    for layer, record in zip(layers, records):
+        layer.kernel = "manual"
+        hooks.append(layer.scores.register_forward_hook(
+            lambda module, args, out, record=record: setattr(record, "weights", out.detach())))  # fmt: skip
     try:
-        yield layers
+        yield records
     finally:
-        for layer in layers:
-            layer.record = False
-            layer.recorded = None
+        for layer, kernel, hook in zip(layers, kernels, hooks):
+            layer.kernel = kernel
+            hook.remove()
 
 
 @contextmanager
@@ -54,9 +66,9 @@ def evaluating(model: GPT) -> Iterator[torch.device]:
 
 def attention_maps(model: GPT, ids: list[int]) -> Tensor:
     """(L, H, T, T) causal attention weights of every layer and head over the prompt ``ids``."""
-    with evaluating(model) as device, recording_attention(model) as layers:
+    with evaluating(model) as device, recording_attention(model) as records:
         model(torch.tensor([ids], device=device))
-        return torch.stack([layer.recorded[0] for layer in layers]).float().cpu()
+        return torch.stack([record.weights[0] for record in records]).float().cpu()
 
 
 @dataclass

@@ -8,6 +8,8 @@ Every component the GPT-2 → LLaMA story swaps is its own small class here:
     generation   recompute every step         → KV cache (prefill + decode)
 
 The model is plain PyTorch: it knows nothing of Lightning, tokenizers or files.
+Faster paths for particular devices (dropout masks on a CPU, torch's fused
+attention) live beside it in ``kernels.py`` and compute the same functions.
 Names follow the Hugging Face LLaMA layout (``q_proj``, ``gate_proj``,
 ``input_norm`` …) so that export is a renaming, not surgery.
 
@@ -24,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tinyllm.core.config import GPTConfig
+from tinyllm.core.kernels import dropout, fused_attention, fused_attention_is_slow
 from tinyllm.errors import TinyLLMError
 
 # ----------------------------------------------------------------------------- dropout
@@ -33,11 +36,6 @@ class Dropout(nn.Module):
     """Dropout (Srivastava et al., 2014, JMLR 15): in training, zero each element with probability p.
 
         y = x · keep / (1 - p),  keep ~ Bernoulli(1 - p)
-
-    On a CPU the mask is drawn with ``torch.rand``: ``nn.Dropout``'s ``bernoulli_``
-    made attention-weight dropout the slowest op of a 6×384 step, and this is
-    2.4× faster there, backward included (DEVLOG.md, session 5). Other devices
-    keep torch's fused kernel.
     """
 
     def __init__(self, p: float) -> None:
@@ -45,12 +43,7 @@ class Dropout(nn.Module):
         self.p = p
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        if x.device.type != "cpu":
-            return F.dropout(x, self.p, training=True)
-        keep = torch.rand(x.shape, device=x.device) >= self.p
-        return x * (keep * (1.0 / (1.0 - self.p))).to(x.dtype)
+        return dropout(x, self.p, self.training)  # the mask is drawn the fastest way for the device
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -151,10 +144,6 @@ class RotaryEmbedding(nn.Module):
         rotated = torch.cat([-x2, x1], dim=-1)
         return x * cos + rotated * sin
 
-    def forward(self, x: Tensor, positions: Tensor) -> Tensor:
-        """Rotate ``x`` of shape (B, H, T, D) for the absolute ``positions`` (T,)."""
-        return self.rotate(x, *self.angles(positions))
-
 
 # ----------------------------------------------------------------------------- attention
 
@@ -177,7 +166,6 @@ class KVCache:
         shape = (batch_size, config.n_head, config.block_size, config.head_dim)
         self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
-        self.capacity = config.block_size
         self.length = 0
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
@@ -203,15 +191,22 @@ def causal_mask(t: int, s: int, device: torch.device) -> Tensor:
     return torch.ones(t, s, dtype=torch.bool, device=device).tril(diagonal=s - t)
 
 
-def fused_attention_is_slow(q: Tensor) -> bool:
-    """True in bf16 on a CPU, where the formula's two matmuls beat torch's fused kernel.
+class AttentionScores(nn.Module):
+    """softmax(Q Kᵀ / sqrt(D) + M), (B, H, T, S): row i is how much query i attends to each key.
 
-    torch 2.13's fused CPU kernel is slow in bf16, its backward most: forward and
-    backward took 3.9x the formula's time at 4x128 (T 128, D 32) and 2x at 6x384
-    (T 256, D 64), the forward alone 1.4x; in fp32 the fused kernel wins (DEVLOG.md, session 5).
-    Under bf16 autocast q is bf16: the projections make it so, and RoPE keeps its dtype.
+    A module of its own (with no parameters) so that inspection can watch its
+    output with a forward hook (``tinyllm.core.insides``).
     """
-    return q.device.type == "cpu" and q.dtype == torch.bfloat16
+
+    def __init__(self, head_dim: int) -> None:
+        super().__init__()
+        self.scale = 1.0 / math.sqrt(head_dim)
+
+    def forward(self, q: Tensor, k: Tensor) -> Tensor:
+        # Scaling q (T×D) rather than the scores (T×S) is the same product with fewer multiplies.
+        att = (q * self.scale) @ k.transpose(-2, -1)
+        att = att.masked_fill(~causal_mask(q.size(2), k.size(2), q.device), float("-inf"))
+        return F.softmax(att, dim=-1)
 
 
 class CausalSelfAttention(nn.Module):
@@ -222,8 +217,8 @@ class CausalSelfAttention(nn.Module):
     All H heads run in one batched matmul over a (B, H, T, D) tensor. The
     ``manual`` kernel writes the formula out; ``sdpa`` calls torch's fused
     ``scaled_dot_product_attention`` (flash / memory-efficient kernels), which
-    computes the same thing faster and without materialising the T×S matrix,
-    except in bf16 on a CPU (see :func:`fused_attention_is_slow`).
+    computes the same thing faster and without materialising the T×S matrix
+    (except in bf16 on a CPU, where the formula is faster: ``kernels.py``).
     """
 
     def __init__(self, config: GPTConfig, layer_idx: int) -> None:
@@ -236,10 +231,9 @@ class CausalSelfAttention(nn.Module):
         self.k_proj = nn.Linear(c, c, bias=config.bias)
         self.v_proj = nn.Linear(c, c, bias=config.bias)
         self.o_proj = nn.Linear(c, c, bias=config.bias)
+        self.scores = AttentionScores(self.head_dim)
         self.attn_dropout = Dropout(config.dropout)
         self.resid_dropout = Dropout(config.dropout)
-        self.record = False  # set by tinyllm.core.insides.recording_attention: keep the weights in .recorded
-        self.recorded: Tensor | None = None
 
     def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None = None, cache: KVCache | None = None) -> Tensor:
         """``rope`` is the (cos, sin) pair of the tokens' positions, or None without RoPE."""
@@ -258,24 +252,9 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.o_proj(y))
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        t, s = q.size(2), k.size(2)
-        if self.kernel == "sdpa" and not self.record and not fused_attention_is_slow(q):
-            p = self.dropout if self.training else 0.0
-            if t == s:  # no cache, or prefill into an empty one: plain lower triangle
-                return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
-            mask = None if t == 1 else causal_mask(t, s, q.device)  # one new token sees everything
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-        att = self.weights(q, k)
-        if self.record:  # inspection asked to see them (tinyllm.core.insides); SDPA never forms them
-            self.recorded = att.detach()
-        return self.attn_dropout(att) @ v  # (B, H, T, D)
-
-    def weights(self, q: Tensor, k: Tensor) -> Tensor:
-        """softmax(Q Kᵀ / sqrt(D) + M), (B, H, T, S): row i is how much query i attends to each key."""
-        # Scaling q (T×D) rather than the scores (T×S) is the same product with fewer multiplies.
-        att = (q * (1.0 / math.sqrt(self.head_dim))) @ k.transpose(-2, -1)
-        att = att.masked_fill(~causal_mask(q.size(2), k.size(2), q.device), float("-inf"))
-        return F.softmax(att, dim=-1)
+        if self.kernel == "sdpa" and not fused_attention_is_slow(q):
+            return fused_attention(q, k, v, self.dropout if self.training else 0.0)
+        return self.attn_dropout(self.scores(q, k)) @ v  # (B, H, T, D)
 
 
 # ----------------------------------------------------------------------------- MLPs
