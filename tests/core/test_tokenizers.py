@@ -1,4 +1,4 @@
-"""Tests for tinyllm.core.tokenizers: characters and GPT-2 BPE, round trips, states, unknown characters."""
+"""Tests for tinyllm.core.tokenizers: characters, GPT-2 BPE and trained BPE; round trips, states, errors."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers.bpe import UNICODE_LINES, shakespeare_head, small_bpe
 from tests.helpers.cli import one_line_error
-from tinyllm.core.tokenizers import CharTokenizer, GPT2Tokenizer, tokenizer_from_state
+from tinyllm.core.generate import _Streamer
+from tinyllm.core.tokenizers import EOT, BPETokenizer, CharTokenizer, GPT2Tokenizer, tokenizer_from_state, train_bpe
 from tinyllm.errors import TinyLLMError
 
 
@@ -41,11 +43,11 @@ def test_gpt2_round_trips_varied_text(gpt2: GPT2Tokenizer, text: str):
     ids = gpt2.encode(text)
     assert all(isinstance(i, int) and 0 <= i < 50256 for i in ids)  # never the special EOT id
     assert gpt2.decode(ids) == text
-    assert gpt2.decode_bytes(ids) == text.encode("utf-8")
 
 
 def test_gpt2_known_encoding(gpt2: GPT2Tokenizer):
-    assert gpt2.vocab_size == 50257
+    assert gpt2.vocab_size == 50257 and gpt2.eot_id == 50256
+    assert gpt2.decode([50256]) == EOT
     assert gpt2.encode("Hello world") == [15496, 995]
     assert gpt2.decode([15496, 995]) == "Hello world"
     assert gpt2.encode(" world") == [995]
@@ -64,9 +66,9 @@ def _is_plain(value) -> bool:
 SAMPLE = "ROMEO:\nBut, soft! what light through yonder window breaks?\n"
 
 
-@pytest.mark.parametrize("kind", ["char", "gpt2"])
+@pytest.mark.parametrize("kind", ["char", "gpt2", "bpe"])
 def test_tokenizer_state_round_trip(data_dir: Path, corpus: str, gpt2: GPT2Tokenizer, kind: str):
-    tok = CharTokenizer.from_text(corpus) if kind == "char" else gpt2
+    tok = {"char": lambda: CharTokenizer.from_text(corpus), "gpt2": lambda: gpt2, "bpe": small_bpe}[kind]()
     state = tok.state()
     assert state["kind"] == kind
     assert _is_plain(state), state
@@ -83,16 +85,40 @@ def test_tokenizer_state_round_trip(data_dir: Path, corpus: str, gpt2: GPT2Token
     assert rebuilt.state() == state
     assert rebuilt.encode(SAMPLE) == tok.encode(SAMPLE)
     assert rebuilt.decode(tok.encode(SAMPLE)) == SAMPLE
+    assert rebuilt.eot_id == tok.eot_id
     if kind == "char":
         assert rebuilt.chars == tok.chars
         assert rebuilt.encode(corpus) == tok.encode(corpus)
 
 
-@pytest.mark.parametrize("state", [{"kind": "bpe"}, {}, None, "char"])
+@pytest.mark.parametrize("state", [{"kind": "sentencepiece"}, {}, None, "char"])
 def test_tokenizer_from_unknown_state_raises(state):
     with pytest.raises(TinyLLMError) as e:
         tokenizer_from_state(state)
-    assert "char" in one_line_error(e) and "gpt2" in str(e.value)
+    assert "char" in one_line_error(e) and "gpt2" in str(e.value) and "bpe" in str(e.value)
+
+
+@pytest.mark.parametrize("state", [{"kind": "bpe"}, {"kind": "bpe", "tokenizer_json": "{not json"},
+                                   {"kind": "bpe", "tokenizer_json": '{"model": {"type": "WordLevel"}}'}])  # fmt: skip
+def test_tokenizer_from_broken_bpe_state_raises_one_line(state):
+    with pytest.raises(TinyLLMError) as e:
+        tokenizer_from_state(state)
+    assert "BPE" in one_line_error(e)
+
+
+def test_bpe_state_of_another_model_or_without_end_of_text_is_refused():
+    import json
+
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models
+
+    with pytest.raises(TinyLLMError, match="WordLevel, not a BPE"):
+        BPETokenizer(HFTokenizer(models.WordLevel({EOT: 0, "a": 1}, unk_token=EOT)).to_str())
+    doc = json.loads(small_bpe().to_json())
+    doc["added_tokens"] = []
+    del doc["model"]["vocab"][EOT]
+    with pytest.raises(TinyLLMError, match="<\\|endoftext\\|>"):
+        BPETokenizer(json.dumps(doc))
 
 
 def test_char_tokenizer_names_each_unknown_character():
@@ -119,3 +145,103 @@ def test_char_tokenizer_rejects_bad_vocabulary():
         CharTokenizer("")
     with pytest.raises(TinyLLMError):
         CharTokenizer("abca")
+
+
+def test_char_tokenizer_has_no_end_of_text_token():
+    assert CharTokenizer("ab").eot_id is None
+
+
+# ----------------------------------------------------------------------------- trained byte-level BPE
+
+
+def test_bpe_has_the_asked_vocabulary_with_end_of_text_special():
+    tok = small_bpe()
+    assert tok.name == "bpe" and tok.vocab_size == 300
+    assert isinstance(tok.eot_id, int) and 0 <= tok.eot_id < 300
+    assert tok.decode([tok.eot_id]) == EOT
+    # documents joined by eot_id decode to the texts around the separator
+    assert tok.decode([*tok.encode("To be"), tok.eot_id, *tok.encode("or not")]) == f"To be{EOT}or not"
+
+
+@pytest.mark.parametrize("text", GPT2_TEXTS)
+def test_bpe_round_trips_varied_text(text: str):
+    tok = small_bpe()
+    ids = tok.encode(text)
+    assert all(type(i) is int and 0 <= i < tok.vocab_size and i != tok.eot_id for i in ids)
+    assert tok.decode(ids) == text
+
+
+def test_bpe_learned_merges_compress_its_corpus():
+    tok, text = small_bpe(), shakespeare_head()
+    ids = tok.encode(text)
+    assert tok.decode(ids) == text
+    assert len(ids) < 0.75 * len(text.encode("utf-8"))  # only 43 merges, yet ~1.4 bytes a token on Shakespeare
+    assert len(tok.encode("café")) < len("café".encode("utf-8"))  # "é"'s two bytes were merged (UNICODE_LINES)
+
+
+def test_bpe_typed_end_of_text_is_ordinary_characters():
+    tok = small_bpe()
+    for text in [EOT, f" {EOT}", f"a{EOT}b\n{EOT}\n"]:
+        ids = tok.encode(text)
+        assert tok.eot_id not in ids and tok.decode(ids) == text
+    assert tok.encode(f"x {EOT} y") == tok.encode("x ") + tok.encode(f"{EOT} y")  # same as text without specials
+
+
+def test_bpe_encode_batch_equals_encode():
+    tok = small_bpe()
+    texts = [*GPT2_TEXTS, shakespeare_head(5000), f"keep {EOT} as text"]
+    assert tok.encode_batch(texts) == [tok.encode(t) for t in texts]
+    assert tok.encode_batch([]) == []
+
+
+def test_train_bpe_is_deterministic_and_order_free():
+    lines = [*shakespeare_head(20_000).splitlines(keepends=True), *UNICODE_LINES]
+    a = train_bpe(iter(lines), 400)
+    assert train_bpe(iter(lines), 400).to_json() == a.to_json()
+    assert train_bpe(reversed(lines), 400).to_json() == a.to_json()  # word counts are a sum: order does not matter
+    assert a.state() == {"kind": "bpe", "tokenizer_json": a.to_json()}
+    assert train_bpe("".join(lines), 400).vocab_size == 400  # one str is one text, not an iterable of characters
+
+
+@pytest.mark.parametrize("size", [0, 256, -1, 300.0, True])
+def test_train_bpe_refuses_a_vocabulary_below_the_bytes(size):
+    with pytest.raises(TinyLLMError) as e:
+        train_bpe(["some text"], size)
+    assert "bpe:257" in one_line_error(e)
+
+
+def test_train_bpe_accepts_exactly_bytes_plus_end_of_text():
+    tok = train_bpe(["hello world\n"], 257)
+    assert tok.vocab_size == 257 and tok.decode(tok.encode("héllo ☃")) == "héllo ☃"
+
+
+def test_train_bpe_says_how_many_tokens_the_text_supports():
+    with pytest.raises(TinyLLMError) as e:
+        train_bpe(["abab abab\n"] * 10, 5000)
+    msg = one_line_error(e)
+    supported = int(msg.split("only ")[1].split()[0])
+    assert 257 < supported < 5000 and f"ask for bpe:{supported} or fewer" in msg
+    assert train_bpe(["abab abab\n"] * 10, supported).vocab_size == supported
+
+
+@pytest.mark.parametrize("texts", [[], [""], iter(["", ""])])
+def test_train_bpe_refuses_an_empty_corpus(texts):
+    with pytest.raises(TinyLLMError) as e:
+        train_bpe(texts, 300)
+    assert "empty" in one_line_error(e)
+
+
+def test_bpe_streaming_decode_of_split_characters():
+    """generate's _Streamer decodes the growing id list: partial UTF-8 shows as U+FFFD, which it holds back."""
+    tok = small_bpe()
+    text = "naïve 東京 ☃ 😀👍🏽 déjà"
+    ids = tok.encode(text)
+    partial = [tok.decode(ids[:n]) for n in range(1, len(ids) + 1)]
+    assert any(p.endswith("\ufffd") for p in partial)  # some token ends inside a character: no crash
+    assert all(text.startswith(p.rstrip("\ufffd")) for p in partial)
+    shown: list[str] = []
+    streamer = _Streamer(tok.decode, shown.append, stop=None)
+    for n in range(1, len(ids) + 1):
+        streamer.push(ids[:n])
+    streamer.finish(tok.decode(ids))
+    assert "".join(shown) == text and "\ufffd" not in "".join(shown)

@@ -124,3 +124,70 @@ def test_llama_cpp_continues_the_prompt_exactly_as_tinyllm(runs, tmp_path: Path,
         theirs.append(token)
         llm.eval([token])
     assert theirs == greedy(loaded.model, ids, n)
+
+
+# ----------------------------------------------------------------------------- a BPE trained on the corpus (bpe:N)
+
+BPE_TEXTS = [
+    "ROMEO:\nBut soft, what light through yonder window breaks?",
+    "  two  spaces,\n\n\nthree newlines,\ttabs\t\tand trailing spaces   ",
+    "It's we'll they're I'd 1604 3.14159 -- 'quoted' \"double\"",
+    "naïve café, Ünïcödé, 東京 ☃, emoji 😀👍🏽, déjà vu",
+    "  \r\n \u00a0 \u2003 \u200b",
+    "<|endoftext|> typed in a prompt is just characters",
+]
+
+
+def test_gguf_holds_a_trained_bpe_as_llama_cpp_gpt2_tokenizer(tmp_path: Path):
+    import json
+
+    from tests.helpers.bpe import bpe_checkpoint, bpe_model, small_bpe
+
+    tok = small_bpe()
+    model = bpe_model(tok, pad_to=320)  # a model vocabulary larger than the tokenizer's: unused rows
+    loaded = load_model(bpe_checkpoint(tmp_path / "run" / "last.ckpt", model, tok))  # as export --format gguf does
+    path = write_gguf(loaded.model, loaded.tokenizer, tmp_path / "out" / "model.gguf", "tiny-bpe")
+    reader = gguf.GGUFReader(path)
+    meta = fields(reader)
+    assert meta["tokenizer.ggml.model"] == "gpt2" and meta["tokenizer.ggml.pre"] == "gpt-2"
+    assert meta["tokenizer.ggml.add_bos_token"] is False
+    assert meta["tokenizer.ggml.eos_token_id"] == meta["tokenizer.ggml.bos_token_id"] == tok.eot_id
+    doc = json.loads(tok.to_json())
+    vocab = {i: t for t, i in doc["model"]["vocab"].items()}
+    tokens, types = meta["tokenizer.ggml.tokens"], meta["tokenizer.ggml.token_type"]
+    assert len(tokens) == len(types) == 320
+    assert tokens[: tok.vocab_size] == [vocab[i] for i in range(tok.vocab_size)]
+    assert tokens[tok.eot_id] == "<|endoftext|>" and types[tok.eot_id] == gguf.TokenType.CONTROL
+    assert {types[i] for i in range(tok.vocab_size) if i != tok.eot_id} == {gguf.TokenType.NORMAL}
+    assert set(types[tok.vocab_size :]) == {gguf.TokenType.UNUSED}
+    assert meta["tokenizer.ggml.merges"] == [f"{a} {b}" for a, b in doc["model"]["merges"]]
+    assert tokens[tok.encode(" t")[0]] == "Ġt"  # byte-level: the space is Ġ
+    embedding = torch.from_numpy(np.array(next(t.data for t in reader.tensors if t.name == "token_embd.weight")))
+    assert torch.equal(embedding, model.state_dict()["embed_tokens.weight"])
+
+
+def test_llama_cpp_tokenizes_and_continues_a_trained_bpe_exactly_as_tinyllm(tmp_path: Path):
+    """llama.cpp itself (llama-cpp-python, built from source) reads our BPE: the same ids, the same greedy text."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from tests.helpers.bpe import bpe_model, shakespeare_head, small_bpe
+
+    tok = small_bpe()
+    model = bpe_model(tok, block_size=64)
+    path = write_gguf(model, tok, tmp_path / "model.gguf", "tiny-bpe")
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, n_threads=1, verbose=False, logits_all=True,
+                          type_k=0, type_v=0)  # float32 keys and values (GGML_TYPE_F32), as ours  # fmt: skip
+    for text in [*BPE_TEXTS, shakespeare_head(20_000)]:
+        assert llm.tokenize(text.encode(), add_bos=False) == tok.encode(text), repr(text)
+    ids = tok.encode(BPE_TEXTS[0])
+    n = 64 - len(ids)
+    theirs = []
+    llm.eval(ids)
+    for _ in range(n):
+        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        theirs.append(token)
+        llm.eval([token])
+    ours = greedy(model, ids, n)
+    assert theirs == ours
+    assert llm.detokenize([t for t in ours if t != tok.eot_id]).decode("utf-8", "replace") == tok.decode(
+        [t for t in ours if t != tok.eot_id]
+    )

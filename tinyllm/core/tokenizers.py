@@ -1,17 +1,23 @@
-"""Tokenizers: characters, or GPT-2's byte-pair encoding through tiktoken.
+"""Tokenizers: characters, GPT-2's byte-pair encoding through tiktoken, or a byte-level BPE trained on your corpus.
 
 A tokenizer describes itself with ``state()``, a small dict of plain types that
 is stored in every checkpoint, so a checkpoint alone can encode prompts and
 decode samples. ``tokenizer_from_state`` builds it back.
+
+``eot_id`` is the id of the end-of-text token that separates documents, or None
+where the vocabulary has none (char).
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 import tiktoken
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import gpt2_ranks_path
@@ -20,6 +26,7 @@ from tinyllm.files import gpt2_ranks_path
 class Tokenizer(Protocol):
     name: str
     vocab_size: int
+    eot_id: int | None
 
     def encode(self, text: str) -> list[int]: ...
 
@@ -32,6 +39,7 @@ class CharTokenizer:
     """One token per character; the vocabulary is the sorted set of characters in the corpus."""
 
     name = "char"
+    eot_id = None  # no end-of-text token: the vocabulary is the corpus's characters only
 
     def __init__(self, chars: str) -> None:
         if len(set(chars)) != len(chars) or not chars:
@@ -61,7 +69,7 @@ class CharTokenizer:
         return {"kind": "char", "chars": self.chars}
 
 
-GPT2_EOT = "<|endoftext|>"
+EOT = "<|endoftext|>"
 # GPT-2's pre-tokenization regex (tiktoken's faster equivalent of the original).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
 
@@ -84,13 +92,14 @@ class GPT2Tokenizer:
 
     name = "gpt2"
     vocab_size = 50257
+    eot_id = 50256
 
     def __init__(self, ranks_path: str | Path) -> None:
         self._enc = tiktoken.Encoding(
             name="gpt2",
             pat_str=GPT2_PATTERN,
             mergeable_ranks=read_ranks(ranks_path),
-            special_tokens={GPT2_EOT: 50256},
+            special_tokens={EOT: self.eot_id},
             explicit_n_vocab=self.vocab_size,
         )
 
@@ -101,12 +110,106 @@ class GPT2Tokenizer:
     def decode(self, ids: list[int]) -> str:
         return self._enc.decode(ids)
 
-    def decode_bytes(self, ids: list[int]) -> bytes:
-        """Raw bytes, for streaming: one token may hold half of a multi-byte character."""
-        return self._enc.decode_bytes(ids)
-
     def state(self) -> dict[str, Any]:
         return {"kind": "gpt2"}
+
+
+class BPETokenizer:
+    """Byte-level BPE (Sennrich et al. 2016; GPT-2's byte-level variant) of N tokens trained on the user's corpus
+    with Hugging Face tokenizers.
+
+    GPT-2's scheme with a vocabulary of your size: the text's UTF-8 bytes (all 256 are tokens, so any text
+    encodes), split first by GPT-2's pre-tokenization regex, then merged by the merges learned on your corpus.
+    ``<|endoftext|>`` is a special token (``eot_id``) that separates documents; typed in a text it is ordinary
+    characters. The whole tokenizer is one ``tokenizer.json`` text, which is its state.
+    """
+
+    name = "bpe"
+
+    def __init__(self, tokenizer_json: str) -> None:
+        try:
+            hf = HFTokenizer.from_str(tokenizer_json)
+        except Exception as e:  # tokenizers raises a bare Exception for malformed JSON
+            raise TinyLLMError(
+                f"the stored BPE tokenizer is not a readable tokenizer.json ({str(e).splitlines()[0][:100]}): "
+                "train it again (or re-export the model)"
+            ) from None
+        if not isinstance(hf.model, models.BPE):
+            raise TinyLLMError(
+                f"the stored tokenizer is a {type(hf.model).__name__}, not a BPE: train it again with tinyllm"
+            )
+        eot_id = hf.token_to_id(EOT)
+        if eot_id is None:
+            raise TinyLLMError(f"the stored BPE tokenizer has no {EOT} token: train it again with tinyllm")
+        hf.encode_special_tokens = True  # "<|endoftext|>" in a text is characters, never the separator
+        self._hf, self._json = hf, tokenizer_json
+        self.vocab_size: int = hf.get_vocab_size(with_added_tokens=True)
+        self.eot_id: int = eot_id
+        self._encode_batch = getattr(hf, "encode_batch_fast", hf.encode_batch)  # no offsets: faster (newer tokenizers)
+
+    def encode(self, text: str) -> list[int]:
+        return self._hf.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """``encode`` of each text, in parallel on all cores (Rust threads; the GIL is released)."""
+        return [e.ids for e in self._encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids: list[int]) -> str:
+        """The text of ``ids``; ``eot_id`` reads as ``<|endoftext|>``.
+
+        A sequence that ends inside a multi-byte character ends in U+FFFD (streaming decodes such prefixes and
+        strips it). Ids outside the vocabulary decode to nothing, as in Hugging Face.
+        """
+        return self._hf.decode(list(ids), skip_special_tokens=False)
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": "bpe", "tokenizer_json": self._json}
+
+    def to_json(self) -> str:
+        """The Hugging Face ``tokenizer.json`` text."""
+        return self._json
+
+
+MIN_BPE_VOCAB = 256 + 1  # every byte, and <|endoftext|>
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int) -> BPETokenizer:
+    """A byte-level BPE of ``vocab_size`` tokens (``<|endoftext|>`` included) learned from ``texts``.
+
+    Hugging Face's trainer runs in Rust on all cores. ``texts`` is consumed once, as an iterator: memory holds
+    the table of distinct pre-tokenized words and their counts, not the corpus. Each text is pre-tokenized on
+    its own, so give documents or lines, not fixed-size slices that cut words. The result depends only on the
+    texts (not their order, nor the number of cores): training twice gives the same tokenizer.json.
+    """
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < MIN_BPE_VOCAB:
+        raise TinyLLMError(
+            f"a byte-level BPE needs at least {MIN_BPE_VOCAB} tokens (256 bytes + {EOT}), not {vocab_size!r}: "
+            f"ask for bpe:{MIN_BPE_VOCAB} or more"
+        )
+    hf = HFTokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)  # GPT-2's split regex
+    hf.decoder = decoders.ByteLevel()
+    hf.post_processor = processors.ByteLevel(trim_offsets=False)  # adds nothing; keeps offsets as GPT-2's
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    seen = [0]
+
+    def counted(items: Iterable[str]) -> Iterator[str]:
+        for text in items:
+            seen[0] += len(text)
+            yield text
+
+    hf.train_from_iterator(counted([texts] if isinstance(texts, str) else texts), trainer)
+    if seen[0] == 0:
+        raise TinyLLMError("the corpus is empty: a BPE tokenizer needs some text to learn its merges from")
+    trained = hf.get_vocab_size(with_added_tokens=True)
+    if trained < vocab_size:
+        raise TinyLLMError(f"the text supports only {trained} tokens, ask for bpe:{trained} or fewer")
+    return BPETokenizer(hf.to_str())
 
 
 def tokenizer_from_state(state: dict[str, Any], data_dir: str | Path | None = None) -> Tokenizer:
@@ -116,7 +219,11 @@ def tokenizer_from_state(state: dict[str, Any], data_dir: str | Path | None = No
         return CharTokenizer(state["chars"])
     if kind == "gpt2":
         return GPT2Tokenizer(gpt2_ranks_path(data_dir))
-    raise TinyLLMError(f"unknown tokenizer {state!r} in checkpoint; expected kind 'char' or 'gpt2'")
+    if kind == "bpe":
+        if not isinstance(state.get("tokenizer_json"), str):
+            raise TinyLLMError("the stored BPE tokenizer has no tokenizer_json: the checkpoint is incomplete")
+        return BPETokenizer(state["tokenizer_json"])
+    raise TinyLLMError(f"unknown tokenizer {state!r} in checkpoint; expected kind 'char', 'gpt2' or 'bpe'")
 
 
 def build_tokenizer(kind: str, text: str, data_dir: str | Path | None = None) -> Tokenizer:

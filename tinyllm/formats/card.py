@@ -107,7 +107,7 @@ def _front_matter(name: str, model: GPT, tokenizer: Tokenizer, measured: Measure
         raise TinyLLMError(f"export writes a Hub model card and needs huggingface_hub: {HF_EXTRA}") from None
     llama = model.config.is_llama_shaped
     tags = ["tinyllm", "text-generation", "llama" if llama else "custom-architecture",
-            "character-level" if tokenizer.name == "char" else "gpt2-bpe"]  # fmt: skip
+            {"char": "character-level", "gpt2": "gpt2-bpe"}.get(tokenizer.name, "byte-level-bpe")]  # fmt: skip
     results = None
     if measured is not None:
         on = {"task_type": "text-generation", "dataset_type": measured.hub_dataset or "text",
@@ -231,6 +231,12 @@ def _tokenizer_text(tokenizer: Tokenizer, export: ExportFacts | None) -> str:
             tok += (" `tokenizer.json` is a `tokenizers` WordLevel model over these characters with a pre-tokenizer "
                     "that isolates every character; `AutoTokenizer` loads it and gives the same ids as tinyllm, and "
                     "refuses other characters too.")  # fmt: skip
+        return tok
+    if tokenizer.name == "bpe":
+        tok = (f"A byte-level BPE of {tokenizer.vocab_size:,} ids trained on the training text with Hugging Face "
+               f"`tokenizers` (`<|endoftext|>` = {tokenizer.eot_id}, between documents).")
+        if export:
+            tok += " `tokenizer.json` is that tokenizer; `AutoTokenizer` loads it and gives the same ids as tinyllm."
         return tok
     tok = "GPT-2's byte-level BPE (50,257 ids; `<|endoftext|>` = 50256), through tiktoken's `r50k_base`."
     if export:

@@ -14,9 +14,8 @@ tinyllm loads the folder back (``tinyllm.formats.load.load_model``, and every
 ``--ckpt_path``, accept the folder) with bit-identical logits, reading only
 safetensors and JSON.
 
-Plain PyTorch: this module does not import Lightning. ``tokenizers`` (tokenizer
-files) and ``transformers`` (the parity check at export time) are optional
-dependencies, the ``hf`` extra.
+Plain PyTorch: this module does not import Lightning. ``transformers`` (the
+parity check at export time) is an optional dependency, the ``hf`` extra.
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ Two things differ from the safetensors export:
   llama.cpp's ``llama`` rotates neighbours 2i and 2i+1. Permuting the rows of
   W_q and W_k per head (0, D/2, 1, D/2+1, …) gives the same attention scores.
 * **The tokenizer** is stored inside the file. GPT-2 BPE is llama.cpp's
-  ``gpt2`` model: byte-level tokens and the merges. A char vocabulary is the
+  ``gpt2`` model: byte-level tokens and the merges. So is a BPE trained on
+  your corpus (``bpe:N``): its tokens, merges and ``<|endoftext|>`` are read
+  from its tokenizer.json, with the same pre-tokenizer (GPT-2's regex). A char vocabulary is the
   same model with no merges: each character is its own byte-level token, which
   is exact when every character is one byte (ASCII), as Tiny Shakespeare's are.
   llama.cpp needs an end-of-text token (without one it takes id 11, which
@@ -22,6 +24,7 @@ Two things differ from the safetensors export:
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -30,7 +33,7 @@ import numpy as np
 import torch
 
 from tinyllm.core.model import GPT
-from tinyllm.core.tokenizers import GPT2_EOT, CharTokenizer, GPT2Tokenizer, Tokenizer, read_ranks
+from tinyllm.core.tokenizers import EOT, BPETokenizer, CharTokenizer, GPT2Tokenizer, Tokenizer, read_ranks
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import gpt2_ranks_path, umask
 from tinyllm.formats.hf_tokenizer import byte_level_text, gpt2_vocab_and_merges
@@ -87,6 +90,23 @@ def gguf_tensors(model: GPT, dtype: str = "f32", n_vocab: int | None = None) -> 
     return tensors
 
 
+def bpe_tokens_and_merges(tokenizer: BPETokenizer) -> tuple[list[str], list[str]]:
+    """A trained BPE's tokens in id order and its merges as ``"left right"`` lines in priority order.
+
+    Both come from its tokenizer.json; the tokens are byte-level strings, which is how llama.cpp's ``gpt2``
+    model reads them.
+    """
+    model = json.loads(tokenizer.to_json())["model"]
+    vocab = dict(model["vocab"])
+    vocab[EOT] = tokenizer.eot_id
+    by_id = {i: t for t, i in vocab.items()}
+    if sorted(by_id) != list(range(tokenizer.vocab_size)):
+        raise TinyLLMError("the BPE tokenizer's ids are not 0..N-1 without gaps: train it again with tinyllm")
+    # tokenizers >= 0.20 writes merges as pairs, older ones as "left right" strings; byte-level tokens have no spaces
+    merges = [m if isinstance(m, str) else f"{m[0]} {m[1]}" for m in model["merges"]]
+    return [by_id[i] for i in range(len(by_id))], merges
+
+
 def gguf_vocabulary(
     tokenizer: Tokenizer, vocab_size: int, data_dir: str | Path | None
 ) -> tuple[list[str], list[int], list[str], int]:
@@ -99,11 +119,15 @@ def gguf_vocabulary(
 
     if isinstance(tokenizer, GPT2Tokenizer):
         vocab, merges = gpt2_vocab_and_merges(read_ranks(gpt2_ranks_path(data_dir)))
-        eot = GPT2Tokenizer.vocab_size - 1
-        vocab[GPT2_EOT] = eot
+        eot = GPT2Tokenizer.eot_id
+        vocab[EOT] = eot
         tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
         types = [gguf.TokenType.CONTROL if i == eot else gguf.TokenType.NORMAL for i in range(len(tokens))]
         merge_lines = [f"{a} {b}" for a, b in merges]
+    elif isinstance(tokenizer, BPETokenizer):
+        tokens, merge_lines = bpe_tokens_and_merges(tokenizer)
+        eot = tokenizer.eot_id
+        types = [gguf.TokenType.CONTROL if i == eot else gguf.TokenType.NORMAL for i in range(len(tokens))]
     elif isinstance(tokenizer, CharTokenizer):
         wide = sorted({ch for ch in tokenizer.chars if len(ch.encode("utf-8")) != 1})
         if wide:
@@ -116,13 +140,15 @@ def gguf_vocabulary(
         # that is a token (and a merged symbol that is not a token falls back to its bytes).
         types, merge_lines, eot = [gguf.TokenType.NORMAL] * len(tokens), [f"{NUL} {NUL}"], None
     else:
-        raise TinyLLMError(f"cannot export a {tokenizer.name!r} tokenizer to GGUF: only char and gpt2 are supported")
+        raise TinyLLMError(
+            f"cannot export a {tokenizer.name!r} tokenizer to GGUF: only char, gpt2 and bpe are supported"
+        )
     for i in range(len(tokens), vocab_size):
         tokens.append(f"[PAD{i}]")
         types.append(gguf.TokenType.UNUSED)
     if eot is None:
         eot = len(tokens)
-        tokens.append(GPT2_EOT)
+        tokens.append(EOT)
         types.append(gguf.TokenType.CONTROL)
     return tokens, [int(t) for t in types], merge_lines, eot
 

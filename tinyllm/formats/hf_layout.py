@@ -20,7 +20,7 @@ import torch
 
 from tinyllm.core.config import GPTConfig
 from tinyllm.core.model import GPT
-from tinyllm.core.tokenizers import GPT2Tokenizer, Tokenizer
+from tinyllm.core.tokenizers import Tokenizer
 from tinyllm.errors import ConfigError, TinyLLMError, one_line
 
 FORMAT_VERSION = 1
@@ -31,7 +31,7 @@ TOKENIZER = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
 GGUF = "model.gguf"  # export --format gguf: the one file llama.cpp runs
 FILES = (WEIGHTS, CONFIG, TOKENIZER, TOKENIZER_CONFIG, CARD)  # everything export writes, and publish uploads
-HF_EXTRA = "pip install -e '.[hf]' (or: pip install tokenizers transformers huggingface_hub)"
+HF_EXTRA = "pip install -e '.[hf]' (or: pip install transformers huggingface_hub)"
 
 
 # ----------------------------------------------------------------------------- weights: names and layout
@@ -104,14 +104,14 @@ def state_from_export(state: dict[str, torch.Tensor], config: GPTConfig, where: 
 # ----------------------------------------------------------------------------- config.json
 
 
-def llama_config(config: GPTConfig, tokenizer_kind: str) -> dict[str, Any]:
+def llama_config(config: GPTConfig, eot_id: int | None) -> dict[str, Any]:
     """A ``LlamaConfig`` dict that makes ``LlamaForCausalLM`` compute exactly ``config``'s function.
 
     ``rope_theta`` is written both at the top (transformers 4.x) and in
     ``rope_parameters`` (transformers 5.x). The key/value heads equal the heads:
-    tinyllm has no grouped-query attention.
+    tinyllm has no grouped-query attention. ``eot_id`` (the tokenizer's
+    end-of-text id; None for char, which has no special ids) is BOS and EOS.
     """
-    eot = GPT2Tokenizer.vocab_size - 1 if tokenizer_kind == "gpt2" else None  # char models have no special ids
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -135,8 +135,8 @@ def llama_config(config: GPTConfig, tokenizer_kind: str) -> dict[str, Any]:
         "initializer_range": 0.02,
         "pretraining_tp": 1,
         "use_cache": True,
-        "bos_token_id": eot,
-        "eos_token_id": eot,
+        "bos_token_id": eot_id,
+        "eos_token_id": eot_id,
         "pad_token_id": None,
         "torch_dtype": "float32",
     }
@@ -145,7 +145,7 @@ def llama_config(config: GPTConfig, tokenizer_kind: str) -> dict[str, Any]:
 def hf_config(config: GPTConfig, tokenizer: Tokenizer, tinyllm_section: dict[str, Any]) -> dict[str, Any]:
     """config.json: a LlamaConfig for LLaMA-shaped models, else a plain ``model_type: tinyllm`` config."""
     if config.is_llama_shaped:
-        base = llama_config(config, tokenizer.name)
+        base = llama_config(config, tokenizer.eot_id)
     else:  # no Hugging Face architecture computes this model: claim none
         base = {"model_type": "tinyllm", "torch_dtype": "float32"}
     return {**base, "tinyllm": tinyllm_section}
@@ -178,7 +178,7 @@ def read_export_config(d: Path) -> tuple[dict[str, Any], dict[str, Any], GPTConf
     if layout != layout_of(config):
         raise TinyLLMError(f"{path}: weights_layout {layout!r} does not fit its architecture; re-export the model")
     if layout == "llama":  # transformers reads the Llama keys: they must describe the same model as ours
-        expected = llama_config(config, _tokenizer_name(section["tokenizer"]))
+        expected = llama_config(config, None)  # the keys compared below do not depend on the tokenizer
         for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                     "num_key_value_heads", "max_position_embeddings", "rms_norm_eps", "rope_theta",
                     "tie_word_embeddings", "hidden_act"):  # fmt: skip
@@ -188,8 +188,3 @@ def read_export_config(d: Path) -> tuple[dict[str, Any], dict[str, Any], GPTConf
                     "the file was edited; re-export the model"
                 )
     return cfg, section, config
-
-
-def _tokenizer_name(state: dict[str, Any]) -> str:
-    return state.get("kind", "?") if isinstance(state, dict) else "?"
-

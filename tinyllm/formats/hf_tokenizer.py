@@ -7,10 +7,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from tinyllm.core.tokenizers import GPT2_EOT, CharTokenizer, GPT2Tokenizer, Tokenizer, read_ranks
+from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
+from tokenizers import Tokenizer as HFTokenizer
+
+from tinyllm.core.tokenizers import EOT, BPETokenizer, CharTokenizer, GPT2Tokenizer, Tokenizer, read_ranks
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import gpt2_ranks_path
-from tinyllm.formats.hf_layout import HF_EXTRA
 
 
 @cache
@@ -78,12 +80,9 @@ def hf_tokenizer(tokenizer: Tokenizer, data_dir: str | Path | None = None):
     character outside the vocabulary is an error, as in tinyllm.
     gpt2: byte-level BPE with GPT-2's pre-tokenization regex, its merges rebuilt
     from tiktoken's ranks, and ``<|endoftext|>`` = 50256 as the special token.
+    bpe: the tokenizer.json it was trained as, unchanged (the same vocabulary,
+    merges, pre-tokenizer and special token; ``save`` writes it pretty-printed).
     """
-    try:
-        from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
-        from tokenizers import Tokenizer as HFTokenizer
-    except ImportError:
-        raise TinyLLMError(f"export writes Hugging Face tokenizer files and needs `tokenizers`: {HF_EXTRA}") from None
     if isinstance(tokenizer, CharTokenizer):
         hf = HFTokenizer(models.WordLevel(vocab={ch: i for i, ch in enumerate(tokenizer.chars)}, unk_token="<unk>"))
         hf.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
@@ -91,15 +90,18 @@ def hf_tokenizer(tokenizer: Tokenizer, data_dir: str | Path | None = None):
         probe = tokenizer.chars + "".join(ch for ch in PROBE_TEXT if ch in tokenizer.chars)
     elif isinstance(tokenizer, GPT2Tokenizer):
         vocab, merges = gpt2_vocab_and_merges(read_ranks(gpt2_ranks_path(data_dir)))
-        vocab[GPT2_EOT] = GPT2Tokenizer.vocab_size - 1
+        vocab[EOT] = GPT2Tokenizer.eot_id
         hf = HFTokenizer(models.BPE(vocab=vocab, merges=merges))
         hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
         hf.decoder = decoders.ByteLevel()
         hf.post_processor = processors.ByteLevel(trim_offsets=False)
-        hf.add_special_tokens([AddedToken(GPT2_EOT, special=True)])
+        hf.add_special_tokens([AddedToken(EOT, special=True)])
+        probe = PROBE_TEXT
+    elif isinstance(tokenizer, BPETokenizer):
+        hf = HFTokenizer.from_str(tokenizer.to_json())
         probe = PROBE_TEXT
     else:
-        raise TinyLLMError(f"cannot export a {tokenizer.name!r} tokenizer: only char and gpt2 are supported")
+        raise TinyLLMError(f"cannot export a {tokenizer.name!r} tokenizer: only char, gpt2 and bpe are supported")
     ours, theirs = tokenizer.encode(probe), hf.encode(probe, add_special_tokens=False).ids
     if ours != theirs or hf.decode(theirs) != probe:
         raise TinyLLMError(f"the Hugging Face {tokenizer.name} tokenizer disagrees with tinyllm's; please report this")
@@ -113,10 +115,10 @@ def tokenizer_config(tokenizer: Tokenizer, block_size: int) -> dict[str, Any]:
         "model_max_length": block_size,
         "clean_up_tokenization_spaces": False,
     }
-    if tokenizer.name == "gpt2":
-        eot_id = str(GPT2Tokenizer.vocab_size - 1)
-        cfg.update(bos_token=GPT2_EOT, eos_token=GPT2_EOT, unk_token=GPT2_EOT, add_bos_token=False,
-                   added_tokens_decoder={eot_id: {"content": GPT2_EOT, "lstrip": False, "normalized": False,
-                                                  "rstrip": False, "single_word": False, "special": True}})  # fmt: skip
+    if isinstance(tokenizer, (GPT2Tokenizer, BPETokenizer)):  # byte-level BPE: <|endoftext|> is every role
+        cfg.update(bos_token=EOT, eos_token=EOT, unk_token=EOT, add_bos_token=False,
+                   added_tokens_decoder={str(tokenizer.eot_id): {"content": EOT, "lstrip": False, "normalized": False,
+                                                                 "rstrip": False, "single_word": False,
+                                                                 "special": True}})  # fmt: skip
     return cfg
 
