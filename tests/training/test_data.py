@@ -7,6 +7,7 @@ import hashlib
 import io
 import itertools
 import random
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 import tinyllm.files
 from tests.conftest import SMALL_TEXT
 from tests.helpers.cli import one_line_error
+from tests.helpers.corpora import token_folder
 from tinyllm.core.tokenizers import CharTokenizer
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import (
@@ -404,3 +406,200 @@ def test_bad_options_raise(kwargs: dict, word: str):
     with pytest.raises(TinyLLMError) as e:
         ShakespeareDataModule(**kwargs)
     assert word in one_line_error(e)
+
+
+# ----------------------------------------------------------------------------- prepared dataset folders
+
+
+def _numbered(tmp_path: Path, n_train: int = 3500, n_val: int = 1200, shard_tokens: int = 1000, **meta) -> Path:
+    """A prepared folder whose token ids are their positions (so a window shows where it was cut from)."""
+    return token_folder(tmp_path / "numbered", np.arange(n_train), np.arange(n_val), shard_tokens, **meta)
+
+
+def _prepared_dm(folder: Path, **kwargs) -> ShakespeareDataModule:
+    dm = ShakespeareDataModule(path=str(folder), **{"block_size": 16, "batch_size": 8, "seed": 5, **kwargs})
+    dm.setup("fit")
+    return dm
+
+
+def test_a_prepared_folder_is_memory_mapped_not_loaded(tmp_path: Path):
+    dm = _prepared_dm(_numbered(tmp_path))
+    assert dm.prepared and dm.vocab_size == 65_536 and dm.tokenizer_state == {"kind": "gpt2"}
+    for shards in (dm.train_tokens, dm.val_tokens):
+        assert all(isinstance(s, np.memmap) and s.mode == "r" for s in shards)
+    assert [len(s) for s in dm.train_tokens] == [1000, 1000, 1000, 500]
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == y.shape == (8, 16) and x.dtype == torch.int64
+    assert torch.equal(x[:, 1:], y[:, :-1])
+
+
+def test_memory_does_not_grow_with_the_shards(tmp_path: Path):
+    folder = token_folder(tmp_path / "big", np.arange(8_000_000) % 50_000, np.arange(2_000_000) % 50_000,
+                          shard_tokens=10_000_000)  # 20 MB of train tokens, 4 MB of val  # fmt: skip
+    tracemalloc.start()
+    try:
+        dm = _prepared_dm(folder, block_size=64, batch_size=16, val_tokens=4096)
+        list(itertools.islice(iter(dm.train_dataloader()), 5))
+        for _ in dm.val_dataloader():
+            pass
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2_000_000, f"peak {peak:,} bytes: the shards were read into memory"
+
+
+def test_prepared_batch_k_is_a_pure_function_of_seed_rank_k(tmp_path: Path):
+    folder = _numbered(tmp_path)
+    a, b = _prepared_dm(folder), _prepared_dm(folder)
+    for k in (0, 3, 17):
+        xa, ya = RandomWindows(a.train_tokens, 16, 8, seed=5, rank=0).batch(k)
+        xb, yb = RandomWindows(b.train_tokens, 16, 8, seed=5, rank=0).batch(k)
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    first = next(iter(a.train_dataloader()))[0]
+    assert torch.equal(first, RandomWindows(b.train_tokens, 16, 8, seed=5, rank=0).batch(0)[0])
+    assert not torch.equal(first, RandomWindows(b.train_tokens, 16, 8, seed=5, rank=1).batch(0)[0])
+    assert not torch.equal(first, RandomWindows(b.train_tokens, 16, 8, seed=6, rank=0).batch(0)[0])
+    a.load_state_dict({"train_batches_done": 7})
+    assert torch.equal(next(iter(a.train_dataloader()))[0], RandomWindows(b.train_tokens, 16, 8, 5, 0).batch(7)[0])
+
+
+def test_windows_never_span_two_shards_and_shards_are_drawn_by_size(tmp_path: Path):
+    # Shards of 1000, 1000, 1000, 500 and 10 tokens: the last holds no window of 17.
+    dm = _prepared_dm(_numbered(tmp_path, n_train=3510))
+    rw = RandomWindows(dm.train_tokens, 16, 64, seed=1, rank=0)
+    used = np.zeros(5, dtype=int)
+    for k in range(40):
+        x, y = rw.batch(k)
+        w = _full_windows(x, y)
+        assert torch.equal(w[:, 1:] - w[:, :-1], torch.ones(64, 16, dtype=torch.int64))  # contiguous
+        first, last = w[:, 0] // 1000, w[:, -1] // 1000
+        assert torch.equal(first, last), "a window spans two shards"
+        used += np.bincount(first.numpy(), minlength=5)
+    share = used / used.sum()
+    valid = np.array([984, 984, 984, 484, 0]) / 3436
+    assert used[4] == 0 and np.all(np.abs(share - valid) < 0.04), share
+
+
+def test_one_shard_draws_exactly_as_the_text_file_does(data_dir: Path, tmp_path: Path):
+    from tests.helpers.corpora import prepared
+
+    folder = prepared(data_dir / "input.txt", tmp_path / "shakespeare", tokenizer="char")
+    text = ShakespeareDataModule(block_size=32, batch_size=4, seed=42)
+    text.setup("fit")
+    shards = _prepared_dm(folder, block_size=32, batch_size=4, seed=42)
+    for (x1, y1), (x2, y2) in zip(itertools.islice(iter(text.train_dataloader()), 3),
+                                  itertools.islice(iter(shards.train_dataloader()), 3)):  # fmt: skip
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    tv, sv = text.val_dataloader(), shards.val_dataloader()
+    assert len(tv.dataset) == len(sv.dataset) == (111_540 - 1) // 32
+    for (x1, y1), (x2, y2) in zip(tv, sv):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert text.val_bytes_per_token == shards.val_bytes_per_token == 1.0
+    assert shards.tokenizer_state == text.tokenizer_state and shards.vocab_size == 65
+
+
+def test_val_windows_of_a_large_split_are_a_fixed_evenly_spaced_subset(tmp_path: Path):
+    folder = _numbered(tmp_path, n_val=5000, shard_tokens=1000)
+    whole = _prepared_dm(folder, val_tokens=None).val_windows()
+    assert len(whole) == 5 * (999 // 16) == 310  # each shard cut on its own
+    dm = _prepared_dm(folder, val_tokens=800)
+    subset = dm.val_windows()
+    assert len(subset) == 800 // 16 == 50
+    starts = [int(subset[i][0][0]) for i in range(len(subset))]
+    assert starts == [int(_prepared_dm(folder, val_tokens=800).val_windows()[i][0][0]) for i in range(50)]  # fixed
+    assert starts == sorted(starts) and starts[0] == 0 and starts[-1] > 4000  # spread over the whole split
+    whole_starts = {int(whole[i][0][0]) for i in range(len(whole))}
+    assert set(starts) <= whole_starts  # the subset is made of the same windows
+    for i in range(len(subset)):
+        x, y = subset[i]
+        assert torch.equal(y, x + 1)
+    xs = torch.cat([x for x, _ in dm.val_dataloader()])
+    assert xs.shape == (50, 16) and torch.equal(xs[:, 0], torch.tensor(starts))
+    assert len(_prepared_dm(folder, val_tokens=5000).val_windows()) == 310  # not larger than the limit: whole
+
+
+def test_val_tokens_bounds_a_text_file_too(small_corpus: Path, token_cache: Path):
+    dm = ShakespeareDataModule(path=str(small_corpus), block_size=8, val_tokens=64)
+    dm.setup("fit")
+    n_val = len(dm.splits().val)
+    assert n_val > 64 and len(dm.val_windows()) == 8
+    whole = ShakespeareDataModule(path=str(small_corpus), block_size=8, val_tokens=None)
+    whole.setup("fit")
+    assert len(whole.val_windows()) == (n_val - 1) // 8
+    with pytest.raises(TinyLLMError) as e:
+        ShakespeareDataModule(val_tokens=0)
+    assert "val_tokens" in one_line_error(e)
+
+
+def test_fixed_windows_subset_picks_every_total_over_count_th_window():
+    tokens = torch.arange(1001)  # 100 windows of 10
+    fw = FixedWindows(tokens, 10, max_windows=7)
+    assert len(fw) == 7 and fw.total == 100
+    assert [int(fw[i][0][0]) for i in range(7)] == [(i * 100 // 7) * 10 for i in range(7)]
+    assert len(FixedWindows(tokens, 10, max_windows=500)) == 100
+    with pytest.raises(IndexError):
+        fw[7]
+
+
+def test_val_bytes_per_token(tmp_path: Path, token_cache: Path, data_dir: Path):
+    ascii_dm = ShakespeareDataModule(block_size=32)
+    ascii_dm.setup("fit")
+    assert ascii_dm.val_bytes_per_token == 1.0  # char on ASCII: a byte a token
+    text = "Ophélie — « où es-tu ? » 🌹\n" * 200
+    p = tmp_path / "fr.txt"
+    p.write_bytes(text.encode("utf-8"))
+    dm = ShakespeareDataModule(path=str(p), block_size=16)
+    dm.setup("fit")
+    val_text = text[int(len(text) * 0.9) :]
+    assert dm.val_bytes_per_token == pytest.approx(len(val_text.encode()) / len(val_text))
+    assert dm.val_bytes_per_token > 1
+    bpe = ShakespeareDataModule(path=str(p), tokenizer="gpt2", block_size=16)
+    bpe.setup("fit")
+    assert bpe.val_bytes_per_token == pytest.approx(len(val_text.encode()) / len(bpe.splits().val))
+    folder = _numbered(tmp_path, val_bytes=3000)  # 1200 val tokens
+    assert _prepared_dm(folder).val_bytes_per_token == 2.5
+
+
+def test_a_prepared_folder_brings_its_own_tokenizer(tmp_path: Path):
+    folder = _numbered(tmp_path, vocab_size=30, tokenizer={"kind": "char", "chars": "abcdefghijklmnopqrstuvwxyz.,;\n"})
+    for kind in ("gpt2", "char", "bpe"):  # data.tokenizer is ignored (evaluate passes the checkpoint's name)
+        dm = ShakespeareDataModule(path=str(folder), tokenizer=kind)
+        assert dm.vocab_size == 30 and dm.tokenizer.name == "char" and dm.tokenizer.vocab_size == 30
+    with pytest.raises(TinyLLMError) as e:
+        ShakespeareDataModule(path=str(folder)).splits()
+    assert "prepared" in one_line_error(e)
+
+
+def test_prepared_shards_in_worker_processes_match_one_process(tmp_path: Path):
+    dm = _prepared_dm(_numbered(tmp_path), num_workers=2)
+    got = list(itertools.islice(iter(dm.train_dataloader()), 4))
+    rw = RandomWindows(dm.train_tokens, 16, 8, seed=5, rank=0)
+    for k, (x, y) in enumerate(got):
+        bx, by = rw.batch(k)
+        assert torch.equal(x, bx) and torch.equal(y, by)
+
+
+@pytest.mark.parametrize(
+    "damage, word",
+    [
+        (lambda f: (f / "meta.json").unlink(), "not a file nor a prepared dataset"),
+        (lambda f: (f / "meta.json").write_text("{"), "corrupt"),
+        (lambda f: (f / "meta.json").write_text((f / "meta.json").read_text().replace('"version": 1', '"version": 9')),
+         "version 9"),
+        (lambda f: (f / "train_000002.bin").unlink(), "missing"),
+    ],
+)
+def test_a_broken_prepared_folder_is_one_line_error(tmp_path: Path, damage, word: str):
+    folder = _numbered(tmp_path)
+    damage(folder)
+    with pytest.raises(TinyLLMError) as e:
+        _prepared_dm(folder)
+    msg = one_line_error(e)
+    assert word in msg and str(folder) in msg
+
+
+def test_shards_too_short_for_the_block_size(tmp_path: Path):
+    with pytest.raises(TinyLLMError) as e:
+        _prepared_dm(_numbered(tmp_path, n_val=50), block_size=64)
+    msg = one_line_error(e)
+    assert "block_size=64" in msg and "val" in msg

@@ -1,15 +1,22 @@
-"""Tiny Shakespeare (or any UTF-8 text) as token windows, for Lightning.
+"""Tiny Shakespeare, any UTF-8 text, or a prepared dataset folder as token windows, for Lightning.
 
 Design choices that later features rely on:
 
 * **Split by position**, like the original and nanoGPT: the first 90% of the
   characters train, the last 10% validate; each part is tokenized on its own.
+  (A folder made by ``python -m tinyllm prepare`` has its splits already.)
 * **Training batch k is a pure function of (seed, rank, k).** Batches are
   random windows of block_size + 1 tokens drawn from a generator seeded with
   exactly those three numbers, so resuming at batch k replays nothing and skips
   nothing: the data position is one integer in the checkpoint.
 * **Validation is a fixed set of windows** (the whole split, cut into
-  non-overlapping blocks), so val loss is comparable across runs and checkpoints.
+  non-overlapping blocks; above ``val_tokens`` tokens, an evenly spaced subset of
+  them), so val loss is comparable across runs and checkpoints.
+* **A prepared folder is never loaded**: its shards are memory-mapped and only the
+  windows of a batch are read, so memory does not depend on the corpus's size. A
+  window never spans two shards; a shard is drawn with probability proportional to
+  the windows it holds. With one shard, the draws are exactly those for a text file
+  of the same tokens.
 * **Encoded tokens are cached** (keyed by corpus hash, tokenizer and split), so
   a second start does not re-tokenize.
 """
@@ -19,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal
@@ -30,7 +38,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from tinyllm.compat import training_batches_processed
-from tinyllm.core.tokenizers import Tokenizer, build_tokenizer
+from tinyllm.core.dataset import PreparedDataset, is_dataset, open_dataset
+from tinyllm.core.tokenizers import Tokenizer, build_tokenizer, tokenizer_from_state
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import atomic_write_bytes, cache_dirs, resolve_data_dir, shakespeare_path
 
@@ -86,6 +95,9 @@ def encode_splits(corpus: Path, text: str, tokenizer: Tokenizer, val_fraction: f
 # ----------------------------------------------------------------------------- datasets
 
 
+Tokens = torch.Tensor | Sequence[np.ndarray]  # one split: a tensor, or its shards (memory maps)
+
+
 class RandomWindows(IterableDataset):
     """Endless training batches of random windows; batch k depends only on (seed, rank, k).
 
@@ -93,18 +105,38 @@ class RandomWindows(IterableDataset):
     Batches are built here (not by a collate function) so that one generator
     draw makes a whole batch, and so worker processes can split the stream
     by k without ever repeating a batch.
+
+    ``tokens`` is a tensor, or a sequence of shards (numpy arrays, memory maps):
+    then a window lies inside one shard, and the start is one draw over the
+    concatenated valid starts of all shards (so a shard is chosen in proportion
+    to its windows, and one shard draws exactly as a tensor of its tokens would).
+    Only the batch's windows are read, and converted to int64.
     """
 
-    def __init__(self, tokens: torch.Tensor, block_size: int, batch_size: int, seed: int, rank: int, start: int = 0):
+    def __init__(self, tokens: Tokens, block_size: int, batch_size: int, seed: int, rank: int, start: int = 0):
         super().__init__()
         self.tokens, self.block_size, self.batch_size = tokens, block_size, batch_size
         self.seed, self.rank, self.start = seed, rank, start
         self._offsets = torch.arange(block_size + 1)
+        self._starts: np.ndarray | None = None  # shards: valid starts per shard
+        if not isinstance(tokens, torch.Tensor):
+            self._starts = np.array([max(0, len(t) - block_size) for t in tokens], dtype=np.int64)
+            if self._starts.sum() < 1:
+                raise ValueError(f"no shard holds a window of {block_size + 1} tokens")
+            self._ends = np.cumsum(self._starts)
 
     def batch(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.rank, k])
-        starts = rng.integers(0, len(self.tokens) - self.block_size, size=self.batch_size)
-        windows = self.tokens[torch.from_numpy(starts)[:, None] + self._offsets]
+        if self._starts is None:
+            starts = rng.integers(0, len(self.tokens) - self.block_size, size=self.batch_size)
+            windows = self.tokens[torch.from_numpy(starts)[:, None] + self._offsets]
+        else:
+            pos = rng.integers(0, int(self._ends[-1]), size=self.batch_size)
+            shard = np.searchsorted(self._ends, pos, side="right")
+            starts = pos - (self._ends[shard] - self._starts[shard])
+            n = self.block_size + 1
+            rows = [self.tokens[j][s : s + n] for j, s in zip(shard.tolist(), starts.tolist())]
+            windows = torch.from_numpy(np.stack(rows).astype(np.int64))
         return windows[:, :-1], windows[:, 1:]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -118,16 +150,38 @@ class RandomWindows(IterableDataset):
 
 
 class FixedWindows(Dataset):
-    """The whole split cut into consecutive, non-overlapping windows (the same ones every time)."""
+    """The split cut into consecutive, non-overlapping windows (the same ones every time).
 
-    def __init__(self, tokens: torch.Tensor, block_size: int) -> None:
+    ``tokens`` is a tensor or a sequence of shards (each cut on its own: no window spans two).
+    ``max_windows``: keep only that many, evenly spaced over all of them (window ``i * total // max_windows``).
+    """
+
+    def __init__(self, tokens: Tokens, block_size: int, max_windows: int | None = None) -> None:
         self.tokens, self.block_size = tokens, block_size
+        self._sharded = not isinstance(tokens, torch.Tensor)
+        lengths = [len(t) for t in tokens] if self._sharded else [len(tokens)]
+        self._per = np.array([max(0, (n - 1) // block_size) for n in lengths], dtype=np.int64)
+        self._ends = np.cumsum(self._per)
+        self.total = int(self._ends[-1]) if len(self._ends) else 0
+        self.count = self.total if max_windows is None else min(self.total, max(1, max_windows))
 
     def __len__(self) -> int:
-        return (len(self.tokens) - 1) // self.block_size
+        return self.count
+
+    def start_of(self, i: int) -> tuple[int, int]:
+        """(shard, first token) of window ``i``."""
+        g = i if self.count == self.total else i * self.total // self.count
+        j = int(np.searchsorted(self._ends, g, side="right"))
+        return j, int(g - (self._ends[j] - self._per[j])) * self.block_size
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        w = self.tokens[i * self.block_size : (i + 1) * self.block_size + 1]
+        if not 0 <= i < self.count:
+            raise IndexError(f"window {i} of {self.count}")
+        j, s = self.start_of(i)
+        if self._sharded:
+            w = torch.from_numpy(np.array(self.tokens[j][s : s + self.block_size + 1], dtype=np.int64))
+        else:
+            w = self.tokens[s : s + self.block_size + 1]
         return w[:-1], w[1:]
 
 
@@ -135,17 +189,23 @@ class FixedWindows(Dataset):
 
 
 class ShakespeareDataModule(L.LightningDataModule):
-    """Tiny Shakespeare (default) or any UTF-8 text file, char-level or GPT-2 BPE.
+    """Tiny Shakespeare (default), any UTF-8 text file, or a prepared dataset folder of any size.
+
+    (The name stays: checkpoints store the data position under it.)
 
     Args:
         data_dir: where ``input.txt`` / ``gpt2.tiktoken`` live or are downloaded
             to; default ``$TINYLLM_DATA_DIR`` or ``./data``.
-        path: train on this UTF-8 text file instead of Tiny Shakespeare.
+        path: train on this UTF-8 text file instead of Tiny Shakespeare, or on a dataset
+            folder made by ``python -m tinyllm prepare`` (memory-mapped: any size). A folder
+            brings its tokenizer and splits: tokenizer and val_fraction are then ignored.
         tokenizer: ``char`` (vocabulary = the corpus's characters) or ``gpt2`` (BPE).
         block_size: tokens per training window (linked to the model's context).
         batch_size: windows per micro-batch.
         val_batch_size: windows per validation batch (default: batch_size).
         val_fraction: the trailing fraction of the text held out for validation.
+        val_tokens: evaluate at most about this many tokens: a larger val split is
+            represented by a fixed, evenly spaced subset of its windows (null: all of it).
         seed: seeds the training windows (batch k is a function of seed, rank, k).
         num_workers: DataLoader worker processes (0 is fastest for this tiny data).
     """
@@ -159,12 +219,16 @@ class ShakespeareDataModule(L.LightningDataModule):
         batch_size: int = 64,
         val_batch_size: int | None = None,
         val_fraction: float = 0.1,
+        val_tokens: int | None = 1_048_576,
         seed: int = 1337,
         num_workers: int = 0,
     ) -> None:
         super().__init__()
-        if tokenizer not in ("char", "gpt2"):
+        self.prepared = path is not None and is_dataset(path)  # a folder made by `tinyllm prepare`
+        if tokenizer not in ("char", "gpt2") and not self.prepared:
             raise TinyLLMError(f"data.tokenizer={tokenizer!r} is not one of char, gpt2")
+        if val_tokens is not None and val_tokens < 1:
+            raise TinyLLMError(f"data.val_tokens must be at least 1 (or null: the whole split), got {val_tokens}")
         if batch_size < 1 or block_size < 1 or (val_batch_size is not None and val_batch_size < 1):
             raise TinyLLMError("data.batch_size, data.val_batch_size and data.block_size must be at least 1")
         if not 0.0 < val_fraction < 1.0:
@@ -173,10 +237,13 @@ class ShakespeareDataModule(L.LightningDataModule):
         self.block_size, self.batch_size = block_size, batch_size
         self.val_batch_size = val_batch_size or batch_size
         self.val_fraction, self.seed, self.num_workers = val_fraction, seed, num_workers
+        self.val_tokens_limit = val_tokens
         self.train_batches_done = 0  # restored from checkpoints: where the training stream resumes
+        self.val_bytes_per_token: float | None = None  # set by setup: UTF-8 bytes per val token, for bits per byte
         self._text: str | None = None
         self._tokenizer: Tokenizer | None = None
         self._splits: TokenSplits | None = None
+        self._dataset: PreparedDataset | None = None
 
     # -- corpus and tokenizer (loaded on first use: the CLI needs vocab_size before fit starts)
 
@@ -184,9 +251,16 @@ class ShakespeareDataModule(L.LightningDataModule):
         if self.path is not None:
             p = Path(self.path).expanduser().resolve()
             if not p.is_file():
-                raise TinyLLMError(f"data.path {p} is not a file: give the path of a UTF-8 text file")
+                raise TinyLLMError(f"data.path {p} is not a file nor a prepared dataset folder (with meta.json): "
+                                   "give a UTF-8 text file, or a folder made by python -m tinyllm prepare")  # fmt: skip
             return p
         return shakespeare_path(self.data_dir)
+
+    def dataset(self) -> PreparedDataset:
+        """The prepared folder ``path`` (checked: format version, shards present and whole)."""
+        if self._dataset is None:
+            self._dataset = open_dataset(str(self.path))
+        return self._dataset
 
     def _load(self) -> tuple[str, Tokenizer]:
         if self._text is None or self._tokenizer is None:
@@ -196,17 +270,25 @@ class ShakespeareDataModule(L.LightningDataModule):
 
     @property
     def tokenizer(self) -> Tokenizer:
+        if self.prepared:
+            if self._tokenizer is None:
+                state = self.dataset().tokenizer_state()
+                self._tokenizer = tokenizer_from_state(state, resolve_data_dir(self.data_dir))
+            return self._tokenizer
         return self._load()[1]
 
     @property
     def vocab_size(self) -> int:
-        return self.tokenizer.vocab_size
+        return self.dataset().vocab_size if self.prepared else self.tokenizer.vocab_size
 
     @property
     def tokenizer_state(self) -> dict[str, Any]:
-        return self.tokenizer.state()
+        return self.dataset().tokenizer_state() if self.prepared else self.tokenizer.state()
 
     def splits(self) -> TokenSplits:
+        """The train/val tokens of a text file (a prepared folder has shards instead: see setup)."""
+        if self.prepared:
+            raise TinyLLMError(f"data.path {self.path} is a prepared dataset: its tokens are memory-mapped shards")
         if self._splits is None:
             text, tok = self._load()
             splits = encode_splits(self.corpus_path(), text, tok, self.val_fraction)
@@ -222,12 +304,42 @@ class ShakespeareDataModule(L.LightningDataModule):
     # -- Lightning hooks
 
     def prepare_data(self) -> None:
-        self.splits()  # download and tokenize once, on one process
+        if self.prepared:
+            self._shards()  # check the folder once, before every process maps it
+        else:
+            self.splits()  # download and tokenize once, on one process
+
+    def _shards(self) -> tuple[Sequence[np.ndarray], Sequence[np.ndarray]]:
+        ds = self.dataset()
+        train, val = ds.shards("train"), ds.shards("val")
+        for name, shards, least in (("train", train, self.block_size + 1), ("val", val, self.block_size + 1)):
+            if max(shards.lengths()) < least:
+                raise TinyLLMError(
+                    f"no {name} shard of {self.path} holds {least} tokens, too few for block_size={self.block_size}: "
+                    "prepare more text or use a smaller block_size"
+                )
+        return train, val
 
     def setup(self, stage: str | None = None) -> None:
+        if self.prepared:
+            # Memory maps: nothing is read until a window is indexed, in every process.
+            self.train_tokens, self.val_tokens = self._shards()
+            ds = self.dataset()
+            self.val_bytes_per_token = ds.split_bytes("val") / ds.split_tokens("val")
+            return
         splits = self.splits()
         self.train_tokens = torch.from_numpy(splits.train.astype(np.int64))
         self.val_tokens = torch.from_numpy(splits.val.astype(np.int64))
+        text = self._load()[0]
+        val_text = text[int(len(text) * (1.0 - self.val_fraction)) :]  # as encode_splits cuts it
+        self.val_bytes_per_token = len(val_text.encode("utf-8")) / len(splits.val)
+
+    def val_windows(self) -> FixedWindows:
+        """The validation windows: all of them, or an evenly spaced subset of about ``val_tokens`` tokens."""
+        tokens = self.val_tokens
+        n = len(tokens) if isinstance(tokens, torch.Tensor) else sum(len(t) for t in tokens)
+        limit = self.val_tokens_limit
+        return FixedWindows(tokens, self.block_size, None if limit is None or n <= limit else limit // self.block_size)
 
     def train_dataloader(self) -> DataLoader:
         rank = self.trainer.global_rank if self.trainer is not None else 0
@@ -239,7 +351,7 @@ class ShakespeareDataModule(L.LightningDataModule):
         return DataLoader(windows, batch_size=None, num_workers=self.num_workers, generator=torch.Generator())
 
     def val_dataloader(self) -> DataLoader:
-        windows = FixedWindows(self.val_tokens, self.block_size)
+        windows = self.val_windows()
         sampler = None
         if self.trainer is not None and self.trainer.world_size > 1:
             # Each process takes every world_size-th window and no window twice. (Lightning's own

@@ -1,0 +1,279 @@
+"""The prepared-dataset folder: token shards and ``meta.json`` (written by ``python -m tinyllm prepare``).
+
+Layout of ``data/NAME/``::
+
+    meta.json            what the folder holds (below); written last
+    train_000000.bin     training tokens, raw little-endian uint16 (uint32 when the vocabulary exceeds 65,536)
+    train_000001.bin     ... one file per ``shard_tokens`` tokens
+    val_000000.bin       validation tokens, the same way
+    tokenizer.json       bpe only: the Hugging Face tokenizer (meta.json refers to it)
+
+A shard is a headerless array: ``np.memmap(path, dtype=meta["dtype"], mode="r")`` reads it without loading it.
+Each split is one token stream cut into consecutive shards; documents inside it are separated as
+``meta["separator"]`` says. ``meta.json`` holds:
+
+* ``format`` (``"tinyllm-tokens"``) and ``version`` (:data:`VERSION`): a reader refuses other versions;
+* ``tokenizer``: the tokenizer's ``state()`` (for bpe, ``tokenizer_json`` is replaced by
+  ``"tokenizer_json_file": "tokenizer.json"``), ``vocab_size``, ``eot_id``, ``dtype``;
+* ``splits``: per split, ``tokens``, ``bytes`` (UTF-8 bytes of its text, separators included when they are
+  text, end-of-text tokens not: for bits per byte), ``documents`` and ``shards`` (``file``, ``tokens``);
+* ``sources`` (``name``, ``sha256``, ``bytes`` of each input file as stored) and ``options`` (what
+  ``prepare`` was asked for), which together say whether a folder holds the dataset a command would make.
+
+Plain numpy and json: no torch, no Lightning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from tinyllm.errors import TinyLLMError
+
+FORMAT = "tinyllm-tokens"
+VERSION = 1
+META_NAME = "meta.json"
+TOKENIZER_JSON = "tokenizer.json"
+SPLITS = ("train", "val")
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 when every id fits in 16 bits, else uint32; little-endian whatever the machine."""
+    return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<u4")
+
+
+def dtype_name(dtype: np.dtype) -> str:
+    return {np.dtype("<u2"): "uint16", np.dtype("<u4"): "uint32"}[np.dtype(dtype)]
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"{split}_{index:06d}.bin"
+
+
+def is_dataset(path: str | Path) -> bool:
+    """Does ``path`` look like a prepared dataset folder (a folder with a meta.json)?"""
+    p = Path(path).expanduser()
+    return p.is_dir() and (p / META_NAME).is_file()
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+class ShardWriter:
+    """Appends one split's tokens to ``split_000000.bin``, ``split_000001.bin``, …, ``shard_tokens`` tokens each.
+
+    Memory holds one write's tokens, never a shard. Files are created only when a token goes in, so no
+    shard is empty. ``close`` flushes and fsyncs, and returns ``[{"file", "tokens"}, …]``.
+    """
+
+    def __init__(self, folder: Path, split: str, dtype: np.dtype, shard_tokens: int) -> None:
+        if shard_tokens < 1:
+            raise TinyLLMError(f"shard_tokens must be at least 1, got {shard_tokens}")
+        self.folder, self.split, self.dtype, self.shard_tokens = Path(folder), split, np.dtype(dtype), shard_tokens
+        self.shards: list[dict[str, Any]] = []
+        self._file: BinaryIO | None = None
+        self.tokens = 0
+
+    @property
+    def current_path(self) -> Path:
+        return self.folder / shard_name(self.split, max(0, len(self.shards) - 1))
+
+    def write(self, ids: np.ndarray) -> None:
+        ids = np.asarray(ids)
+        if ids.size and int(ids.max()) > np.iinfo(self.dtype).max:
+            raise ValueError(f"token id {int(ids.max())} does not fit in {dtype_name(self.dtype)}")
+        ids = ids.astype(self.dtype, copy=False)
+        while ids.size:
+            if self._file is None or self.shards[-1]["tokens"] >= self.shard_tokens:
+                self._next_shard()
+            room = self.shard_tokens - self.shards[-1]["tokens"]
+            part, ids = ids[:room], ids[room:]
+            self._file.write(part.tobytes())  # type: ignore[union-attr]
+            self.shards[-1]["tokens"] += int(part.size)
+            self.tokens += int(part.size)
+
+    def _next_shard(self) -> None:
+        self._close_file()
+        self.shards.append({"file": shard_name(self.split, len(self.shards)), "tokens": 0})
+        self._file = open(self.folder / self.shards[-1]["file"], "xb")
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            f, self._file = self._file, None
+            try:
+                f.flush()
+                os.fsync(f.fileno())
+            finally:
+                f.close()
+
+    def close(self) -> list[dict[str, Any]]:
+        self._close_file()
+        return self.shards
+
+    def abort(self) -> None:
+        """Close without caring about errors (the folder is about to be removed)."""
+        f, self._file = self._file, None
+        if f is not None:
+            try:
+                f.close()
+            except OSError:
+                pass
+
+
+def meta_bytes(meta: dict[str, Any]) -> bytes:
+    """meta.json's bytes: sorted keys, so the same dataset always gives the same file."""
+    return (json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def write_meta(folder: Path, meta: dict[str, Any]) -> None:
+    with open(Path(folder) / META_NAME, "xb") as f:
+        f.write(meta_bytes(meta))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+class PreparedDataset:
+    """A prepared folder, checked: its meta.json, and its shards as read-only memory maps."""
+
+    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
+        self.path, self.meta = path, meta
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.meta["vocab_size"])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype({"uint16": "<u2", "uint32": "<u4"}[self.meta["dtype"]])
+
+    def tokenizer_state(self) -> dict[str, Any]:
+        """The tokenizer's ``state()`` (for bpe, with ``tokenizer_json`` read back from tokenizer.json)."""
+        state = dict(self.meta["tokenizer"])
+        file = state.pop("tokenizer_json_file", None)
+        if file is not None:
+            try:
+                state["tokenizer_json"] = (self.path / file).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                where = self.path / file
+                raise TinyLLMError(f"{where} cannot be read ({_why(e)}): prepare the dataset again") from None
+        return state
+
+    def split_tokens(self, split: str) -> int:
+        return int(self.meta["splits"][split]["tokens"])
+
+    def split_bytes(self, split: str) -> int:
+        return int(self.meta["splits"][split]["bytes"])
+
+    def shards(self, split: str) -> Shards:
+        """The split's shards, in order, as read-only memory maps (nothing is read until indexed)."""
+        return Shards([self.path / s["file"] for s in self.meta["splits"][split]["shards"]], self.dtype)
+
+
+class Shards(Sequence):
+    """A split's shard files as read-only ``np.memmap`` arrays, opened on first use.
+
+    Pickles as its paths (a pickled memmap would carry a copy of its data), so DataLoader
+    workers started by spawn or forkserver map the same files instead of copying them.
+    """
+
+    def __init__(self, paths: list[Path], dtype: np.dtype) -> None:
+        self.paths, self.dtype = [Path(p) for p in paths], np.dtype(dtype)
+        self._maps: list[np.memmap] | None = None
+
+    def _open(self) -> list[np.memmap]:
+        if self._maps is None:
+            self._maps = [np.memmap(p, dtype=self.dtype, mode="r") for p in self.paths]
+        return self._maps
+
+    def __getitem__(self, i: int) -> np.memmap:  # type: ignore[override]
+        return self._open()[i]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def lengths(self) -> list[int]:
+        return [len(m) for m in self._open()]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"paths": self.paths, "dtype": self.dtype}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.paths, self.dtype, self._maps = state["paths"], state["dtype"], None
+
+
+def _why(e: BaseException) -> str:
+    return getattr(e, "strerror", None) or str(e).splitlines()[0][:120]
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """meta.json of the folder ``path``, parsed (one-line errors when missing or not JSON)."""
+    folder = Path(path).expanduser()
+    try:
+        text = (folder / META_NAME).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TinyLLMError(
+            f"{folder} is not a prepared dataset (no {META_NAME}): make one with python -m tinyllm prepare"
+        ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise TinyLLMError(f"{folder / META_NAME} cannot be read ({_why(e)}): prepare the dataset again") from None
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise TinyLLMError(f"{folder / META_NAME} is corrupt (not JSON: {e.msg} at line {e.lineno}): "
+                           "prepare the dataset again") from None  # fmt: skip
+    if not isinstance(meta, dict):
+        raise TinyLLMError(f"{folder / META_NAME} is corrupt (not a JSON object): prepare the dataset again")
+    return meta
+
+
+def open_dataset(path: str | Path) -> PreparedDataset:
+    """The prepared folder ``path``, checked against its meta.json: format version, every shard present and whole."""
+    folder = Path(path).expanduser().resolve()
+    meta = read_meta(folder)
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise TinyLLMError(
+            f"{folder} holds dataset format {meta.get('format')!r} version {meta.get('version')!r}, this tinyllm "
+            f"reads {FORMAT!r} version {VERSION}: prepare it again with this tinyllm (python -m tinyllm prepare)"
+        )
+    try:
+        dtype = meta["dtype"]
+        if dtype not in ("uint16", "uint32") or not isinstance(meta["vocab_size"], int):
+            raise ValueError(f"dtype {dtype!r}")
+        if not isinstance(meta["tokenizer"], dict) or "kind" not in meta["tokenizer"]:
+            raise ValueError("no tokenizer")
+        itemsize = np.dtype(dtype).itemsize
+        expected = []
+        for split in SPLITS:
+            info = meta["splits"][split]
+            counted = 0
+            for s in info["shards"]:
+                name, n = s["file"], int(s["tokens"])
+                if Path(name).name != name or n < 1:
+                    raise ValueError(f"shard entry {s!r}")
+                expected.append((name, n * itemsize))
+                counted += n
+            if counted != int(info["tokens"]) or counted == 0:
+                raise ValueError(f"{split} token counts")
+            int(info["bytes"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise TinyLLMError(f"{folder / META_NAME} is corrupt or incomplete ({type(e).__name__}: {e}): "
+                           "prepare the dataset again") from None  # fmt: skip
+    for name, size in expected:
+        try:
+            actual = (folder / name).stat().st_size
+        except FileNotFoundError:
+            raise TinyLLMError(f"{folder / name} is missing: the dataset is incomplete, prepare it again") from None
+        if actual != size:
+            raise TinyLLMError(
+                f"{folder / name} has {actual:,} bytes, meta.json says {size:,}: "
+                "the dataset is damaged, prepare it again"
+            )
+    return PreparedDataset(folder, meta)
