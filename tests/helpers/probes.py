@@ -22,3 +22,31 @@ class RecordBatches(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         Path(f"batches-rank{trainer.global_rank}.json").write_text(json.dumps(self.seen))
+
+
+class FakeClock(L.Callback):
+    """Replaces the clocks of Lightning's Timer and tinyllm's callbacks by one that only moves when the run works:
+    every optimizer step takes ``STEP_S`` and every validation batch ``EVAL_S``, on any machine, however loaded.
+
+    A time-budget test then asks what a budget buys in steps of known length, not how fast the machine is.
+    """
+
+    STEP_S, EVAL_S = 0.1, 0.01
+
+    def __init__(self) -> None:
+        import types
+
+        import lightning.pytorch.callbacks.timer as timer_module
+
+        import tinyllm.training.callbacks as tinyllm_callbacks
+
+        self.now = 0.0
+        clock = types.SimpleNamespace(monotonic=lambda: self.now, perf_counter=lambda: self.now)
+        timer_module.time = clock  # type: ignore[assignment]
+        tinyllm_callbacks.time = clock  # type: ignore[assignment]
+
+    def on_before_optimizer_step(self, *args: Any) -> None:
+        self.now += self.STEP_S
+
+    def on_validation_batch_end(self, *args: Any) -> None:
+        self.now += self.EVAL_S

@@ -1,5 +1,8 @@
 """A run given only a time budget finishes by its deadline, with its LR decayed and its final evaluation done,
-and a killed run resumes within the same budget (tinyllm.training.callbacks.TimeBudget, Lightning's Timer)."""
+and a killed run resumes within the same budget (tinyllm.training.callbacks.TimeBudget, Lightning's Timer).
+
+The runs use a fake clock (tests/helpers/probes.py: FakeClock): a step takes 0.1 s of it and a validation batch
+0.01 s, whatever the machine, so what a budget buys is known in steps."""
 
 from __future__ import annotations
 
@@ -11,7 +14,10 @@ from tests.helpers.cli import TINY, describe, faults_env, read_scalars, run_cli
 
 BUDGET_S = 6
 RUN = ["fit", "--config", TINY, "--trainer.max_steps", "-1", "--trainer.max_time", f"00:00:00:{BUDGET_S:02d}",
-       "--model.schedule", "wsd", "--samples", "null", "--early_stopping", "null"]  # fmt: skip
+       "--model.schedule", "wsd", "--samples", "null", "--early_stopping", "null",
+       "--trainer.callbacks+=probes.FakeClock"]  # fmt: skip
+# The steps 6 s buy at 0.1 s each, less the reserve for the final evaluation (4 batches, x1.2) and the 1 s margin.
+STEPS = 49
 CKPT = Path("checkpoints/tiny")
 
 
@@ -20,11 +26,11 @@ def _timer_elapsed(ckpt: dict) -> float:
 
 
 def test_a_time_budget_ends_with_the_lr_decayed_and_a_final_evaluation(tmp_path: Path):
-    proc = run_cli(*RUN, cwd=tmp_path, timeout=120)
+    proc = run_cli(*RUN, cwd=tmp_path, env=faults_env(10**9), timeout=120)
     assert proc.returncode == 0, describe(proc)
     last = torch.load(tmp_path / CKPT / "last.ckpt", weights_only=True)
     steps = last["global_step"]
-    assert steps > 16, "the budget should buy more than a couple of evaluations' worth of steps"
+    assert abs(steps - STEPS) <= 1, steps  # stopped where one more step would not leave room for the end
     assert _timer_elapsed(last) <= BUDGET_S  # the last checkpoint was written inside the budget
     scalars = read_scalars(tmp_path / "logs/tiny")
     assert scalars["val_loss"][-1][0] == steps - 1  # an evaluation of the final weights (logged at step - 1)
@@ -36,8 +42,10 @@ def test_a_killed_time_budget_run_resumes_within_the_same_budget(tmp_path: Path)
     killed = run_cli(*RUN, "--trainer.callbacks+=faults.KillAt", cwd=tmp_path, env=faults_env(40), timeout=120)
     assert killed.returncode == -9, describe(killed)
     saved = torch.load(tmp_path / CKPT / "last.ckpt", weights_only=True)
-    assert saved["global_step"] == 32 and 0 < _timer_elapsed(saved) < BUDGET_S  # the checkpoint before the kill holds the time used
-    resumed = run_cli(*RUN, "--ckpt_path", "last", cwd=tmp_path, timeout=120)
+    # The checkpoint before the kill (step 32) holds the time used: 32 steps of 0.1 s and two evaluations.
+    assert saved["global_step"] == 32 and 3.2 <= _timer_elapsed(saved) < 3.5
+    resumed = run_cli(*RUN, "--ckpt_path", "last", cwd=tmp_path, env=faults_env(10**9), timeout=120)
     assert resumed.returncode == 0, describe(resumed)
     final = torch.load(tmp_path / CKPT / "last.ckpt", weights_only=True)
-    assert final["global_step"] > 40 and _timer_elapsed(saved) < _timer_elapsed(final) <= BUDGET_S
+    # The resumed run spends only what the budget has left: it ends where an uninterrupted run ends.
+    assert abs(final["global_step"] - STEPS) <= 1 and _timer_elapsed(saved) < _timer_elapsed(final) <= BUDGET_S

@@ -1,0 +1,53 @@
+"""Every shipped recipe in configs/ parses, builds its model, data and trainer, and trains two steps."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tinyllm.training.cli import build_cli, expand_configs
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+# Only what makes two steps quick: the architecture, schedule and optimizer stay the recipe's own.
+QUICK = ["--trainer.max_steps", "2", "--trainer.max_time", "null", "--trainer.val_check_interval", "2",
+         "--trainer.limit_val_batches", "1", "--data.batch_size", "2", "--trainer.precision", "32-true",
+         "--samples", "null", "--progress_bar", "null", "--trainer.enable_model_summary", "false"]  # fmt: skip
+
+
+def test_every_config_is_tested():
+    assert {p.name for p in CONFIGS} >= {"cpu.yaml", "quick.yaml", "modern.yaml", "vanilla.yaml", "modern_bpe.yaml"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_config_trains_two_steps(config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    cli = build_cli(["fit", "--config", str(config), "--name", "t", *QUICK])
+    assert cli.trainer.global_step == 2
+    assert (tmp_path / "checkpoints/t/last.ckpt").is_file()
+    recipe = yaml.safe_load(config.read_text())
+    for key, value in (recipe.get("model", {}).get("arch") or {}).items():  # the recipe's own words win
+        assert cli.model.model.config.to_dict()[key] == value, key
+    assert cli.model.model.config.vocab_size == cli.datamodule.vocab_size  # the vocabulary comes from the data
+
+
+def test_a_recipe_starts_from_the_one_it_names_and_states_only_what_differs(tmp_path: Path):
+    (tmp_path / "base.yaml").write_text("trainer:\n  max_steps: 7\n  gradient_clip_val: 1.0\n  precision: 32-true\n"
+                                        "model:\n  lr: 0.01\n  arch:\n    n_layer: 1\n    n_embd: 32\n    n_head: 2\n")
+    (tmp_path / "child.yaml").write_text("config: base.yaml\ntrainer:\n  max_steps: 9\n")
+    args = expand_configs(["fit", "--config", str(tmp_path / "child.yaml"), "--name", "x"])
+    assert args[:3] == ["fit", "--config", str(tmp_path / "base.yaml")] and args[-2:] == ["--name", "x"]
+    assert yaml.safe_load(args[4]) == {"trainer": {"max_steps": 9}}  # the child without its `config:` line
+    cli = build_cli(["--config", str(tmp_path / "child.yaml")], run=False)
+    # Merged key by key: the child's max_steps, the base's clipping and learning rate.
+    assert (cli.trainer.max_steps, cli.trainer.gradient_clip_val, cli.model.lr) == (9, 1.0, 0.01)
+
+
+def test_quick_is_cpu_with_a_budget():
+    quick = yaml.safe_load((CONFIGS[0].parent / "quick.yaml").read_text())
+    assert quick["config"] == "cpu.yaml" and set(quick) == {"config", "name", "trainer"}
+    assert quick["trainer"] == {"max_time": "00:00:05:00"}
+    assert os.path.exists(CONFIGS[0].parent / quick["config"])
