@@ -32,7 +32,7 @@ def save_last_checkpoint(checkpoint: Any, trainer: Any) -> None:
 
 
 def training_batches_processed(trainer: Any) -> int:
-    """Training batches consumed since the run began, over every session (saved in, and restored from, checkpoints)."""
+    """Training batches consumed since the run began, over every resume (saved in, and restored from, checkpoints)."""
     return int(trainer.fit_loop.epoch_loop.batch_progress.total.processed)
 
 

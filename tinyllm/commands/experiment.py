@@ -96,7 +96,7 @@ def train_one(config: str, variant: str, seed: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         cli = build_cli(["fit", *args, "--ckpt_path", "last"])
-    finally:  # the run's time adds up over interrupted sessions
+    finally:  # the run's time adds up over interrupted processes
         seconds = time.perf_counter() - t0 + (float(clock.read_text()) if clock.exists() else 0.0)
         clock.write_text(f"{seconds:.1f}\n")
     scalars = read_scalars(folders.logs)

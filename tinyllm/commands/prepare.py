@@ -602,10 +602,7 @@ def make_tokenizer(spec: str | int, scan: Scan, text_field: str, val_fraction: f
 
 
 def eot_id(tok: Tokenizer) -> int | None:
-    eot = getattr(tok, "eot_id", None)
-    if eot is None and tok.name == "gpt2":
-        eot = 50256  # GPT2Tokenizer before it had the attribute
-    return eot
+    return tok.eot_id
 
 
 def char_encoder(tok: CharTokenizer) -> Callable[[str], np.ndarray]:

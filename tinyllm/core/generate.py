@@ -140,7 +140,7 @@ def compile_decoder(model: GPT, batch_size: int = 1) -> Callable[[Tensor, KVCach
     long generations, not for a short sample.
     """
     device, block = model.embed_tokens.weight.device, model.config.block_size
-    # On the CPU, a C++ wrapper around the kernels also removes the Python between them (~20% here, DEVLOG.md).
+    # On the CPU, a C++ wrapper around the kernels also removes the Python between them (~20% on a 2-core AMD EPYC, DEVLOG.md).
     compiled = torch.compile(model, dynamic=True, options={"cpp_wrapper": device.type == "cpu"})
     try:
         # Warm up inside inference mode (as generation runs) on every shape that gets its own graph.

@@ -3,8 +3,8 @@
 Decoding one token multiplies a single activation row by every weight matrix,
 so each step reads all the weights once and does only 2 FLOPs per weight read:
 the speed limit is memory bandwidth, not arithmetic. The 10.6M-parameter
-modern model holds 42 MB of fp32 weights; at the ~12 GB/s that the 2-core CPU
-this was written on streams (DEVLOG.md), that alone caps decoding near 300
+modern model holds 42 MB of fp32 weights; at the ~12 GB/s that a 2-core AMD
+EPYC without bf16 streamed (DEVLOG.md), that alone caps decoding near 300
 tokens/s. In int8 the same weights are 10.6 MB, a quarter of the bytes, and fit
 in its 32 MB last-level cache.
 
@@ -41,7 +41,7 @@ class Int8Linear(nn.Module):
     dequantized weight instead, in x's dtype.
     """
 
-    # The int8 kernel still wins at 16 rows and loses at 32 (measured here, DEVLOG.md): use it up to 16.
+    # The int8 kernel still wins at 16 rows and loses at 32 (measured on that EPYC, DEVLOG.md): use it up to 16.
     INT8_KERNEL_MAX_ROWS = 16
 
     def __init__(self, linear: nn.Linear) -> None:

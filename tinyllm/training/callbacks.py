@@ -77,7 +77,7 @@ class StepProgressBar(TQDMProgressBar):
         super().on_train_epoch_start(trainer)
         bar = self.train_progress_bar
         bar.reset(total=trainer.max_steps if trainer.max_steps > 0 else None)
-        bar.initial = trainer.global_step  # so the rate (and time left) counts only this session's steps
+        bar.initial = trainer.global_step  # so the rate (and time left) counts only this process's steps
         bar.n = trainer.global_step
         bar.set_description("step")
 
@@ -178,7 +178,7 @@ class TimeBudget(L.Callback):
 
     Without ``max_time`` it does nothing. A time-defined run cannot resume
     bit-exactly: how many steps fit, and the learning rate at each, depend on
-    the machine's speed in each session.
+    the machine's speed in each process.
     """
 
     def __init__(self, margin_s: float = 1.0) -> None:

@@ -72,7 +72,7 @@ ends first). A time-budget run finishes by its deadline: the learning rate decay
 and the last evaluation and checkpoint fit inside it. --ckpt_path last resumes a run. A step-defined
 run resumes bit for bit. A time-defined run resumes within the same budget (the time used is in the
 checkpoint), but not bit for bit: how many steps fit, and the learning rate at each, depend on the
-machine's speed in each session."""
+machine's speed in each process."""
 CHECKPOINT_MODEL_KEYS = (
     "arch", "lr", "min_lr", "warmup_steps", "weight_decay", "betas", "schedule", "decay_fraction", "optimizer", "muon_lr"
 )  # a resume must match
