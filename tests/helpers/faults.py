@@ -69,3 +69,34 @@ class PoisonAt(KillAt):
         if trainer.global_step >= self.step:
             with torch.no_grad():
                 next(pl_module.parameters()).view(-1)[0] = float("nan")
+
+
+class PauseAt(KillAt):
+    """Stops working at the step, as a run busy elsewhere would: writes ``paused`` in the working directory, then
+    sleeps, still holding whatever the run holds (its lock)."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step >= self.step:
+            from pathlib import Path
+            import time
+
+            Path("paused").write_text(str(os.getpid()))
+            time.sleep(300)
+
+
+class FillDiskAt(KillAt):
+    """Fills the file system of the working directory at the step (a ``filler`` file written until ENOSPC),
+    as a disk that fills during training would."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            import errno
+
+            with open("filler", "wb") as f:
+                try:
+                    while True:
+                        f.write(b"\0" * (1 << 16))
+                        f.flush()
+                except OSError as e:
+                    if e.errno != errno.ENOSPC:
+                        raise

@@ -164,7 +164,9 @@ def test_ddp_two_cpu_processes(tmp_path: Path):
     assert "GLOBAL_RANK: 1" in proc.stderr and "Starting with 2 processes" in proc.stderr, proc.stderr[-3000:]
 
     ckpts = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "checkpoints").rglob("*") if p.is_file())
-    assert ckpts == ["checkpoints/tiny/best.ckpt", "checkpoints/tiny/last.ckpt"]  # no last-v1.ckpt from rank 1
+    # No last-v1.ckpt from rank 1, and one lock, rank 0's.
+    assert ckpts == ["checkpoints/tiny/.lock", "checkpoints/tiny/.lock.owner", "checkpoints/tiny/best.ckpt",
+                     "checkpoints/tiny/last.ckpt"]  # fmt: skip
     assert [p.name for p in (tmp_path / "logs").iterdir()] == ["tiny"]
     assert not [p for p in (tmp_path / "logs/tiny").iterdir() if p.is_dir()]  # no version_N
     scalars = read_scalars(tmp_path / "logs/tiny")  # asserts exactly one events file (rank 0 only)

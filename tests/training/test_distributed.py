@@ -35,11 +35,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_node(node: int, port: int, cwd: Path) -> subprocess.Popen[str]:
+def start_node(node: int, port: int, cwd: Path, *extra: str) -> subprocess.Popen[str]:
     cwd.mkdir(parents=True)
     env = env_for_cli(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), NODE_RANK=str(node),
                       PYTHONPATH=str(REPO / "tests" / "helpers"))  # fmt: skip
-    return subprocess.Popen([sys.executable, "-m", "tinyllm", *TWO_NODES], cwd=cwd, env=env, text=True,
+    return subprocess.Popen([sys.executable, "-m", "tinyllm", *TWO_NODES, *extra], cwd=cwd, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
 
 
@@ -72,3 +72,25 @@ def test_two_nodes_on_localhost_draw_different_windows_validate_exactly_and_resu
     assert alone.returncode == 0, describe(alone)
     assert "Restoring states from the checkpoint" in alone.stderr
     assert load_ckpt(run / "last.ckpt")["global_step"] == 12
+
+
+@pytest.mark.slow
+def test_two_nodes_train_on_one_prepared_folder_each_drawing_its_own_windows(tmp_path: Path, monkeypatch):
+    """Each process maps the same prepared shards (here one folder both "machines" see) and draws its own windows;
+    the val loss they compute together is the single-process value."""
+    from tests.helpers.corpora import documents, prepared, write_folder
+    from tinyllm.training.cli import build_cli
+
+    data = prepared(write_folder(tmp_path / "corpus", documents(200, seed=5)), tmp_path / "data", tokenizer="bpe:300")
+    port = free_port()
+    nodes = [start_node(n, port, tmp_path / f"node{n}", "--data.path", str(data)) for n in (0, 1)]
+    results = [node.communicate(timeout=300) for node in nodes]
+    for node, (out, err) in zip(nodes, results):
+        assert node.returncode == 0, err[-3000:]
+    drawn = [json.loads((tmp_path / f"node{n}" / f"batches-rank{n}.json").read_text()) for n in (0, 1)]
+    assert len(drawn[0]) == len(drawn[1]) == 8 and not set(drawn[0]) & set(drawn[1])
+    best = tmp_path / "node0" / "checkpoints/tiny/best.ckpt"
+    monkeypatch.chdir(tmp_path / "node0")
+    alone = build_cli(["validate", "--config", str(TINY), *BLOCK, "--data.path", str(data), "--trainer.precision",
+                       "32-true", "--trainer.limit_val_batches", "1.0", "--ckpt_path", str(best)])  # fmt: skip
+    assert best_model_score(load_ckpt(best)) == pytest.approx(float(alone.trainer.callback_metrics["val_loss"]), abs=1e-6)

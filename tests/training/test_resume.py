@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import torch
 
-from tests.helpers.cli import TINY, faults_env, read_scalars, run_cli
+from tests.helpers.cli import TINY, faults_env, run_cli
+from tinyllm.commands.plot import read_scalars
 
 # Dropout and gradient accumulation on, so the RNG and the accumulation phase are part of what must resume.
 # The checkpoint every 8 optimizer steps falls on an evaluation (every 8 batches = 4 steps): its save is deferred.
@@ -159,3 +160,18 @@ def test_unwritable_checkpoint_directory_is_reported_at_start_up(tmp_path: Path)
     assert last_line.startswith("tinyllm: error: cannot write to"), last_line
     assert "checkpoints/tiny" in last_line and "Traceback" not in proc.stderr
     assert not list((tmp_path / "logs").glob("tiny/events.out.tfevents.*"))  # nothing trained, nothing logged
+
+
+def test_sigkill_on_a_prepared_folder_then_resume_is_bit_exact(tmp_path: Path) -> None:
+    """The same guarantee on memory-mapped shards of a prepared corpus with its own BPE: batch k is f(seed, rank, k)."""
+    from tests.helpers.corpora import documents, prepared, write_folder
+
+    data = prepared(write_folder(tmp_path / "corpus", documents(120, seed=3)), tmp_path / "data", tokenizer="bpe:300")
+    on_data = ("--data.path", str(data))
+    reference, killed = tmp_path / "uninterrupted", tmp_path / "killed"
+    assert fit(reference, *on_data).returncode == 0
+    assert fit(killed, *on_data, kill_at=12).returncode == -9
+    resumed = fit(killed, *on_data, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert load(killed / CKPT / "last.ckpt")["hyper_parameters"]["tokenizer"]["kind"] == "bpe"
+    assert_same_final_state(reference, killed)

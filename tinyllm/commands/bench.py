@@ -219,7 +219,7 @@ def run_bench_train(config_args: list[str], steps: int, warmup: int, rounds: int
            "flops_per_token": lit.model.flops_per_token(), "tokens_per_step": tokens_per_step, "precision": cfg["precision"],
            "matmul_peak_gflops": round(peak / 1e9, 1)}
     for name, seconds in (("plain", plain), ("lightning", lightning)):
-        row[f"{name}_step_s"] = round(seconds, 4)
+        row[f"{name}_step_s"] = round(seconds, 6)
         row[f"{name}_tokens_per_s"] = round(tokens_per_step / seconds, 1)
         row[f"{name}_mfu"] = round(flops_per_step / seconds / peak, 4)
         user, system = cpu[name]  # system: kernel time, page faults mostly

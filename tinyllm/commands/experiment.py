@@ -51,6 +51,14 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 MUON_VARIANTS = ("modern+muon",)
 
 
+def shipped(config: str) -> Path:
+    """``config`` as given, else as a path inside tinyllm's own folder (``configs/swaps_cpu.yaml`` from anywhere)."""
+    for path in (Path(config), CONFIGS.parent / config):
+        if path.is_file():
+            return path
+    raise TinyLLMError(f"--config {config} is not a file: pass a training config such as configs/swaps_cpu.yaml")
+
+
 def run_name(variant: str, seed: int) -> str:
     return f"{variant}-seed{seed}"
 
@@ -225,8 +233,6 @@ def swaps(
         variants: which of vanilla, vanilla+rmsnorm, vanilla+swiglu, vanilla+rope, modern, modern+muon.
         out: where swaps.md, swaps.png and swaps.json go.
     """
-    if not Path(config).is_file():
-        raise TinyLLMError(f"--config {config} is not a file: pass a training config such as configs/swaps_cpu.yaml")
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise TinyLLMError(f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(VARIANTS)}")
@@ -237,6 +243,7 @@ def swaps(
                            "upgrade torch (2.9 or newer), or leave modern+muon out of --variants")  # fmt: skip
     if not seeds or len(set(seeds)) != len(seeds):
         raise TinyLLMError(f"--seeds must list distinct seeds, got {seeds}")
+    config = str(shipped(config))
     folder = Path(out)
     rows = run_swaps(config, seeds, variants, folder)
     print((folder / "swaps.md").read_text())

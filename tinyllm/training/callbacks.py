@@ -142,7 +142,7 @@ class ResumeCheckpoint(ModelCheckpoint):
         super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._save_after_eval_at == trainer.global_step and not trainer.sanity_checking:
+        if self._save_after_eval_at == trainer.global_step and not trainer.sanity_checking and not trainer.fast_dev_run:
             self._save_after_eval_at = None
             save_last_checkpoint(self, trainer)
         super().on_validation_end(trainer, pl_module)
@@ -150,15 +150,29 @@ class ResumeCheckpoint(ModelCheckpoint):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, TinyLLMError) or trainer.global_step == 0:
             return
-        super().on_exception(trainer, pl_module, exception)
+        try:
+            super().on_exception(trainer, pl_module, exception)
+        except TinyLLMError:
+            if isinstance(exception, OSError):  # the disk that stopped the run refused this save too: say what stopped it
+                raise TinyLLMError(f"{describe_os_error(exception)}; the last checkpoint is kept") from None
+            raise
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.fast_dev_run:  # Lightning's smoke test writes no checkpoints (its own save_last would): no run left
+            return
         super().on_train_end(trainer, pl_module)
         if trainer.global_step % self.every:  # ended off the cadence (a time budget, early stopping): save the end
             save_last_checkpoint(self, trainer)
         stale = Path(self.dirpath) / f"{self.EXCEPTION_NAME}{self.FILE_EXTENSION}"
         if trainer.is_global_zero and stale.exists():
             stale.unlink()
+
+
+def describe_os_error(e: OSError) -> str:
+    """``cannot write logs/x/events… (No space left on device): …`` — an OSError as one line that says what to do."""
+    where = e.filename or "the run's logs and checkpoints"
+    return (f"cannot write {where} ({e.strerror or e}): free space or make the folder writable, then resume with "
+            "--ckpt_path last")
 
 
 class TimeBudget(L.Callback):
@@ -239,7 +253,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         else:
             buffer = io.BytesIO()
             torch.save(checkpoint, buffer)
-            atomic_write_bytes(Path(path), buffer.getvalue())
+            try:
+                atomic_write_bytes(Path(path), buffer.getvalue())
+            except OSError as e:  # a full disk, a folder gone read-only: the previous checkpoint is still whole
+                raise TinyLLMError(f"cannot write checkpoint {path} ({e.strerror or e}): free space or make the folder "
+                                   "writable, then resume with --ckpt_path last; the previous checkpoint is kept") from None
         self.save_seconds = time.perf_counter() - t0
 
 

@@ -25,13 +25,17 @@ YAML can drop it by accident:
 from __future__ import annotations
 
 import inspect
+import os
 import shutil
+import socket
 import sys
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from filelock import FileLock, Timeout
 from jsonargparse import ArgumentError, lazy_instance
 import yaml
 from jsonargparse.typing import PositiveInt
@@ -44,7 +48,7 @@ from tinyllm.core.checkpoint import checkpoint_hparams, checkpoint_step, read_ch
 from tinyllm.errors import TinyLLMError, one_line
 from tinyllm.training.callbacks import (
     AtomicCheckpointIO, AttentionImages, GenerationSamples, ResumeCheckpoint, RNGState, StepProgressBar, TimeBudget,
-    TokenThroughput,
+    TokenThroughput, describe_os_error,
 )  # fmt: skip
 from tinyllm.training.data import ShakespeareDataModule
 from tinyllm.training.metrics import VAL_LOSS
@@ -128,6 +132,8 @@ class TinyLLMCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
         sub = self.config.get("subcommand")
+        if sub == "fit" and not self.config[sub].trainer.fast_dev_run:
+            hold_the_run(RunFolders(self.config[sub].name))
         self.resume_step = check_ckpt_path(self.config[sub], sub) if sub else None
 
     def instantiate_classes(self) -> None:
@@ -172,9 +178,42 @@ class TinyLLMCLI(LightningCLI):
     def before_fit(self) -> None:
         cfg = self.config[self.subcommand]
         run = RunFolders(cfg.name)
-        check_output_dirs(self.trainer, self.model.model.num_parameters())
+        if not self.trainer.fast_dev_run:  # Lightning's smoke test writes nothing: it leaves no run behind
+            check_output_dirs(self.trainer, self.model.model.num_parameters())
         if cfg.ckpt_path == "last" and not (run.checkpoints / "last.ckpt").exists():
             print(f"tinyllm: no checkpoint to resume in {run.checkpoints.resolve()}: starting a new run", file=sys.stderr)
+
+
+_HELD: dict[Path, FileLock] = {}  # the runs this process trains: held until it exits
+RANK_VARIABLES = ("RANK", "NODE_RANK", "LOCAL_RANK", "SLURM_PROCID")
+
+
+def hold_the_run(run: RunFolders) -> None:
+    """Lock the run folder for this process's life: a second process that would train the same run is refused.
+
+    An OS lock (``flock`` through ``filelock``) dies with its process, so a run
+    killed by SIGKILL never blocks its own resume. Under DDP only global rank 0
+    writes the run, and only it locks. (On a network file system such as NFS or
+    a mounted Drive, locks are only as good as that file system's.)
+    """
+    if any(os.environ.get(v, "0") != "0" for v in RANK_VARIABLES):
+        return
+    key = run.checkpoints.resolve()
+    if key in _HELD:
+        return
+    owner = run.checkpoints / ".lock.owner"
+    try:
+        run.checkpoints.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(run.checkpoints / ".lock", timeout=0)
+        lock.acquire()
+    except Timeout:
+        holder = owner.read_text().strip() if owner.is_file() else "another process"
+        raise TinyLLMError(f"the run {run.name!r} is already training ({holder}): wait for it to finish or stop it, "
+                           "or train another --name") from None  # fmt: skip
+    except OSError as e:
+        raise TinyLLMError(f"cannot write to {run.checkpoints} ({e.strerror or e}): choose a writable folder") from None
+    owner.write_text(f"process {os.getpid()} on {socket.gethostname()}\n")
+    _HELD[key] = lock
 
 
 def run_machinery(run: RunFolders, every_n_steps: int) -> list[Callback]:
@@ -360,8 +399,22 @@ def _config_chain(value: str, seen: set[Path]) -> list[str]:
     return [*_config_chain(str(base), seen | {path.resolve()}), "--config", yaml.safe_dump(recipe, sort_keys=False)]
 
 
+def report_thread_errors_in_one_line() -> None:
+    """A logger's writer thread that hits a full disk says so in one line, not a traceback (the run then fails too)."""
+    default = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if isinstance(args.exc_value, OSError):
+            print(f"tinyllm: {describe_os_error(args.exc_value)}", file=sys.stderr)
+        else:
+            default(args)
+
+    threading.excepthook = hook
+
+
 def build_cli(args: list[str] | None, run: bool = True) -> TinyLLMCLI:
     """tinyllm's LightningCLI. ``run=False`` only builds model, data and trainer from ``--config`` args."""
+    report_thread_errors_in_one_line()
     with warnings.catch_warnings():
         # Lightning warns when explicit args are given while sys.argv holds some: here that is the point.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
@@ -377,3 +430,5 @@ def build_cli(args: list[str] | None, run: bool = True) -> TinyLLMCLI:
             )
         except ArgumentError as e:
             raise TinyLLMError(one_line(str(e))) from None
+        except OSError as e:  # a disk or folder that failed outside a checkpoint save (a log file, say)
+            raise TinyLLMError(describe_os_error(e)) from None

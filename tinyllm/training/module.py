@@ -136,7 +136,7 @@ class GPTLitModule(L.LightningModule):
         self.log(VAL_PPL, torch.exp(loss))  # perplexity = e^(mean cross-entropy)
         # Bits per byte: nats per token → bits per token (/ ln 2) → bits per byte (/ bytes per token).
         # Runs with different tokenizers compare on this scale, not on val_loss.
-        bytes_per_token = getattr(self.trainer.datamodule, "val_bytes_per_token", None) if self._trainer else None
+        bytes_per_token = getattr(self.trainer.datamodule, "val_bytes_per_token", None)
         if bytes_per_token:
             self.log(VAL_BPB, loss / math.log(2) / bytes_per_token)
 

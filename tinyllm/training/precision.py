@@ -29,6 +29,7 @@ from typing import Callable
 import torch
 
 from tinyllm.core.config import GPTConfig
+from tinyllm.core.generate import pick_device
 from tinyllm.files import atomic_write_bytes, cache_dirs
 from tinyllm.training.module import GPTLitModule, optimizer_step
 
@@ -56,14 +57,11 @@ def cpu_name() -> str:
 
 
 def detect_device(accelerator: str = "auto") -> str:
-    """The device type Lightning's ``accelerator`` setting will end up on."""
+    """The device type Lightning's ``accelerator`` setting will end up on (the rule is ``pick_device``'s)."""
     if accelerator not in ("auto", "gpu"):
         return accelerator
-    if torch.cuda.is_available():
-        return "cuda"
-    if accelerator == "auto" and torch.backends.mps.is_available():
-        return "mps"
-    return "mps" if accelerator == "gpu" else "cpu"
+    found = pick_device("auto").type  # CUDA, else Apple's MPS, else the CPU
+    return "mps" if accelerator == "gpu" and found == "cpu" else found
 
 
 def choose_precision(accelerator: str = "auto", probe: Probe | None = None, cache_key: str | None = None) -> tuple[str, str]:
