@@ -26,6 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers on two cores: one thread each, or their matmuls fight over the cores (OpenMP barriers stall).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
 
 import tinyllm.files
 from tests.helpers.cli import TINY, describe, env_for_cli, read_scalars, run_cli

@@ -14,7 +14,8 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"
 # Only what makes two steps quick: the architecture, schedule and optimizer stay the recipe's own.
 QUICK = ["--trainer.max_steps", "2", "--trainer.max_time", "null", "--trainer.val_check_interval", "2",
          "--trainer.limit_val_batches", "1", "--data.batch_size", "2", "--trainer.precision", "32-true",
-         "--samples", "null", "--progress_bar", "null", "--trainer.enable_model_summary", "false"]  # fmt: skip
+         "--trainer.accumulate_grad_batches", "1", "--samples", "null", "--progress_bar", "null",
+         "--trainer.enable_model_summary", "false"]  # fmt: skip
 
 
 def test_every_config_is_tested():

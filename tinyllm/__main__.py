@@ -31,7 +31,8 @@ COMMANDS: dict[str, str | dict[str, str]] = {
     "card": "tinyllm.commands.card:card",
     "plot": "tinyllm.commands.plot:plot",
     "inspect": "tinyllm.commands.inspect_model:inspect",
-    "experiment": {"swaps": "tinyllm.commands.experiment:swaps", "budgets": "tinyllm.commands.budgets:budgets"},
+    "experiment": {"swaps": "tinyllm.commands.experiment:swaps", "budgets": "tinyllm.commands.budgets:budgets",
+                   "tokenizers": "tinyllm.commands.tokenizers:tokenizers"},
 }
 LIGHTNING_COMMANDS = ("fit", "validate")  # LightningCLI parses their options
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.cli import assert_one_line_error, describe, run_cli, run_main
-from tinyllm.commands.experiment import VARIANTS, run_args, summarize
+from tinyllm.commands.experiment import run_args, summarize
 from tinyllm.training.cli import build_cli
 
 SMOKE = str(Path(__file__).resolve().parents[1] / "configs" / "swaps_smoke.yaml")
@@ -59,26 +59,28 @@ def test_summary_deltas_are_paired_by_seed():
 
 @pytest.mark.slow
 def test_swaps_smoke_writes_table_plot_and_json_and_skips_finished_runs(tmp_path: Path):
-    args = ("experiment", "swaps", "--config", SMOKE, "--seeds", "[1, 2]", "--out", "res")
+    variants = ["vanilla", "modern+muon"]  # a config, and another with a delta (the optimizer swap)
+    args = ("experiment", "swaps", "--config", SMOKE, "--seeds", "[1, 2]", "--variants", f"[{', '.join(variants)}]",
+            "--out", "res")
     proc = run_cli(*args, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, describe(proc)
     table = (tmp_path / "res/swaps.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| `")]
-    assert [r.split("`")[1] for r in rows] == list(VARIANTS)
+    assert [r.split("`")[1] for r in rows] == variants
     cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
     assert cells[0][-3] == "(baseline)" and all("±" in c[-3] for c in cells[1:])  # Δ with its spread over 2 seeds
     assert (tmp_path / "res/swaps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     runs = json.loads((tmp_path / "res/swaps.json").read_text())["runs"]
-    assert len(runs) == 2 * len(VARIANTS)
+    assert len(runs) == 2 * len(variants)
     steps = {tuple(s for s, _ in r["val_loss"]) for r in runs}
     assert len(steps) == 1 and len(next(iter(steps))) == 2  # every run evaluated at the same steps
     assert all(r["steps"] == r["max_steps"] == 6 and r["tokens_per_s"] > 0 for r in runs)
-    assert (tmp_path / "checkpoints/swaps-swaps_smoke/modern-seed2/last.ckpt").exists()
-    assert (tmp_path / "logs/swaps-swaps_smoke/modern-seed2").is_dir()
+    assert (tmp_path / "checkpoints/swaps-swaps_smoke/modern+muon-seed2/last.ckpt").exists()
+    assert (tmp_path / "logs/swaps-swaps_smoke/modern+muon-seed2").is_dir()
     # Re-running trains nothing and writes the same table.
     again = run_cli(*args, cwd=tmp_path, timeout=600)
     assert again.returncode == 0, describe(again)
-    assert again.stderr.count("already finished") == 2 * len(VARIANTS)
+    assert again.stderr.count("already finished") == 2 * len(variants)
     assert (tmp_path / "res/swaps.md").read_text() == table
 
 

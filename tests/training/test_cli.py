@@ -28,7 +28,9 @@ from tinyllm.training.precision import cpu_has_native_bf16
 
 def test_fit_writes_checkpoints_logs_and_config(fit_run: FitRun):
     ckpts = {f for f in fit_run.files if f.startswith("checkpoints")}
-    assert ckpts == {"checkpoints/tiny/last.ckpt", "checkpoints/tiny/best.ckpt"}, ckpts
+    # The checkpoints, and the lock that kept the run to one process (with who held it).
+    assert ckpts == {"checkpoints/tiny/last.ckpt", "checkpoints/tiny/best.ckpt", "checkpoints/tiny/.lock",
+                     "checkpoints/tiny/.lock.owner"}, ckpts  # fmt: skip
     logs = {f for f in fit_run.files if f.startswith("logs")}
     # One run directory, logs/tiny itself (version ""), with no version_N below it.
     assert {Path(f).parent for f in logs} == {Path("logs/tiny")}, logs

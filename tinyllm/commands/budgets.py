@@ -28,7 +28,7 @@ import yaml
 from tinyllm.commands.plot import read_scalars
 from tinyllm.core.checkpoint import budget_seconds_used, checkpoint_hparams, checkpoint_step, read_checkpoint, train_batches_done
 from tinyllm.errors import TinyLLMError
-from tinyllm.training.metrics import TOKENS_PER_S, VAL_LOSS
+from tinyllm.training.metrics import TOKENS_PER_S, VAL_BPB, VAL_LOSS
 from tinyllm.training.cli import RunFolders
 from tinyllm.training.precision import cpu_name
 
@@ -39,9 +39,9 @@ def max_time(minutes: float) -> str:
     return f"{seconds // 86400:02d}:{seconds % 86400 // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def run_rung(config: str, minutes: float, extra: list[str]) -> dict[str, Any]:
+def run_rung(config: str, minutes: float, extra: list[str], name: str | None = None) -> dict[str, Any]:
     """One budget: a fit in its own process, then what it reached, read back from its checkpoint and logs."""
-    name = f"budget-{minutes:g}min"
+    name = name or f"budget-{minutes:g}min"
     run = RunFolders(name)
     if run.holds_a_run():
         raise TinyLLMError(f"{run.checkpoints} already holds a run: move it away, or run the ladder in another folder")
@@ -58,6 +58,7 @@ def run_rung(config: str, minutes: float, extra: list[str]) -> dict[str, Any]:
     speeds = [v for _, v in scalars.get(TOKENS_PER_S, [])]
     return {
         "budget_min": minutes, "name": name, "val_loss": scalars[VAL_LOSS][-1][1], "steps": checkpoint_step(last),
+        "val_bpb": scalars[VAL_BPB][-1][1] if VAL_BPB in scalars else None,
         "tokens": train_batches_done(last) * _tokens_per_batch(run),
         "tokens_per_s": round(statistics.median(speeds), 1) if speeds else None, "wall_s": round(wall, 1),
         "train_s": round(budget_seconds_used(last) or 0.0, 1),

@@ -132,9 +132,9 @@ class TinyLLMCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
         sub = self.config.get("subcommand")
+        self.resume_step = check_ckpt_path(self.config[sub], sub) if sub else None  # a refusal here changes nothing
         if sub == "fit" and not self.config[sub].trainer.fast_dev_run:
             hold_the_run(RunFolders(self.config[sub].name))
-        self.resume_step = check_ckpt_path(self.config[sub], sub) if sub else None
 
     def instantiate_classes(self) -> None:
         # jsonargparse wraps errors raised while building callbacks or models (a bad option in the
