@@ -21,6 +21,7 @@ def listed_commands(help_text: str) -> list[str]:
     return re.findall(r"^    (\w+)\s", section, flags=re.M)
 
 
+@pytest.mark.slow
 def test_help_lists_exactly_the_registered_commands(tmp_path: Path):
     proc = run_cli("--help", cwd=tmp_path, timeout=60)
     assert proc.returncode == 0, describe(proc)

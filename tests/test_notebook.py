@@ -6,6 +6,8 @@ Only what needs Colab and the network is switched off, through the notebook's ow
 
 from __future__ import annotations
 
+import pytest
+
 import re
 import tomllib
 from pathlib import Path
@@ -57,6 +59,7 @@ def test_tensorboard_starts_before_training():
     assert board < fit
 
 
+@pytest.mark.slow
 def test_notebook_runs_under_jupyter_and_resumes_after_a_disconnect(tmp_path: Path):
     params = {"REPO_DIR": str(REPO), "INSTALL": False, "USE_DRIVE": False}
     run_dir = tmp_path / "tinyllm-run"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pathlib import Path
 
 import nbformat
@@ -23,6 +25,7 @@ def test_tour_walks_the_model_file_in_order():
     assert found == sorted(found), headings
 
 
+@pytest.mark.slow
 def test_tour_runs_under_jupyter_and_draws_every_picture(tmp_path: Path):
     nb = execute(NOTEBOOK, tmp_path, env_for_cli(), REPO_DIR=str(REPO), TRAIN_ARGS=TRAIN_ARGS)
     assert (tmp_path / "tour-run/checkpoints/tour/last.ckpt").is_file()

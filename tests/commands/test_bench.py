@@ -15,6 +15,7 @@ from tests.helpers.cli import (
 )
 
 
+@pytest.mark.slow
 def test_bench_commands_print_and_write_their_figures(fit_run: FitRun, tmp_path: Path):
     proc = run_cli("bench", "generate", "--ckpt_path", fit_run.dir / "checkpoints/tiny/last.ckpt",
                    "--lengths", "[5, 40]", "--setups", "[fp32, int8]", "--json", tmp_path / "gen.json",

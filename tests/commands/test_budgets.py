@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 from pathlib import Path
 
@@ -13,6 +15,7 @@ def test_max_time_is_lightnings_format():
     assert max_time(1) == "00:00:01:00" and max_time(0.5) == "00:00:00:30" and max_time(90) == "00:01:30:00"
 
 
+@pytest.mark.slow
 def test_the_ladder_trains_each_budget_and_writes_the_table(tmp_path: Path):
     reference = tmp_path / "ref.json"
     reference.write_text(json.dumps({"label": "a reference", "run": "baby", "val_loss": 1.9, "steps": 20,

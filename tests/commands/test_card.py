@@ -16,6 +16,7 @@ from tests.helpers.cli import (
 )
 
 
+@pytest.mark.slow
 def test_card_measures_the_checkpoint_and_shows_samples(fit_run: FitRun, tmp_path: Path):
     proc = run_cli("card", "--ckpt_path", fit_run.dir / "checkpoints/tiny/last.ckpt", "--out", "card/MODEL_CARD.md",
                    "--samples", "2", "--max_new_tokens", "30", cwd=tmp_path)  # fmt: skip

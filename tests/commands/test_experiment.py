@@ -95,6 +95,7 @@ def test_experiment_bad_options_are_one_line(tmp_path: Path):
     assert_one_line_error(proc, "twice")
 
 
+@pytest.mark.slow
 def test_a_run_of_another_configuration_is_refused_not_mixed_in(tmp_path: Path):
     stale = tmp_path / "checkpoints/swaps-swaps_smoke/vanilla-seed1"
     stale.mkdir(parents=True)

@@ -14,6 +14,7 @@ from tests.helpers.cli import (
 from tinyllm.formats.load import load_model
 
 
+@pytest.mark.slow
 def test_export_command_then_generate_and_validate_on_the_folder(runs, tmp_path: Path):
     run_dir = runs["char"].parents[2]
     out = tmp_path / "shared-char"

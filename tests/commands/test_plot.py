@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pathlib import Path
 
 from tests.conftest import FitRun
@@ -11,6 +13,7 @@ from tests.helpers.cli import (
 )
 
 
+@pytest.mark.slow
 def test_plot_turns_the_run_logs_into_a_png(fit_run: FitRun, tmp_path: Path):
     proc = run_cli("plot", "--logdir", fit_run.dir / "logs/tiny", "--out", tmp_path / "curves.png", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -448,3 +448,17 @@ def test_prepare_fit_generate_export_through_the_cli(tmp_path: Path, kind: str):
     proc = run_cli("export", "--ckpt_path", "checkpoints/tiny/last.ckpt", "--out_dir", "gguf", "--format", "gguf",
                    cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0 and any((tmp_path / "gguf").glob("*.gguf")), describe(proc)
+
+
+@pytest.mark.slow
+def test_resuming_on_a_folder_of_another_tokenizer_is_one_line_and_changes_nothing(tmp_path: Path):
+    root = write_folder(tmp_path / "corpus", ["ROMEO: " + d for d in documents(80, seed=4)])
+    for kind, name in (("char", "char"), ("bpe:300", "bpe")):
+        prepared(root, tmp_path / "data" / name, tokenizer=kind)
+    first = run_cli("fit", "--config", TINY, "--data.path", "data/char", "--trainer.max_steps", "8", cwd=tmp_path)
+    assert first.returncode == 0, describe(first)
+    before = (tmp_path / "checkpoints/tiny/last.ckpt").read_bytes()
+    proc = run_cli("fit", "--config", TINY, "--data.path", "data/bpe", "--trainer.max_steps", "16", "--ckpt_path",
+                   "last", cwd=tmp_path)  # fmt: skip
+    assert_one_line_error(proc, "tokenizer")
+    assert (tmp_path / "checkpoints/tiny/last.ckpt").read_bytes() == before

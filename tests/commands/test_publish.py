@@ -42,6 +42,7 @@ def test_publish_without_token_fails_with_one_line(exports, tmp_path: Path):
     assert proc.stdout == ""
 
 
+@pytest.mark.slow
 def test_publish_finds_the_stored_login_and_never_prints_it(exports, tmp_path: Path):
     secret = "hf_storedLoginToken0123456789"
     (tmp_path / "hf-home").mkdir()

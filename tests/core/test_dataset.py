@@ -12,7 +12,7 @@ import pytest
 from tests.helpers.cli import one_line_error
 from tests.helpers.corpora import token_folder
 from tinyllm.core.dataset import (
-    META_NAME, VERSION, ShardWriter, Shards, is_dataset, meta_bytes, open_dataset, shard_name, token_dtype,
+    META_NAME, VERSION, ShardFile, ShardWriter, Shards, is_dataset, meta_bytes, open_dataset, shard_name, token_dtype,
 )  # fmt: skip
 from tinyllm.errors import TinyLLMError
 
@@ -64,7 +64,7 @@ def test_open_dataset_maps_the_shards(tmp_path: Path):
     assert ds.split_tokens("train") == 2500 and ds.split_bytes("val") == 300
     shards = ds.shards("train")
     assert len(shards) == 3 and shards.lengths() == [1000, 1000, 500]
-    assert all(isinstance(s, np.memmap) and s.mode == "r" for s in shards)
+    assert all(isinstance(s, ShardFile) for s in shards)  # read window by window, never loaded whole
     np.testing.assert_array_equal(np.concatenate(list(shards)), train)
     np.testing.assert_array_equal(ds.shards("val")[0], val)
     assert ds.tokenizer_state() == {"kind": "char", "chars": "abc"}
@@ -75,9 +75,9 @@ def test_shards_pickle_as_paths_not_data(tmp_path: Path):
     shards = open_dataset(folder).shards("train")
     assert shards.lengths() == [100_000]  # opened
     blob = pickle.dumps(shards)
-    assert len(blob) < 2_000  # a pickled memmap would carry its 200 kB
+    assert len(blob) < 2_000  # a pickled array would carry its 200 kB
     back = pickle.loads(blob)
-    assert isinstance(back, Shards) and isinstance(back[0], np.memmap)
+    assert isinstance(back, Shards) and isinstance(back[0], ShardFile)
     np.testing.assert_array_equal(back[0][:10], np.arange(10) % 3)
 
 

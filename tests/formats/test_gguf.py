@@ -47,6 +47,7 @@ def test_rope_rows_interleave_per_head():
     assert interleave_rope_rows(w, n_head=2)[:, 0].tolist() == [0, 2, 1, 3, 4, 6, 5, 7]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["bpe", "char"])
 def test_gguf_holds_the_weights_tokenizer_and_shape_llama_cpp_reads(runs, tmp_path: Path, name: str):
     path = export_gguf(runs[name], tmp_path / "out")

@@ -6,6 +6,8 @@ The runs use a fake clock (tests/helpers/probes.py: FakeClock): a step takes 0.1
 
 from __future__ import annotations
 
+import pytest
+
 from pathlib import Path
 
 import torch
@@ -25,6 +27,7 @@ def _timer_elapsed(ckpt: dict) -> float:
     return ckpt["callbacks"]["Timer"]["time_elapsed"]["train"]
 
 
+@pytest.mark.slow
 def test_a_time_budget_ends_with_the_lr_decayed_and_a_final_evaluation(tmp_path: Path):
     proc = run_cli(*RUN, cwd=tmp_path, env=faults_env(10**9), timeout=120)
     assert proc.returncode == 0, describe(proc)
@@ -39,6 +42,7 @@ def test_a_time_budget_ends_with_the_lr_decayed_and_a_final_evaluation(tmp_path:
     assert max(lrs) > 1.9e-3 and lrs[-1] < 0.5 * max(lrs)
 
 
+@pytest.mark.slow
 def test_a_killed_time_budget_run_resumes_within_the_same_budget(tmp_path: Path):
     killed = run_cli(*RUN, "--trainer.callbacks+=faults.KillAt", cwd=tmp_path, env=faults_env(40), timeout=120)
     assert killed.returncode == -9, describe(killed)

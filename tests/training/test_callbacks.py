@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pathlib import Path
 
 import torch
@@ -13,6 +15,7 @@ from tests.helpers.cli import TINY, describe, load_ckpt, run_cli
 RUN = ["fit", "--config", TINY, "--model.arch.dropout", "0.1", "--trainer.max_steps", "16", "--samples", "null"]
 
 
+@pytest.mark.slow
 def test_attention_images_go_to_tensorboard_and_change_no_weight(tmp_path: Path):
     plain, watched = tmp_path / "plain", tmp_path / "watched"
     plain.mkdir()

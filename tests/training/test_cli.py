@@ -78,6 +78,7 @@ def test_fit_logs_losses_perplexity_and_lr(fit_run: FitRun):
     assert lrs[peak:] == sorted(lrs[peak:], reverse=True) and lrs[-1] < 2.5e-4
 
 
+@pytest.mark.slow
 def test_validate_best_reports_the_checkpoints_best_val_loss(fit_copy: Path, fit_run: FitRun):
     best = best_model_score(load_ckpt(fit_copy / "checkpoints/tiny/best.ckpt"))
     assert best == pytest.approx(min(v for _, v in fit_run.scalars["val_loss"]), rel=1e-5)
@@ -87,6 +88,7 @@ def test_validate_best_reports_the_checkpoints_best_val_loss(fit_copy: Path, fit
     assert reported_val_loss(proc.stdout) == pytest.approx(best, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_validate_last_resolves_to_the_final_weights(fit_copy: Path, fit_run: FitRun):
     proc = run_cli("validate", "--config", TINY, "--ckpt_path", "last", cwd=fit_copy)
     assert proc.returncode == 0, describe(proc)
@@ -109,6 +111,7 @@ def test_checkpoints_load_safely_with_plain_hyperparameters(fit_run: FitRun, nam
     assert ckpt["ShakespeareDataModule"] == {"train_batches_done": 24}
 
 
+@pytest.mark.slow
 def test_print_config_round_trips(tmp_path: Path):
     first = run_cli("fit", "--config", TINY, "--print_config", cwd=tmp_path)
     assert first.returncode == 0, describe(first)
@@ -121,6 +124,7 @@ def test_print_config_round_trips(tmp_path: Path):
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "logs").exists()  # nothing was run
 
 
+@pytest.mark.slow
 def test_command_line_overrides_win_over_the_config(tmp_path: Path):
     proc = run_cli(
         "fit", "--config", TINY, "--trainer.max_steps", "4", "--data.batch_size", "4", "--model.arch.n_layer", "1",
@@ -157,6 +161,7 @@ def test_bad_input_fails_with_one_clear_line(tmp_path: Path, args: list[str], me
         assert word in errors[0], f"{word!r} not in {errors[0]!r}"
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes(tmp_path: Path):
     proc = run_cli(
         "fit", "--config", TINY, "--trainer.accelerator", "cpu", "--trainer.devices", "2",
@@ -235,6 +240,7 @@ def test_a_second_fit_into_a_used_run_folder_is_refused_and_changes_nothing(fit_
     assert _checksums(fit_copy) == before  # checkpoints and logs byte for byte
 
 
+@pytest.mark.slow
 def test_the_run_name_decides_both_folders(tmp_path: Path):
     proc = run_cli("fit", "--config", TINY, "--name", "other", "--trainer.max_steps", "2", "--samples", "null",
                    cwd=tmp_path, timeout=120)  # fmt: skip
@@ -257,6 +263,7 @@ def test_resuming_into_another_configuration_is_refused_and_changes_nothing(fit_
     assert _checksums(fit_copy) == before
 
 
+@pytest.mark.slow
 def test_validate_evaluates_the_checkpoints_own_architecture_and_says_so(fit_copy: Path, fit_run: FitRun):
     # No config: the defaults describe a 6-layer model, the checkpoint a 2-layer one.
     proc = run_cli("validate", "--name", "tiny", "--ckpt_path", "best", "--trainer.limit_val_batches", "4",
@@ -271,6 +278,7 @@ def test_best_without_a_best_checkpoint_is_one_line(tmp_path: Path):
     assert_one_line_error(proc, "checkpoints/tiny/best.ckpt")
 
 
+@pytest.mark.slow
 def test_print_config_shows_the_wired_in_defaults(tmp_path: Path):
     proc = run_cli("fit", "--config", TINY, "--print_config", cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, describe(proc)

@@ -11,6 +11,8 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+
+from tinyllm.core.dataset import ShardFile
 import pytest
 import torch
 
@@ -422,11 +424,11 @@ def _prepared_dm(folder: Path, **kwargs) -> ShakespeareDataModule:
     return dm
 
 
-def test_a_prepared_folder_is_memory_mapped_not_loaded(tmp_path: Path):
+def test_a_prepared_folder_is_read_window_by_window_not_loaded(tmp_path: Path):
     dm = _prepared_dm(_numbered(tmp_path))
     assert dm.prepared and dm.vocab_size == 65_536 and dm.tokenizer_state == {"kind": "gpt2"}
     for shards in (dm.train_tokens, dm.val_tokens):
-        assert all(isinstance(s, np.memmap) and s.mode == "r" for s in shards)
+        assert all(isinstance(s, ShardFile) for s in shards)
     assert [len(s) for s in dm.train_tokens] == [1000, 1000, 1000, 500]
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == y.shape == (8, 16) and x.dtype == torch.int64

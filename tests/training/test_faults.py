@@ -48,6 +48,7 @@ def test_a_second_process_on_a_training_run_is_refused_and_a_killed_holder_block
     assert torch.load(tmp_path / CKPT / "last.ckpt", weights_only=True)["global_step"] == 2
 
 
+@pytest.mark.slow
 def test_fast_dev_run_leaves_no_run_behind(tmp_path: Path):
     proc = run_cli("fit", "--config", TINY, "--trainer.fast_dev_run", "true", cwd=tmp_path)
     assert proc.returncode == 0, describe(proc)

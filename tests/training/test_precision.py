@@ -78,6 +78,7 @@ def test_cpu_has_native_bf16_reads_cpuinfo_flags(monkeypatch: pytest.MonkeyPatch
 # ----------------------------------------------------------------------------- the CLI
 
 
+@pytest.mark.slow
 def test_explicit_precision_wins_over_auto(tmp_path: Path):
     # 32-true is what auto picks on a CPU without native bf16, so bf16-mixed shows the override
     # (Lightning runs it, emulated, on any CPU).
@@ -92,6 +93,7 @@ def test_explicit_precision_wins_over_auto(tmp_path: Path):
     assert saved["trainer"]["precision"] == "bf16-mixed"
 
 
+@pytest.mark.slow
 def test_explicit_precision_is_in_the_printed_config(tmp_path: Path):
     proc = run_cli("fit", "--config", TINY, "--trainer.precision", "bf16-mixed", "--print_config", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

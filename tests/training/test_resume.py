@@ -76,6 +76,7 @@ def assert_same_final_state(reference: Path, resumed: Path, only: tuple[str, ...
     assert differences(a, b, str(reference), str(resumed)) == []
 
 
+@pytest.mark.slow
 def test_sigkill_between_checkpoints_then_resume_is_bit_exact(uninterrupted: Path, tmp_path: Path) -> None:
     killed = fit(tmp_path, kill_at=12)  # after the checkpoint at step 8, before the one at 16
     assert killed.returncode == -9, killed.stderr[-2000:]
@@ -98,6 +99,7 @@ def test_sigkill_between_checkpoints_then_resume_is_bit_exact(uninterrupted: Pat
         assert ours[tag] == theirs[tag], tag
 
 
+@pytest.mark.slow
 def test_sigkill_in_the_middle_of_a_save_keeps_the_previous_checkpoint(uninterrupted: Path, tmp_path: Path) -> None:
     killed = fit(tmp_path, kill_at=16, killer="KillMidSave")  # dies writing the step-16 checkpoint
     assert killed.returncode == -9, killed.stderr[-2000:]
@@ -109,6 +111,7 @@ def test_sigkill_in_the_middle_of_a_save_keeps_the_previous_checkpoint(uninterru
     assert_same_final_state(uninterrupted, tmp_path)
 
 
+@pytest.mark.slow
 def test_ckpt_path_last_with_nothing_saved_starts_fresh_and_says_so(tmp_path: Path) -> None:
     proc = fit(tmp_path, "--ckpt_path", "last", "--trainer.max_steps", "4")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -116,6 +119,7 @@ def test_ckpt_path_last_with_nothing_saved_starts_fresh_and_says_so(tmp_path: Pa
     assert load(tmp_path / CKPT / "last.ckpt")["global_step"] == 4
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(uninterrupted: Path, tmp_path: Path) -> None:
     interrupted = fit(tmp_path, kill_at=12, killer="InterruptAt")
     assert interrupted.returncode != 0
@@ -133,6 +137,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(uninterrupted: Path, tmp
     assert not on_exception.exists()  # a finished run removes its stale on-exception checkpoint
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
     proc = fit(tmp_path, kill_at=10, killer="PoisonAt")
     assert proc.returncode == 2
@@ -143,6 +148,7 @@ def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
     assert not (tmp_path / CKPT / "on_exception.ckpt").exists()
 
 
+@pytest.mark.slow
 def test_unwritable_checkpoint_directory_is_reported_at_start_up(tmp_path: Path) -> None:
     (tmp_path / "checkpoints").write_text("a file where the checkpoint folder should be")
     proc = fit(tmp_path, "--trainer.max_steps", "4")
@@ -153,6 +159,7 @@ def test_unwritable_checkpoint_directory_is_reported_at_start_up(tmp_path: Path)
     assert not list((tmp_path / "logs").glob("tiny/events.out.tfevents.*"))  # nothing trained, nothing logged
 
 
+@pytest.mark.slow
 def test_sigkill_on_a_prepared_folder_then_resume_is_bit_exact(tmp_path: Path) -> None:
     """The same guarantee on memory-mapped shards of a prepared corpus with its own BPE: batch k is f(seed, rank, k)."""
     from tests.helpers.corpora import documents, prepared, write_folder

@@ -12,7 +12,7 @@ Design choices that later features rely on:
 * **Validation is a fixed set of windows** (the whole split, cut into
   non-overlapping blocks; above ``val_tokens`` tokens, an evenly spaced subset of
   them), so val loss is comparable across runs and checkpoints.
-* **A prepared folder is never loaded**: its shards are memory-mapped and only the
+* **A prepared folder is never loaded**: its shards are read window by window, and only the
   windows of a batch are read, so memory does not depend on the corpus's size. A
   window never spans two shards; a shard is drawn with probability proportional to
   the windows it holds. With one shard, the draws are exactly those for a text file
@@ -95,7 +95,7 @@ def encode_splits(corpus: Path, text: str, tokenizer: Tokenizer, val_fraction: f
 # ----------------------------------------------------------------------------- datasets
 
 
-Tokens = torch.Tensor | Sequence[np.ndarray]  # one split: a tensor, or its shards (memory maps)
+Tokens = torch.Tensor | Sequence[np.ndarray]  # one split: a tensor, or its shards (ShardFile, or any arrays)
 
 
 class RandomWindows(IterableDataset):
@@ -106,7 +106,7 @@ class RandomWindows(IterableDataset):
     draw makes a whole batch, and so worker processes can split the stream
     by k without ever repeating a batch.
 
-    ``tokens`` is a tensor, or a sequence of shards (numpy arrays, memory maps):
+    ``tokens`` is a tensor, or a sequence of shards (ShardFile, numpy arrays):
     then a window lies inside one shard, and the start is one draw over the
     concatenated valid starts of all shards (so a shard is chosen in proportion
     to its windows, and one shard draws exactly as a tensor of its tokens would).
@@ -197,7 +197,7 @@ class ShakespeareDataModule(L.LightningDataModule):
         data_dir: where ``input.txt`` / ``gpt2.tiktoken`` live or are downloaded
             to; default ``$TINYLLM_DATA_DIR`` or ``./data``.
         path: train on this UTF-8 text file instead of Tiny Shakespeare, or on a dataset
-            folder made by ``python -m tinyllm prepare`` (memory-mapped: any size). A folder
+            folder made by ``python -m tinyllm prepare`` (read window by window: any size). A folder
             brings its tokenizer and splits: tokenizer and val_fraction are then ignored.
         tokenizer: ``char`` (vocabulary = the corpus's characters) or ``gpt2`` (BPE).
         block_size: tokens per training window (linked to the model's context).
@@ -288,7 +288,7 @@ class ShakespeareDataModule(L.LightningDataModule):
     def splits(self) -> TokenSplits:
         """The train/val tokens of a text file (a prepared folder has shards instead: see setup)."""
         if self.prepared:
-            raise TinyLLMError(f"data.path {self.path} is a prepared dataset: its tokens are memory-mapped shards")
+            raise TinyLLMError(f"data.path {self.path} is a prepared dataset: its tokens are in shards")
         if self._splits is None:
             text, tok = self._load()
             splits = encode_splits(self.corpus_path(), text, tok, self.val_fraction)
