@@ -247,3 +247,13 @@ def exports(runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> 
     """name → exported folder of that run's best.ckpt (checked against transformers at export)."""
     root = tmp_path_factory.mktemp("exports")
     return {name: export(ckpt, root / f"tiny-{name}") for name, ckpt in runs.items()}
+
+
+# Shared fixtures that train several runs cost 10-40 s per worker: a test that uses one is slow by that alone.
+TRAINING_FIXTURES = {"fit_run", "runs", "exports"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

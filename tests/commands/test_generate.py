@@ -36,6 +36,7 @@ def test_generate_same_text_with_and_without_kv_cache(fit_run: FitRun, sampling:
     assert outs["true"].startswith("ROMEO:") and len(outs["true"]) == len("ROMEO:") + n_new + 1  # chars + "\n"
 
 
+@pytest.mark.slow
 def test_generate_int8_prints_text_and_compile_without_cache_is_one_line(fit_run: FitRun):
     ckpt = fit_run.dir / "checkpoints/tiny/last.ckpt"
     proc = run_cli("generate", "--ckpt_path", ckpt, "--max_new_tokens", "40", "--temperature", "0",
