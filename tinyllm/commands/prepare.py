@@ -603,10 +603,6 @@ def make_tokenizer(spec: str | int, scan: Scan, text_field: str, val_fraction: f
         return train_bpe(texts(), spec)
 
 
-def eot_id(tok: Tokenizer) -> int | None:
-    return tok.eot_id
-
-
 def char_encoder(tok: CharTokenizer) -> Callable[[str], np.ndarray]:
     """CharTokenizer.encode as a table lookup on code points (about 10x faster; the same ids)."""
     cps = np.array([ord(c) for c in tok.chars], dtype=np.int64)
@@ -647,7 +643,7 @@ def build(folder: Path, scan: Scan, spec: str | int, options: dict[str, Any], wo
     val_fraction, text_field = options["val_fraction"], options["text_field"]
     tok = make_tokenizer(spec, scan, text_field, val_fraction, data_dir)
     dtype = token_dtype(tok.vocab_size)
-    eot = eot_id(tok)
+    eot = tok.eot_id
     if scan.one_document:
         sep_ids, sep_bytes, separator = np.zeros(0, dtype=np.int64), 0, None
     elif eot is not None:

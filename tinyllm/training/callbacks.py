@@ -256,8 +256,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             try:
                 atomic_write_bytes(Path(path), buffer.getvalue())
             except OSError as e:  # a full disk, a folder gone read-only: the previous checkpoint is still whole
-                raise TinyLLMError(f"cannot write checkpoint {path} ({e.strerror or e}): free space or make the folder "
-                                   "writable, then resume with --ckpt_path last; the previous checkpoint is kept") from None
+                failed = OSError(e.errno, e.strerror, str(path))  # name the checkpoint, not its temporary file
+                raise TinyLLMError(f"{describe_os_error(failed)}; the previous checkpoint is kept") from None
         self.save_seconds = time.perf_counter() - t0
 
 

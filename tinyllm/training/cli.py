@@ -37,12 +37,12 @@ from typing import Any, Optional
 
 from filelock import FileLock, Timeout
 from jsonargparse import ArgumentError, lazy_instance
-import yaml
 from jsonargparse.typing import PositiveInt
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
+import yaml
 
 from tinyllm.core.checkpoint import checkpoint_hparams, checkpoint_step, read_checkpoint
 from tinyllm.errors import TinyLLMError, one_line
@@ -399,17 +399,17 @@ def _config_chain(value: str, seen: set[Path]) -> list[str]:
     return [*_config_chain(str(base), seen | {path.resolve()}), "--config", yaml.safe_dump(recipe, sort_keys=False)]
 
 
-def report_thread_errors_in_one_line() -> None:
+def _one_line_thread_error(args: threading.ExceptHookArgs) -> None:
     """A logger's writer thread that hits a full disk says so in one line, not a traceback (the run then fails too)."""
-    default = threading.excepthook
+    if isinstance(args.exc_value, OSError):
+        print(f"tinyllm: {describe_os_error(args.exc_value)}", file=sys.stderr)
+    else:
+        threading.__excepthook__(args)
 
-    def hook(args: threading.ExceptHookArgs) -> None:
-        if isinstance(args.exc_value, OSError):
-            print(f"tinyllm: {describe_os_error(args.exc_value)}", file=sys.stderr)
-        else:
-            default(args)
 
-    threading.excepthook = hook
+def report_thread_errors_in_one_line() -> None:
+    """Install :func:`_one_line_thread_error` (once: a process may build several CLIs)."""
+    threading.excepthook = _one_line_thread_error
 
 
 def build_cli(args: list[str] | None, run: bool = True) -> TinyLLMCLI:

@@ -8,11 +8,9 @@ backward, clipping, optimizer and schedule), so a speed figure measured by
 
 from __future__ import annotations
 
-from typing import Any
-
 import inspect
 import math
-from typing import Iterable
+from typing import Any, Iterable
 
 import lightning as L
 from lightning.pytorch.callbacks import Timer
