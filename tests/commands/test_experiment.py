@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.cli import assert_one_line_error, describe, run_cli, run_main
-from tinyllm.commands.experiment import run_args, summarize
+from tinyllm.commands.experiment import VARIANTS, run_args, summarize
 from tinyllm.training.cli import build_cli
 
 SMOKE = str(Path(__file__).resolve().parents[1] / "configs" / "swaps_smoke.yaml")
@@ -54,12 +54,29 @@ def test_summary_deltas_are_paired_by_seed():
     rows = {r["variant"]: r for r in summarize(results)}
     assert rows["modern"]["delta"] == pytest.approx([-0.2, -0.1])  # per seed, not mean minus mean
     assert rows["modern"]["curve"] == pytest.approx([3.0, 2.05])
-    assert rows["vanilla"]["delta"] == [0.0, 0.0]
+    assert rows["vanilla"]["delta"] == [] and rows["vanilla"]["baseline"] is None
+
+
+def test_the_2025_switches_are_measured_against_modern():
+    results = [{"variant": v, "seed": s, "parameters": 10, "val_loss": [[10, f]], "seconds": 6.0, "tokens_per_s": 1.0}
+               for v, s, f in [("vanilla", 1, 2.0), ("modern", 1, 1.8), ("modern+qk_norm", 1, 1.7)]]
+    rows = {r["variant"]: r for r in summarize(results)}
+    assert rows["modern+qk_norm"]["baseline"] == "modern" and rows["modern+qk_norm"]["delta"] == pytest.approx([-0.1])
+    assert rows["modern"]["baseline"] == "vanilla" and rows["modern"]["delta"] == pytest.approx([-0.2])
+
+
+@pytest.mark.slow
+def test_every_2025_switch_is_one_architecture_field_on_modern():
+    modern = effective("modern")
+    for variant in [v for v in VARIANTS if v.startswith("modern+") and v != "modern+muon"]:
+        cfg = effective(variant)
+        differs = {k for k in cfg.keys() | modern.keys() if cfg.get(k) != modern.get(k)} - {"name"}
+        assert len(differs) == 1 and next(iter(differs)).startswith("model.arch."), (variant, differs)
 
 
 @pytest.mark.slow
 def test_swaps_smoke_writes_table_plot_and_json_and_skips_finished_runs(tmp_path: Path):
-    variants = ["vanilla", "modern+muon"]  # a config, and another with a delta (the optimizer swap)
+    variants = ["vanilla", "modern", "modern+muon"]  # two configs, and one with a delta measured against modern
     args = ("experiment", "swaps", "--config", SMOKE, "--seeds", "[1, 2]", "--variants", f"[{', '.join(variants)}]",
             "--out", "res")
     proc = run_cli(*args, cwd=tmp_path, timeout=600)
@@ -68,7 +85,8 @@ def test_swaps_smoke_writes_table_plot_and_json_and_skips_finished_runs(tmp_path
     rows = [line for line in table.splitlines() if line.startswith("| `")]
     assert [r.split("`")[1] for r in rows] == variants
     cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
-    assert cells[0][-3] == "(baseline)" and all("±" in c[-3] for c in cells[1:])  # Δ with its spread over 2 seeds
+    assert cells[0][-4] == "(baseline)" and all("±" in c[-4] for c in cells[1:])  # Δ with its spread over 2 seeds
+    assert [c[-3] for c in cells] == ["", "vanilla", "modern"]  # what each Δ is against
     assert (tmp_path / "res/swaps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     runs = json.loads((tmp_path / "res/swaps.json").read_text())["runs"]
     assert len(runs) == 2 * len(variants)
@@ -89,6 +107,8 @@ def test_experiment_bad_options_are_one_line(tmp_path: Path):
     assert_one_line_error(proc, "--config", "swaps_cpu.yaml")
     proc = run_main("experiment", "swaps", "--variants", "[modern]", cwd=tmp_path)
     assert_one_line_error(proc, "vanilla")
+    proc = run_main("experiment", "swaps", "--variants", "[vanilla, modern+softcap]", cwd=tmp_path)
+    assert_one_line_error(proc, "modern")
     proc = run_main("experiment", "swaps", "--variants", "[vanilla, gpt5]", cwd=tmp_path)
     assert_one_line_error(proc, "gpt5")
     proc = run_main("experiment", "swaps", "--variants", "[vanilla, vanilla]", cwd=tmp_path)

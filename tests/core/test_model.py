@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.helpers.models import PRESET_NAMES, TINY, recipe_arch
+from tests.helpers.models import NEW_ERA_NAMES, PRESET_NAMES, TINY, recipe_arch
 from tinyllm.core.config import GPTConfig
 from tinyllm.core.model import GPT, Dropout, LayerNorm, RMSNorm, RotaryEmbedding
 from tinyllm.errors import TinyLLMError
@@ -101,7 +101,7 @@ def _chunked_logits(model: GPT, x: torch.Tensor, chunks: list[int]) -> torch.Ten
     return torch.cat(outs, dim=1)
 
 
-@pytest.mark.parametrize("preset", PRESET_NAMES)
+@pytest.mark.parametrize("preset", PRESET_NAMES + NEW_ERA_NAMES)
 def test_manual_equals_sdpa(preset):
     cfg_manual = recipe_arch(preset, **TINY, attention="manual")
     cfg_sdpa = recipe_arch(preset, **TINY, attention="sdpa")
@@ -166,7 +166,7 @@ def test_rope_preserves_norm_and_matches_formula():
 
 
 @pytest.mark.parametrize("attention", ["manual", "sdpa"])
-@pytest.mark.parametrize("preset", PRESET_NAMES)
+@pytest.mark.parametrize("preset", PRESET_NAMES + NEW_ERA_NAMES)
 def test_kv_cache_matches_full_forward(preset, attention):
     torch.manual_seed(0)
     model = GPT(recipe_arch(preset, **TINY, attention=attention)).eval()
@@ -418,3 +418,114 @@ def test_bf16_kv_cache_by_the_formula_matches_the_full_forward():
     with torch.no_grad():
         full, cached = model(x).float(), _chunked_logits(model, x, [5, 1, 3, 1, 1, 4, 1]).float()
     torch.testing.assert_close(cached, full, atol=0.05, rtol=0.05)
+
+
+# ----------------------------------------------------------------------------- the 2025 switches
+
+
+def _all_switches(**overrides) -> GPTConfig:
+    return tiny_config(mlp="relu2", qk_norm=True, tie_embeddings=False, zero_init_proj=True, value_embeds=True,
+                       residual_scalars=True, logit_softcap=3.0, **overrides)  # fmt: skip
+
+
+def test_relu2_mlp_is_relu_squared():
+    model = tiny_model(mlp="relu2")
+    z = torch.linspace(-2, 2, 9)
+    torch.testing.assert_close(model.layers[0].mlp.act(z), torch.clamp(z, min=0) ** 2)
+    assert model.layers[0].mlp.up_proj.out_features == 4 * TINY["n_embd"]  # two matrices at 4·C, no gate
+
+
+def test_qk_norm_gives_every_head_unit_rms_queries_and_keys():
+    # Learned positions, so no rotation comes after the norm; the formula kernel, so the scores module sees q and k.
+    model = tiny_model(qk_norm=True, pos_emb="learned", attention="manual")
+    seen = []
+    model.layers[0].self_attn.scores.register_forward_hook(lambda _m, args, _out: seen.append(args))
+    with torch.no_grad():
+        model(random_tokens(2, 8))
+    for t in seen[0]:  # q, k: (B, H, T, D)
+        rms = t.pow(2).mean(-1).sqrt()
+        torch.testing.assert_close(rms, torch.ones_like(rms), atol=1e-3, rtol=0)
+    assert tiny_model().layers[0].self_attn.q_norm is None  # off by default
+
+
+def test_untied_head_is_a_matrix_of_its_own():
+    tied, untied = tiny_model(), tiny_model(tie_embeddings=False)
+    assert untied.lm_head.weight.data_ptr() != untied.embed_tokens.weight.data_ptr()
+    assert untied.num_parameters() == tied.num_parameters() + TINY["vocab_size"] * TINY["n_embd"]
+    # The token table is then a lookup, not a matmul: FLOPs count the head once either way.
+    assert untied.flops_per_token() == tied.flops_per_token()
+
+
+def test_zero_init_starts_every_block_as_the_identity():
+    model = tiny_model(zero_init_proj=True)
+    x = torch.randn(2, 8, TINY["n_embd"])
+    with torch.no_grad():
+        for block in model.layers:
+            torch.testing.assert_close(block(x, None, None), x, atol=0, rtol=0)
+    # ...and they still learn: the gradient of a zero matrix is its input times its output's gradient.
+    F.cross_entropy(model(random_tokens(2, 8)).flatten(0, 1), random_tokens(2, 8).flatten()).backward()
+    assert model.layers[0].self_attn.o_proj.weight.grad.abs().sum() > 0
+    assert model.layers[-1].mlp.down_proj.weight.grad.abs().sum() > 0
+
+
+def test_value_embeddings_are_added_to_the_values_per_layer_and_token():
+    model = tiny_model(value_embeds=True)
+    assert len(model.value_embeds) == TINY["n_layer"]
+    tokens = random_tokens(2, 8)
+    with torch.no_grad():
+        before = model(tokens)
+        model.value_embeds[0].weight[tokens[0, 0]] += 1.0  # one token's row, in one layer
+        after = model(tokens)
+    assert not torch.equal(before, after)
+    # Nothing else reads that row: sequence 1 changes only if it contains that token.
+    if tokens[0, 0] not in tokens[1]:
+        torch.testing.assert_close(before[1], after[1], atol=0, rtol=0)
+
+
+def test_residual_scalars_start_as_the_plain_residual_and_mix_in_x0():
+    torch.manual_seed(0)
+    plain = GPT(tiny_config())
+    torch.manual_seed(0)
+    scaled = GPT(tiny_config(residual_scalars=True))  # λ = 1, μ = 0 and the same weights: the same function
+    tokens = random_tokens(2, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(scaled(tokens), plain(tokens), atol=0, rtol=0)
+        scaled.layers[1].x0_scale.fill_(0.5)
+        assert not torch.equal(scaled(tokens), plain(tokens))
+    names = {n for n, p in scaled.named_parameters() if p.dim() == 0}
+    assert names == {f"layers.{i}.{s}" for i in range(TINY["n_layer"]) for s in ("resid_scale", "x0_scale")}
+
+
+def test_logit_softcap_bounds_the_logits_and_keeps_small_ones():
+    torch.manual_seed(0)
+    plain = GPT(tiny_config())
+    torch.manual_seed(0)
+    capped = GPT(tiny_config(logit_softcap=2.0))
+    tokens = random_tokens(2, 8)
+    with torch.no_grad():
+        for model in (plain, capped):
+            model.lm_head.weight.mul_(30.0)  # logits of several units
+        big, small = plain(tokens), capped(tokens)
+    assert big.abs().max() > 4 and small.abs().max() <= 2.0  # tanh rounds to 1 in float32 far out)
+    torch.testing.assert_close(small, 2.0 * torch.tanh(big / 2.0))
+
+
+def test_all_switches_together_train_and_decode_with_a_cache():
+    model = GPT(_all_switches())
+    tokens = random_tokens(2, 16)
+    loss = F.cross_entropy(model(tokens[:, :-1]).flatten(0, 1), tokens[:, 1:].flatten())
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())  # every new parameter is reached
+    model.eval()
+    with torch.no_grad():
+        full = model(tokens)
+        torch.testing.assert_close(_chunked_logits(model, tokens, [5, 1, 1, 9]), full, atol=1e-5, rtol=0)
+
+
+def test_the_2025_switches_are_not_llama_shaped():
+    assert GPTConfig().is_llama_shaped and GPTConfig(tie_embeddings=False, zero_init_proj=True).is_llama_shaped
+    words = " ".join(_all_switches().llama_differences())
+    for switch in ("QK-norm", "value embeddings", "residual scalars", "logit soft-capping", "relu2"):
+        assert switch in words
+    with pytest.raises(TinyLLMError, match="logit_softcap"):
+        GPTConfig(logit_softcap=0.0)

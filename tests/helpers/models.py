@@ -19,6 +19,9 @@ from tinyllm.core.config import GPTConfig
 from tinyllm.core.model import GPT
 
 PRESET_NAMES = ["vanilla", "modern", "vanilla+rmsnorm", "vanilla+swiglu", "vanilla+rope"]  # swap variants
+# The 2025 switches, each on modern (zero_init only changes the starting point, so it is left out here).
+NEW_ERA_NAMES = ["modern+relu2", "modern+qk_norm", "modern+untied", "modern+value_embeds",
+                 "modern+residual_scalars", "modern+softcap"]  # fmt: skip
 
 
 def _arch_of_file(path: Path) -> dict[str, Any]:

@@ -7,7 +7,10 @@ Every variant is a config plus a delta: vanilla is ``configs/vanilla.yaml``
 with one switch changed (+rmsnorm, +swiglu, +rope), modern is
 ``configs/modern.yaml`` (all three, bias-free like LLaMA), and modern+muon
 swaps the optimizer instead: Muon (Jordan et al., 2024) for the hidden weight
-matrices, AdamW for the rest. ``--config`` (after the variant's) sets the
+matrices, AdamW for the rest. The ``modern+…`` rows after it are the next
+era's switches (ReLU², QK-norm, untied head, zero-initialised projections,
+value embeddings, residual scalars, logit soft-capping), each on the modern
+model and compared with it. ``--config`` (after the variant's) sets the
 training every variant gets: size, batches, steps, schedule.
 
 Every run of one seed draws the same training batches in the same order (batch
@@ -47,8 +50,23 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "vanilla+rope": ("vanilla.yaml", ["--model.arch.pos_emb=rope"]),
     "modern": ("modern.yaml", []),
     "modern+muon": ("modern.yaml", ["--model.optimizer=muon", "--model.muon_lr=0.02"]),
+    # The 2025 switches (model.py), each on the modern model: its delta is measured against modern.
+    "modern+relu2": ("modern.yaml", ["--model.arch.mlp=relu2"]),
+    "modern+qk_norm": ("modern.yaml", ["--model.arch.qk_norm=true"]),
+    "modern+untied": ("modern.yaml", ["--model.arch.tie_embeddings=false"]),
+    "modern+zero_init": ("modern.yaml", ["--model.arch.zero_init_proj=true"]),
+    "modern+value_embeds": ("modern.yaml", ["--model.arch.value_embeds=true"]),
+    "modern+residual_scalars": ("modern.yaml", ["--model.arch.residual_scalars=true"]),
+    "modern+softcap": ("modern.yaml", ["--model.arch.logit_softcap=15.0"]),
 }
 MUON_VARIANTS = ("modern+muon",)
+
+
+def baseline(variant: str) -> str | None:
+    """The variant each one is compared with, seed by seed: modern for ``modern+…``, else vanilla."""
+    if variant == "vanilla":
+        return None
+    return "modern" if variant.startswith("modern+") else "vanilla"
 
 
 def shipped(config: str) -> Path:
@@ -138,22 +156,23 @@ def _pm(values: list[float], signed: bool = False) -> str:
 
 
 def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per variant: val loss at each evaluation (mean over seeds), final loss, and the paired delta to vanilla."""
+    """Per variant: val loss at each evaluation (mean over seeds), final loss, and the delta to its baseline paired by seed."""
     steps = [s for s, _ in results[0]["val_loss"]]
     for r in results:
         if [s for s, _ in r["val_loss"]] != steps:
             raise TinyLLMError(f"{run_name(r['variant'], r['seed'])} was evaluated at other steps than "
                                f"{run_name(results[0]['variant'], results[0]['seed'])}: the runs are not comparable")
-    base = {r["seed"]: r["val_loss"][-1][1] for r in results if r["variant"] == "vanilla"}
+    final = {(r["variant"], r["seed"]): r["val_loss"][-1][1] for r in results}
     rows = []
     for variant in dict.fromkeys(r["variant"] for r in results):
         runs = [r for r in results if r["variant"] == variant]
         curve = [statistics.fmean(dict(r["val_loss"])[s] for r in runs) for s in steps]
         finals = [r["val_loss"][-1][1] for r in runs]
-        deltas = [r["val_loss"][-1][1] - base[r["seed"]] for r in runs if r["seed"] in base]
+        base = baseline(variant)
+        deltas = [final[variant, r["seed"]] - final[base, r["seed"]] for r in runs if (base, r["seed"]) in final]
         speeds = [r["tokens_per_s"] for r in runs if r["tokens_per_s"]]
         rows.append({"variant": variant, "seeds": [r["seed"] for r in runs], "parameters": runs[0]["parameters"],
-                     "steps": steps, "curve": curve, "final": finals, "delta": deltas,
+                     "steps": steps, "curve": curve, "final": finals, "baseline": base, "delta": deltas,
                      "tokens_per_s": statistics.fmean(speeds) if speeds else None,
                      "minutes": statistics.fmean(r["seconds"] for r in runs) / 60})  # fmt: skip
     return rows
@@ -162,7 +181,7 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def write_table(rows: list[dict[str, Any]], config: str, path: Path) -> None:
     seeds = rows[0]["seeds"]
     steps = rows[0]["steps"]
-    head = ["variant", "parameters", *[f"val @{s}" for s in steps], "final val loss", "Δ vs vanilla",
+    head = ["variant", "parameters", *[f"val @{s}" for s in steps], "final val loss", "Δ (paired)", "vs",
             "tokens/s", "minutes"]  # fmt: skip
     lines = [
         f"# The swaps, measured: `python -m tinyllm experiment swaps --config {config}`",
@@ -171,17 +190,18 @@ def write_table(rows: list[dict[str, Any]], config: str, path: Path) -> None:
         "same batches in the same order, with the same steps and schedule. Val loss is the cross-entropy "
         "(nats/char) over the whole validation split, at the steps TensorBoard shows (the evaluation after "
         f"optimizer step {steps[0] + 1} is logged at step {steps[0]}); the curve columns are means over seeds; ± is the standard "
-        "deviation over seeds; Δ is the final loss paired by seed (variant − vanilla, negative = better). "
+        "deviation over seeds; Δ is the final loss paired by seed (variant − the baseline in the `vs` column: "
+        "vanilla for the GPT-2 → LLaMA swaps, modern for the rows after it; negative = better). "
         "tokens/s counts training only; minutes include the evaluations.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|",
     ]
     for r in rows:
-        delta = "(baseline)" if r["variant"] == "vanilla" else (_pm(r["delta"], signed=True) if r["delta"] else "–")
+        delta = "(baseline)" if r["baseline"] is None else (_pm(r["delta"], signed=True) if r["delta"] else "–")
         speed = f"{r['tokens_per_s']:,.0f}" if r["tokens_per_s"] else "–"
         cells = [f"`{r['variant']}`", f"{r['parameters']:,}", *[f"{v:.3f}" for v in r["curve"]], _pm(r["final"]),
-                 delta, speed, f"{r['minutes']:.1f}"]  # fmt: skip
+                 delta, r["baseline"] or "", speed, f"{r['minutes']:.1f}"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Swap 4, the KV cache, changes generation speed, not training: see `python -m tinyllm bench "
               "generate` (results/bench_generate_modern.json).", ""]
@@ -208,8 +228,9 @@ def write_plot(rows: list[dict[str, Any]], results: list[dict[str, Any]], config
 
 
 def run_swaps(config: str, seeds: list[int], variants: list[str], out: Path) -> list[dict[str, Any]]:
-    if "vanilla" not in variants:
-        raise TinyLLMError("the variants must include vanilla: every delta is measured against it")
+    missing = sorted({baseline(v) for v in variants} - set(variants) - {None})
+    if missing:
+        raise TinyLLMError(f"the variants must include {', '.join(missing)}: the deltas are measured against it")
     results = [train_one(config, v, s) for s in seeds for v in variants]
     rows = summarize(results)
     out.mkdir(parents=True, exist_ok=True)
@@ -225,12 +246,12 @@ def swaps(
     variants: list[str] = list(VARIANTS),
     out: str = "results",
 ) -> None:
-    """The GPT-2 -> LLaMA swaps as one experiment: vanilla, each single swap, modern and modern+muon, paired by seed.
+    """The swaps as one experiment, paired by seed: GPT-2 -> LLaMA one switch at a time, then the 2025 switches on modern.
 
     Args:
         config: the training every variant gets (configs/swaps_cpu.yaml: 4x128, minutes; configs/swaps_gpu.yaml: 6x384).
         seeds: one run per variant and seed, e.g. [1, 2, 3].
-        variants: which of vanilla, vanilla+rmsnorm, vanilla+swiglu, vanilla+rope, modern, modern+muon.
+        variants: names from VARIANTS in tinyllm/commands/experiment.py (vanilla, vanilla+rope, modern+qk_norm …).
         out: where swaps.md, swaps.png and swaps.json go.
     """
     unknown = [v for v in variants if v not in VARIANTS]

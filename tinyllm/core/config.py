@@ -17,13 +17,13 @@ from typing import Any, Literal
 from tinyllm.errors import ConfigError
 
 Norm = Literal["layernorm", "rmsnorm"]
-MLPKind = Literal["relu", "gelu", "swiglu"]
+MLPKind = Literal["relu", "gelu", "relu2", "swiglu"]
 PosEmb = Literal["learned", "rope"]
 AttnKernel = Literal["manual", "sdpa"]
 
 _CHOICES = {
     "norm": ("layernorm", "rmsnorm"),
-    "mlp": ("relu", "gelu", "swiglu"),
+    "mlp": ("relu", "gelu", "relu2", "swiglu"),
     "pos_emb": ("learned", "rope"),
     "attention": ("manual", "sdpa"),
 }
@@ -42,7 +42,8 @@ class GPTConfig:
             relu/gelu, and for swiglu 2/3·4·n_embd rounded up to a multiple of
             64 (same parameter count as the 4× MLP with 3 matrices, LLaMA §2).
         norm: ``layernorm`` (GPT-2) or ``rmsnorm`` (LLaMA).
-        mlp: ``relu`` (the original), ``gelu`` (GPT-2) or ``swiglu`` (LLaMA).
+        mlp: ``relu`` (the original), ``gelu`` (GPT-2), ``swiglu`` (LLaMA) or
+            ``relu2``, ReLU squared (Primer; the modded-nanogpt speedruns).
         pos_emb: ``learned`` absolute positions (GPT-2) or ``rope`` (LLaMA).
         attention: ``manual`` (our masked-softmax code, for reading) or
             ``sdpa`` (torch's fused scaled_dot_product_attention, for speed;
@@ -53,6 +54,15 @@ class GPTConfig:
         tie_embeddings: the output head reuses the token embedding matrix.
         rope_theta: RoPE base θ; frequencies are θ^(-2i/head_dim).
         norm_eps: ε inside LayerNorm/RMSNorm.
+
+    The 2025 switches (the modded-nanogpt speedruns and nanochat), all off by default:
+        qk_norm: RMSNorm on each head's queries and keys before the scores.
+        zero_init_proj: o_proj and down_proj start at zero, so every block starts as the identity.
+        value_embeds: each layer adds a token-indexed table of its own to the attention values.
+        residual_scalars: each layer's input is λ·x + μ·x0, with learnable λ (from 1) and μ (from 0),
+            x0 being the embedded tokens.
+        logit_softcap: ``None``, or c in logits = c·tanh(logits / c).
+    Untied embeddings, the seventh, is ``tie_embeddings: false``.
     """
 
     vocab_size: int = 65
@@ -70,6 +80,11 @@ class GPTConfig:
     tie_embeddings: bool = True
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
+    qk_norm: bool = False
+    zero_init_proj: bool = False
+    value_embeds: bool = False
+    residual_scalars: bool = False
+    logit_softcap: float | None = None
 
     def __post_init__(self) -> None:
         for name, allowed in _CHOICES.items():
@@ -92,6 +107,8 @@ class GPTConfig:
             raise ConfigError(f"mlp_hidden must be at least 1 (or null to derive it), got {self.mlp_hidden}")
         if self.norm_eps <= 0 or self.rope_theta <= 0:
             raise ConfigError("norm_eps and rope_theta must be positive")
+        if self.logit_softcap is not None and self.logit_softcap <= 0:
+            raise ConfigError(f"logit_softcap must be positive (or null for none), got {self.logit_softcap}")
 
     @property
     def head_dim(self) -> int:
@@ -117,6 +134,9 @@ class GPTConfig:
             why.append(f"{self.pos_emb} positions instead of RoPE")
         if self.bias:
             why.append("biases")
+        why += [words for on, words in ((self.qk_norm, "QK-norm"), (self.value_embeds, "value embeddings"),
+                                        (self.residual_scalars, "residual scalars"),
+                                        (self.logit_softcap is not None, "logit soft-capping")) if on]  # fmt: skip
         return why
 
     @property

@@ -90,7 +90,7 @@ def logit_lens(model: GPT, ids: list[int]) -> LogitLens:
     try:
         with evaluating(model) as device:
             model(torch.tensor([ids], device=device))
-            logits = torch.stack([model.lm_head(model.norm(h))[0] for h in streams]).float()  # (L, T, V)
+            logits = torch.stack([model.head(h)[0] for h in streams]).float()  # (L, T, V)
     finally:
         for h in hooks:
             h.remove()

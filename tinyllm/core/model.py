@@ -7,6 +7,17 @@ Every component the GPT-2 → LLaMA story swaps is its own small class here:
     positions    learned embeddings (GPT-2)   → rotary embeddings, RoPE (LLaMA)
     generation   recompute every step         → KV cache (prefill + decode)
 
+and then the next era's switches, from the 2024-25 speedruns (modded-nanogpt,
+nanochat), each off by default and each measured by ``experiment swaps``:
+
+    MLPs         SwiGLU                       → ReLU² (``mlp: relu2``)
+    attention    raw q·k                      → QK-norm (``qk_norm``)
+    head         tied to the embedding        → untied (``tie_embeddings: false``)
+    init         small output projections     → zero (``zero_init_proj``)
+    values       v = x W_v                    → v + a token table (``value_embeds``)
+    residual     x                            → λ·x + μ·x0 (``residual_scalars``)
+    logits       z                            → c·tanh(z / c) (``logit_softcap``)
+
 The model is plain PyTorch: it knows nothing of Lightning, tokenizers or files.
 Faster paths for particular devices (dropout masks on a CPU, torch's fused
 attention) live beside it in ``kernels.py`` and compute the same functions.
@@ -231,18 +242,30 @@ class CausalSelfAttention(nn.Module):
         self.k_proj = nn.Linear(c, c, bias=config.bias)
         self.v_proj = nn.Linear(c, c, bias=config.bias)
         self.o_proj = nn.Linear(c, c, bias=config.bias)
+        # QK-norm (Henry et al., 2020, arXiv:2010.04245; Dehghani et al., 2023, arXiv:2302.05442):
+        # normalising each head's q and k bounds the scores q·k/sqrt(D), so no logit can blow up
+        # the softmax; the gains (one per channel of a head, as in OLMo 2 and Qwen3) learn the scale back.
+        self.q_norm = RMSNorm(self.head_dim, config.norm_eps) if config.qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim, config.norm_eps) if config.qk_norm else None
         self.scores = AttentionScores(self.head_dim)
         self.attn_dropout = Dropout(config.dropout)
         self.resid_dropout = Dropout(config.dropout)
 
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None = None, cache: KVCache | None = None) -> Tensor:
-        """``rope`` is the (cos, sin) pair of the tokens' positions, or None without RoPE."""
+    def forward(
+        self,
+        x: Tensor,
+        rope: tuple[Tensor, Tensor] | None = None,
+        cache: KVCache | None = None,
+        value_embed: Tensor | None = None,
+    ) -> Tensor:
+        """``rope`` is the (cos, sin) pair of the tokens' positions, or None without RoPE;
+        ``value_embed`` (B, T, C) is added to the values (``GPT.value_embeds``), or None."""
         b, t, c = x.shape
+        v = self.v_proj(x) if value_embed is None else self.v_proj(x) + value_embed
         # (B, T, C) -> (B, H, T, D): every head is a slice of the channel dimension.
-        q, k, v = (
-            proj(x).view(b, t, self.n_head, self.head_dim).transpose(1, 2)
-            for proj in (self.q_proj, self.k_proj, self.v_proj)
-        )
+        q, k, v = (y.view(b, t, self.n_head, self.head_dim).transpose(1, 2) for y in (self.q_proj(x), self.k_proj(x), v))
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = RotaryEmbedding.rotate(q, *rope), RotaryEmbedding.rotate(k, *rope)
         if cache is not None:
@@ -260,10 +283,22 @@ class CausalSelfAttention(nn.Module):
 # ----------------------------------------------------------------------------- MLPs
 
 
+class ReLUSquared(nn.Module):
+    """ReLU² (So et al., 2021, "Primer", arXiv:2109.08668): act(z) = max(z, 0)².
+
+    Found by architecture search; as sparse as ReLU, but smooth at 0 and growing
+    faster, it matches a gated MLP with two matrices instead of three. The
+    modded-nanogpt speedruns and nanochat use it.
+    """
+
+    def forward(self, z: Tensor) -> Tensor:
+        return F.relu(z).square()
+
+
 class MLP(nn.Module):
     """The GPT feed-forward block (Vaswani et al., 2017; Radford et al., 2019).
 
-        MLP(x) = down_proj(act(up_proj(x))),  act = ReLU or GELU
+        MLP(x) = down_proj(act(up_proj(x))),  act = ReLU, GELU or ReLU²
 
     GELU uses GPT-2's tanh approximation (Hendrycks & Gimpel, 2016, arXiv:1606.08415).
     """
@@ -272,7 +307,8 @@ class MLP(nn.Module):
         super().__init__()
         self.up_proj = nn.Linear(config.n_embd, config.hidden_dim, bias=config.bias)
         self.down_proj = nn.Linear(config.hidden_dim, config.n_embd, bias=config.bias)
-        self.act = nn.ReLU() if config.mlp == "relu" else nn.GELU(approximate="tanh")
+        acts = {"relu": nn.ReLU, "gelu": lambda: nn.GELU(approximate="tanh"), "relu2": ReLUSquared}
+        self.act = acts[config.mlp]()
         self.dropout = Dropout(config.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -307,17 +343,35 @@ class Block(nn.Module):
 
         h   = x + Attention(norm₁(x))
         out = h + MLP(norm₂(h))
+
+    With ``residual_scalars`` the layer first mixes its input with the embedded
+    tokens x0, x ← λ·x + μ·x0, with learnable scalars λ = 1 and μ = 0 at the start
+    (the modded-nanogpt speedruns; a learnable residual gain as in ReZero,
+    Bachlechner et al., 2020, arXiv:2003.04887): every layer can reach the tokens
+    themselves, and rescale how much of the stream it keeps.
     """
 
     def __init__(self, config: GPTConfig, layer_idx: int) -> None:
         super().__init__()
+        if config.residual_scalars:
+            self.resid_scale = nn.Parameter(torch.ones(()))
+            self.x0_scale = nn.Parameter(torch.zeros(()))
         self.input_norm = make_norm(config)
         self.self_attn = CausalSelfAttention(config, layer_idx)
         self.post_attention_norm = make_norm(config)
         self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
 
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None, cache: KVCache | None) -> Tensor:
-        x = x + self.self_attn(self.input_norm(x), rope, cache)
+    def forward(
+        self,
+        x: Tensor,
+        rope: tuple[Tensor, Tensor] | None,
+        cache: KVCache | None,
+        x0: Tensor | None = None,
+        value_embed: Tensor | None = None,
+    ) -> Tensor:
+        if x0 is not None:
+            x = self.resid_scale * x + self.x0_scale * x0
+        x = x + self.self_attn(self.input_norm(x), rope, cache, value_embed)
         return x + self.mlp(self.post_attention_norm(x))
 
 
@@ -326,7 +380,9 @@ class GPT(nn.Module):
 
     Embeddings (plus learned positions, or RoPE inside attention), a stack of
     pre-norm blocks, a final norm and a linear head, optionally tied to the
-    token embedding (Press & Wolf, 2017, arXiv:1608.05859).
+    token embedding (Press & Wolf, 2017, arXiv:1608.05859). GPT-2 ties them;
+    the speedruns untie them (``tie_embeddings: false``): the head then learns
+    which token comes next apart from the table that says what a token is.
     """
 
     def __init__(self, config: GPTConfig) -> None:
@@ -342,6 +398,15 @@ class GPT(nn.Module):
             else None
         )
         self.dropout = Dropout(config.dropout)
+        # Value embeddings (the modded-nanogpt speedruns; nanochat): per layer a (vocab, C) table
+        # added to the attention values, v = x W_v + E_l[token]. The values can then carry what a
+        # token is straight from the input, whatever the stream has mixed in above it. Lookups
+        # cost no FLOPs, but V·C parameters a layer: cheap for characters, not for a 50k BPE.
+        self.value_embeds = (
+            nn.ModuleList(nn.Embedding(config.vocab_size, config.n_embd) for _ in range(config.n_layer))
+            if config.value_embeds
+            else None
+        )
         self.layers = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.norm = make_norm(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
@@ -355,8 +420,14 @@ class GPT(nn.Module):
         Weights ~ N(0, 0.02), biases 0, norm gains 1. The projections that write
         into the residual stream (o_proj, down_proj) get std 0.02/sqrt(2·n_layer),
         so the residual's variance does not grow with depth (two writes a layer).
+
+        ``zero_init_proj`` starts them at 0 instead (Fixup, Zhang et al., 2019,
+        arXiv:1901.09321; the modded-nanogpt speedruns): every block then begins
+        as the identity and the model as a bigram table, and the gradient of a
+        zero matrix, the outer product of its input and its output's gradient, is
+        not zero, so they still learn from the first step.
         """
-        residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
+        residual_std = 0.0 if self.config.zero_init_proj else 0.02 / math.sqrt(2 * self.config.n_layer)
         for name, module in self.named_modules():
             if isinstance(module, nn.Linear):
                 std = residual_std if name.endswith(("o_proj", "down_proj")) else 0.02
@@ -378,9 +449,13 @@ class GPT(nn.Module):
         """Training FLOPs per token: 6·N for the matmuls (forward 2N, backward 4N)
         plus 12·L·T·C for attention scores and their weighted sum (PaLM, Chowdhery
         et al., 2022, appendix B). Embedding lookups are not matmuls, so the
-        position table is left out of N; the token table stays in, as the tied head."""
+        position and value tables are left out of N, and so is the token table
+        unless it is also the (tied) head."""
         c = self.config
-        n = self.num_parameters() - (c.block_size * c.n_embd if c.pos_emb == "learned" else 0)
+        lookups = [self.embed_positions, *(self.value_embeds or [])]
+        if not c.tie_embeddings:
+            lookups.append(self.embed_tokens)
+        n = self.num_parameters() - sum(t.weight.numel() for t in lookups if t is not None)
         return 6 * n + 12 * c.n_layer * c.block_size * c.n_embd
 
     def new_cache(self, batch_size: int, device: torch.device | None = None) -> KVCache:
@@ -407,9 +482,23 @@ class GPT(nn.Module):
         if self.embed_positions is not None:
             x = x + self.embed_positions(positions)
         x = self.dropout(x)
+        x0 = x if self.config.residual_scalars else None
         rope = self.rope.angles(positions) if self.rope is not None else None
-        for layer in self.layers:
-            x = layer(x, rope, cache)
+        for i, layer in enumerate(self.layers):
+            value_embed = self.value_embeds[i](idx) if self.value_embeds is not None else None
+            x = layer(x, rope, cache, x0, value_embed)
         if cache is not None:
             cache.advance(t)
-        return self.lm_head(self.norm(x))
+        return self.head(x)
+
+    def head(self, x: Tensor) -> Tensor:
+        """Logits from the residual stream: lm_head(norm(x)), soft-capped when ``logit_softcap`` is set.
+
+        Soft-capping (Gemma 2, arXiv:2408.00118; the modded-nanogpt speedruns),
+        z ← c·tanh(z / c), keeps every logit inside (-c, c) smoothly: near 0 it
+        changes nothing, and the model cannot buy a lower loss by making already
+        confident logits ever larger.
+        """
+        logits = self.lm_head(self.norm(x))
+        cap = self.config.logit_softcap
+        return logits if cap is None else cap * torch.tanh(logits / cap)
