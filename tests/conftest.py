@@ -219,6 +219,9 @@ RUNS = {
     "bpe": ["--data.tokenizer", "gpt2"],
     "vanilla": ["--model.arch.norm", "layernorm", "--model.arch.mlp", "gelu", "--model.arch.pos_emb", "learned",
                 "--model.arch.bias", "true", "--model.arch.tie_embeddings", "false"],
+    "next_era": ["--model.arch.mlp", "relu2", "--model.arch.qk_norm", "true", "--model.arch.tie_embeddings", "false",
+                 "--model.arch.zero_init_proj", "true", "--model.arch.value_embeds", "true",
+                 "--model.arch.residual_scalars", "true", "--model.arch.logit_softcap", "15"],
 }  # fmt: skip
 
 

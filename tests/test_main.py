@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.cli import assert_one_line_error, describe, run_cli, run_main
+from tests.helpers.cli import TINY, assert_one_line_error, describe, run_cli, run_main
 from tinyllm.__main__ import COMMANDS, LIGHTNING_COMMANDS, build_parser, command
 
 FUNCTIONS = {f"{group} {name}" if isinstance(t, dict) else group: target
@@ -81,3 +81,45 @@ def test_generate_and_its_help_import_no_lightning(fit_run, tmp_path: Path):
         proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=tmp_path,
                               timeout=120)  # fmt: skip
         assert proc.stdout.strip().splitlines()[-1] == "LIGHTNING False", describe(proc)
+
+
+# ----------------------------------------------------------------------------- outputs the OS refuses
+
+# Every command that writes, with its output under {out}; the inputs need not exist: the output is checked first.
+WRITES = {
+    "prepare": ["--inputs", "corpus.txt", "--out", "{out}/ds"],
+    "export": ["--ckpt_path", "missing.ckpt", "--out_dir", "{out}/hf"],
+    "export --format gguf": ["--ckpt_path", "missing.ckpt", "--out_dir", "{out}/gguf", "--format", "gguf"],
+    "card": ["--ckpt_path", "missing.ckpt", "--out", "{out}/MODEL_CARD.md"],
+    "plot": ["--logdir", "logs/none", "--out", "{out}/curves.png"],
+    "inspect": ["--ckpt_path", "missing.ckpt", "--out_dir", "{out}/pictures"],
+    "bench generate": ["--json", "{out}/bench.json"],
+    "bench train": ["--config", str(TINY), "--json", "{out}/bench.json"],
+    "experiment swaps": ["--out", "{out}/results"],
+    "experiment budgets": ["--out", "{out}/results"],
+    "experiment tokenizers": ["--out", "{out}/results"],
+    "experiment scaling": ["--out", "{out}/results"],
+}  # fit: tests/training/test_faults.py (its folders come from --name and the working directory)
+REFUSED = {
+    "below a file": lambda tmp: tmp / "a-file" / "out",
+    "under /proc": lambda tmp: Path("/proc/tinyllm-refused/out"),
+}
+
+
+def test_every_command_with_an_output_option_is_in_the_refused_folder_test():
+    writers = {name for name, target in FUNCTIONS.items() if name not in LIGHTNING_COMMANDS
+               and {"out", "out_dir", "json"} & set(inspect.signature(command(target)).parameters)}  # fmt: skip
+    assert writers == {name.split(" --")[0] for name in WRITES}
+
+
+@pytest.mark.parametrize("where", list(REFUSED))
+@pytest.mark.parametrize("name", list(WRITES))
+def test_an_output_folder_the_os_refuses_is_one_line_before_any_work(tmp_path: Path, name: str, where: str):
+    (tmp_path / "a-file").write_text("a file where a folder should be")
+    (tmp_path / "corpus.txt").write_text("some text to prepare\n" * 50)
+    out = REFUSED[where](tmp_path)
+    args = [a.replace("{out}", str(out)) for a in WRITES[name]]
+    proc = run_main(*name.split(" --")[0].split(), *args, cwd=tmp_path)
+    line = assert_one_line_error(proc, "cannot", str(out.parent))
+    assert any(cause in line for cause in ("Not a directory", "No such file or directory")), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "corpus.txt"]  # nothing else was written

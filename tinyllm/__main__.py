@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from jsonargparse import ArgumentError, ArgumentParser
 
-from tinyllm.errors import TinyLLMError, one_line
+from tinyllm.errors import Stopped, TinyLLMError, one_line
 
 # name -> "module:function", or a group of them (`bench generate`, `bench train`)
 COMMANDS: dict[str, str | dict[str, str]] = {
@@ -32,7 +32,8 @@ COMMANDS: dict[str, str | dict[str, str]] = {
     "plot": "tinyllm.commands.plot:plot",
     "inspect": "tinyllm.commands.inspect_model:inspect",
     "experiment": {"swaps": "tinyllm.commands.experiment:swaps", "budgets": "tinyllm.commands.budgets:budgets",
-                   "tokenizers": "tinyllm.commands.tokenizers:tokenizers"},
+                   "tokenizers": "tinyllm.commands.tokenizers:tokenizers",
+                   "scaling": "tinyllm.commands.scaling:scaling"},
 }
 LIGHTNING_COMMANDS = ("fit", "validate")  # LightningCLI parses their options
 
@@ -106,6 +107,13 @@ def main(argv: list[str] | None = None) -> None:
     except TinyLLMError as e:
         print(f"tinyllm: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except OSError as e:  # a file the operating system refused where no command foresaw it: still one line
+        print(f"tinyllm: error: {e.filename or 'a file'}: {e.strerror or e}: check the path, its permissions and "
+              "the free space, then run the command again", file=sys.stderr)  # fmt: skip
+        sys.exit(2)
+    except Stopped as e:
+        print(f"tinyllm: {e}", file=sys.stderr)
+        sys.exit(e.status)
     except KeyboardInterrupt:
         print("tinyllm: interrupted", file=sys.stderr)
         sys.exit(130)

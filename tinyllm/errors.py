@@ -14,6 +14,14 @@ class ConfigError(TinyLLMError, ValueError):
     """An impossible or unknown model/data configuration."""
 
 
+class Stopped(Exception):
+    """A run stopped from outside (SIGTERM) after saving its state: one line, and the signal's exit status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def one_line(message: str, limit: int = 400) -> str:
     """jsonargparse spreads an error over several indented lines; join them into one."""
     text = " ".join(part.strip() for part in message.splitlines() if part.strip())

@@ -11,6 +11,7 @@ renamed into place, so a half-finished download is never mistaken for data.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -83,6 +84,28 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def check_writable_folder(folder: Path, option: str) -> None:
+    """Prove that ``folder`` can be created and take a file, before any work that would write there.
+
+    A folder the operating system refuses (read-only, under /proc, below a file) fails here in one line
+    that names it, the cause and the option to change, not in a traceback after minutes of work. The
+    folders it had to create are removed again: a command that fails later leaves nothing behind.
+    """
+    folder = Path(folder).expanduser()
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder) as probe:
+            probe.write(b"\0")
+            probe.flush()
+    except OSError as e:
+        raise TinyLLMError(f"cannot write in {folder} ({e.strerror or e}): choose another {option}") from None
+    finally:
+        for path in created:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+
+
 def umask() -> int:
     """The process's file-creation mask (read without changing it for longer than an instant)."""
     mask = os.umask(0)
@@ -111,7 +134,11 @@ def download(remote: RemoteFile, dest: Path) -> Path:
     digest = hashlib.sha256(data).hexdigest()
     if digest != remote.sha256:
         raise TinyLLMError(f"downloaded {remote.name} has sha256 {digest[:12]}…, expected {remote.sha256[:12]}…: {hint}")
-    atomic_write_bytes(dest, data)
+    try:
+        atomic_write_bytes(dest, data)
+    except OSError as e:
+        raise TinyLLMError(f"cannot save {remote.name} to {dest.parent} ({e.strerror or e}): "
+                           "set TINYLLM_DATA_DIR to a writable folder") from None  # fmt: skip
     return dest
 
 

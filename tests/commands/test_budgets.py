@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from tests.helpers.cli import TINY, assert_one_line_error, describe, run_cli, run_main
-from tinyllm.commands.budgets import max_time
+from tinyllm.commands.budgets import max_time, seed_options, write_table
 
 
 def test_max_time_is_lightnings_format():
@@ -25,7 +25,7 @@ def test_the_ladder_trains_each_budget_and_writes_the_table(tmp_path: Path):
                    "--rung_set", '{"0.08": ["--model.arch.dropout=0.1"]}', cwd=tmp_path, timeout=180)  # fmt: skip
     assert proc.returncode == 0, describe(proc)
     (row,) = json.loads((tmp_path / "res/budgets.json").read_text())["rows"]
-    assert row["name"] == "budget-0.08min" and row["steps"] > 0 and row["val_loss"] > 0
+    assert row["name"] == "budget-0.08min-seed1337" and row["seed"] == 1337 and row["steps"] > 0 and row["val_loss"] > 0
     assert row["train_s"] <= 0.08 * 60 and row["wall_s"] > row["train_s"]
     assert row["tokens"] == row["steps"] * 8 * 32  # batch 8 x block 32, no accumulation
     assert row["arch"]["dropout"] == 0.1 and row["options"][-1] == "--model.arch.dropout=0.1"  # the rung's own option
@@ -37,3 +37,13 @@ def test_the_ladder_trains_each_budget_and_writes_the_table(tmp_path: Path):
     typo = run_main("experiment", "budgets", "--config", TINY, "--minutes", "[1]", "--rung_set", '{"30": []}',
                     cwd=tmp_path)  # fmt: skip
     assert_one_line_error(typo, "--rung_set", "30")
+
+
+def test_the_table_gives_the_mean_and_spread_over_seeds(tmp_path: Path):
+    def run(seed: int, loss: float, steps: int) -> dict:
+        return {"budget_min": 5, "seed": seed, "val_loss": loss, "steps": steps, "tokens": steps * 2048,
+                "tokens_per_s": 1000.0, "wall_s": 310.0, "options": [*seed_options(seed), "--samples=null"]}
+    write_table([run(1, 1.40, 100), run(2, 1.42, 110), run(3, 1.44, 120)], "configs/cpu.yaml", None, tmp_path / "b.md")
+    table = (tmp_path / "b.md").read_text()
+    assert "| 5 min | **1.4200 ± 0.0200** | 110 | 0.23 M | 1,000 | 310 s | `--samples=null` |" in table
+    assert "Seeds 1, 2, 3" in table

@@ -15,7 +15,7 @@ from tinyllm.errors import ConfigError, TinyLLMError
     [
         (dict(n_embd=30, n_head=4), r"n_embd=30 is not divisible by n_head=4"),
         (dict(norm="batchnorm"), r"norm='batchnorm' is not one of layernorm, rmsnorm"),
-        (dict(mlp="tanh"), r"mlp='tanh' is not one of relu, gelu, swiglu"),
+        (dict(mlp="tanh"), r"mlp='tanh' is not one of relu, gelu, relu2, swiglu"),
         (dict(pos_emb="alibi"), r"pos_emb='alibi' is not one of learned, rope"),
         (dict(attention="flash"), r"attention='flash' is not one of manual, sdpa"),
         (dict(n_embd=30, n_head=2, pos_emb="rope"), r"RoPE needs an even head dimension.*15"),

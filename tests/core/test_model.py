@@ -437,7 +437,7 @@ def test_relu2_mlp_is_relu_squared():
 
 def test_qk_norm_gives_every_head_unit_rms_queries_and_keys():
     # Learned positions, so no rotation comes after the norm; the formula kernel, so the scores module sees q and k.
-    model = tiny_model(qk_norm=True, pos_emb="learned", attention="manual")
+    model = tiny_model(qk_norm=True, pos_emb="learned", attention="manual", norm_eps=1e-12)
     seen = []
     model.layers[0].self_attn.scores.register_forward_hook(lambda _m, args, _out: seen.append(args))
     with torch.no_grad():

@@ -25,6 +25,10 @@ def test_model_card_is_generated_from_the_checkpoint(runs, exports, name):
     if name in LLAMA_RUNS:
         assert "`LlamaForCausalLM`" in card and "Checked at export: transformers" in card
     assert ("GPT-2's byte-level BPE" in card) == (name == "bpe")
+    if name == "next_era":  # every switch named, and not passed off as a Llama
+        assert "| MLP | ReLU²" in card and "**not** a Llama" in card
+        assert "| also | QK-norm, zero-initialised output projections, value embeddings, residual/x0 scalars, " \
+               "logits soft-capped at 15 |" in card
 
 
 def test_model_card_usage_lines_load_the_published_name(runs, tmp_path: Path):

@@ -54,6 +54,14 @@ class _OsWithReplace:
         return getattr(os, name)
 
 
+class TerminateAt(KillAt):
+    """SIGTERM at the step, as a scheduler (SLURM, Kubernetes, a Colab runtime being recycled) sends before a kill."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 class InterruptAt(KillAt):
     """Ctrl-C at the step: a KeyboardInterrupt raised inside training, as SIGINT would."""
 

@@ -1,15 +1,22 @@
-"""Optional callbacks that look at the model must leave training exactly as it was."""
+"""Optional callbacks: those that look at the model leave training exactly as it was; the progress bar tells the truth."""
 
 from __future__ import annotations
 
-import pytest
-
+import contextlib
+import io
+from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 import torch
+from lightning.pytorch.callbacks import Timer
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.helpers.cli import TINY, describe, load_ckpt, run_cli
+from tests.helpers.cli import TINY, describe, faults_env, load_ckpt, run_cli
+from tinyllm.training.callbacks import StepProgressBar
+from tinyllm.training.cli import build_cli
 
 # Dropout on, so any random number drawn by the callback would change the weights.
 RUN = ["fit", "--config", TINY, "--model.arch.dropout", "0.1", "--trainer.max_steps", "16", "--samples", "null"]
@@ -37,3 +44,37 @@ def test_attention_images_go_to_tensorboard_and_change_no_weight(tmp_path: Path)
     plain_events = EventAccumulator(str(plain / "logs/tiny"))
     plain_events.Reload()
     assert plain_events.Tags()["images"] == []  # off by default
+
+
+@pytest.mark.slow
+def test_a_resumed_run_shows_its_total_the_steps_done_and_a_rate_of_this_process(tmp_path: Path):
+    run = ["fit", "--config", str(TINY), "--samples", "null"]
+    killed = run_cli(*run, "--trainer.callbacks+=faults.KillAt", cwd=tmp_path, env=faults_env(12))
+    assert killed.returncode == -9, describe(killed)  # last.ckpt holds step 8
+    with contextlib.chdir(tmp_path):
+        cli = build_cli([*run, "--ckpt_path", "last"])
+    bar = next(cb for cb in cli.trainer.callbacks if isinstance(cb, StepProgressBar)).train_progress_bar
+    # Lightning calls no on_train_epoch_start when it resumes mid-epoch: the bar is set up on train start too.
+    assert bar.desc.startswith("step") and (bar.total, bar.initial, bar.n) == (24, 8, 24)
+    assert "24/24" in str(bar)
+    # tqdm's rate and time left are (n - initial) / elapsed: the 16 steps of this process, not the 8 before it.
+    assert bar.format_dict["initial"] == 8
+
+
+def test_a_budget_bar_shows_the_time_used_out_of_the_budget():
+    timer = Timer(duration=timedelta(minutes=30))
+    timer.time_elapsed = lambda stage="train": 610.4  # as restored from a checkpoint, across resumes
+    timer.time_remaining = lambda stage="train": 1189.6
+    trainer = SimpleNamespace(callbacks=[timer], max_steps=-1, global_step=2419)
+    progress = StepProgressBar()
+    progress.train_progress_bar = Tqdm(file=io.StringIO(), total=None)
+    progress._start(trainer)
+    bar = progress.train_progress_bar
+    assert bar.desc == "step 2419 · 10:10 / 30:00"
+    assert (bar.total, bar.n) == (1800, 610)
+    assert str(bar).startswith("step 2419 · 10:10 / 30:00 |") and str(bar).endswith(" 34%")
+    # A run with a step limit keeps the step bar, budget or not.
+    trainer.max_steps = 5000
+    progress.train_progress_bar = bar = Tqdm(file=io.StringIO(), total=None)
+    progress._start(trainer)
+    assert bar.desc == "step: " and bar.total == 5000 and bar.n == bar.initial == 2419

@@ -23,6 +23,7 @@ from tests.helpers.cli import (
     run_cli,
     run_main,
 )
+from tinyllm.training.metrics import TRAIN_LOSS, VAL_LOSS
 from tinyllm.training.precision import cpu_has_native_bf16
 
 
@@ -122,6 +123,39 @@ def test_print_config_round_trips(tmp_path: Path):
     cfg = yaml.safe_load(first.stdout)
     assert cfg["model"]["arch"]["n_embd"] == 32 and cfg["trainer"]["max_steps"] == 24
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "logs").exists()  # nothing was run
+
+
+@pytest.mark.slow
+def test_a_printed_config_fed_back_reproduces_the_run(tmp_path: Path):
+    original, replay = tmp_path / "original", tmp_path / "replay"
+    for d in (original, replay):
+        d.mkdir()
+    args = ["fit", "--config", TINY, "--trainer.max_steps", "4", "--model.arch.dropout", "0.1"]
+    printed = run_cli(*args, "--print_config", cwd=original)
+    assert printed.returncode == 0, describe(printed)
+    (replay / "printed.yaml").write_text(printed.stdout)
+    for cwd, run in ((original, args), (replay, ["fit", "--config", "printed.yaml"])):
+        assert (proc := run_cli(*run, cwd=cwd)).returncode == 0, describe(proc)
+    a, b = (load_ckpt(d / "checkpoints/tiny/last.ckpt") for d in (original, replay))
+    assert a["global_step"] == b["global_step"] == 4
+    assert all(torch.equal(t, b["state_dict"][k]) for k, t in a["state_dict"].items())  # the same run, bit for bit
+
+
+@pytest.mark.slow
+def test_another_logger_more_callbacks_and_a_profiler_work_with_the_wired_in_callbacks(tmp_path: Path):
+    proc = run_cli("fit", "--config", TINY, "--trainer.max_steps", "8", "--samples.every_n_evals", "1",
+                   "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", "csv", "--trainer.logger.name", "tiny",
+                   "--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.dirpath", "mine",
+                   "--trainer.callbacks.every_n_train_steps", "4", "--trainer.callbacks.save_top_k", "-1",
+                   "--trainer.profiler", "simple", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, describe(proc)
+    header = (tmp_path / "csv/tiny/version_0/metrics.csv").read_text().splitlines()[0].split(",")
+    assert {TRAIN_LOSS, VAL_LOSS} <= set(header) and any(h.startswith("lr-") for h in header)  # a callback's too
+    assert not (tmp_path / "logs").exists()  # TensorBoard only when no other logger is asked for
+    assert load_ckpt(tmp_path / "checkpoints/tiny/last.ckpt")["global_step"] == 8  # the wired-in checkpoints
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["epoch=0-step=4.ckpt", "epoch=0-step=8.ckpt"]
+    assert "FIT Profiler Report" in proc.stdout + proc.stderr
+    assert "--- sample at step 8 ---" in proc.stdout  # samples without TensorBoard: printed only
 
 
 @pytest.mark.slow

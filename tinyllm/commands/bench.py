@@ -24,6 +24,7 @@ from torch import Tensor
 from tinyllm.core.generate import generate, pick_device, prepare_decoding
 from tinyllm.core.model import GPT, KVCache
 from tinyllm.errors import TinyLLMError
+from tinyllm.files import check_writable_folder
 from tinyllm.formats.load import load_model
 from tinyllm.training.cli import build_cli
 from tinyllm.training.module import GPTLitModule, optimizer_step
@@ -260,6 +261,7 @@ def bench_generate(
         device: auto, cpu, cuda or mps.
         json: also write the figures to this JSON file.
     """
+    _check_json(json)
     model, source = _model_for_bench(ckpt_path, config, pick_device(device))
     print(f"bench generate: {source}, {model.num_parameters():,} parameters, batch 1, "
           f"{torch.get_num_threads()} threads, {next(model.parameters()).device}")  # fmt: skip
@@ -282,9 +284,16 @@ def bench_train(
         rounds: alternating rounds of the plain loop and Lightning; each reports its best.
         json: also write the figures to this JSON file.
     """
+    _check_json(json)
     row = run_bench_train(["--config", config, *set], steps, warmup, rounds)
     _print_train(row)
     _write_json(json, {"benchmark": "train", "environment": _environment(), "results": [row]})
+
+
+def _check_json(path: str | None) -> None:
+    """Refuse a --json the OS will not take before the benchmark, not after it."""
+    if path:
+        check_writable_folder(Path(path).parent, "--json")
 
 
 def _write_json(path: str | None, figures: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ import yaml
 from tinyllm.commands.plot import read_scalars
 from tinyllm.core.checkpoint import budget_seconds_used, checkpoint_hparams, checkpoint_step, read_checkpoint, train_batches_done
 from tinyllm.errors import TinyLLMError
+from tinyllm.files import check_writable_folder
 from tinyllm.training.metrics import TOKENS_PER_S, VAL_BPB, VAL_LOSS
 from tinyllm.training.cli import RunFolders
 from tinyllm.training.precision import cpu_name
@@ -39,9 +40,8 @@ def max_time(minutes: float) -> str:
     return f"{seconds // 86400:02d}:{seconds % 86400 // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def run_rung(config: str, minutes: float, extra: list[str], name: str | None = None) -> dict[str, Any]:
+def run_rung(config: str, minutes: float, extra: list[str], name: str) -> dict[str, Any]:
     """One budget: a fit in its own process, then what it reached, read back from its checkpoint and logs."""
-    name = name or f"budget-{minutes:g}min"
     run = RunFolders(name)
     if run.holds_a_run():
         raise TinyLLMError(f"{run.checkpoints} already holds a run: move it away, or run the ladder in another folder")
@@ -72,22 +72,28 @@ def _tokens_per_batch(run: RunFolders) -> int:
 
 
 def write_table(rows: list[dict[str, Any]], config: str, reference: dict[str, Any] | None, path: Path) -> None:
+    seeds = sorted({r["seed"] for r in rows})
     lines = [
         f"# The budget ladder: `python -m tinyllm experiment budgets --config {config}`",
         "",
         f"Measured on {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}. Val loss: "
         "cross-entropy (nats/char) of the final weights over the whole validation split (the last 10% of Tiny "
         "Shakespeare). Budget: `--trainer.max_time`, the training time including evaluations and checkpoints; "
-        "wall: the whole `python -m tinyllm fit` process, start-up included.",
+        f"wall: the whole `python -m tinyllm fit` process, start-up included. Seeds {', '.join(map(str, seeds))}: "
+        "val loss is the mean ± sd over them, the other columns their means.",
         "",
         "| budget | val loss | steps | tokens | tokens/s | wall | options beyond the config |",
         "|---|---:|---:|---:|---:|---:|---|",
     ]
-    for r in rows:
-        speed = f"{r['tokens_per_s']:,.0f}" if r["tokens_per_s"] else "–"
-        options = " ".join(f"`{o}`" for o in r.get("options", [])) or "–"
-        lines.append(f"| {r['budget_min']:g} min | **{r['val_loss']:.4f}** | {r['steps']:,} | {r['tokens'] / 1e6:.2f} M "
-                     f"| {speed} | {r['wall_s']:.0f} s | {options} |")  # fmt: skip
+    for minutes in dict.fromkeys(r["budget_min"] for r in rows):
+        runs = [r for r in rows if r["budget_min"] == minutes]
+        mean = lambda key: statistics.fmean(r[key] for r in runs)  # noqa: E731
+        losses = [r["val_loss"] for r in runs]
+        loss = f"{losses[0]:.4f}" if len(runs) == 1 else f"{statistics.fmean(losses):.4f} ± {statistics.stdev(losses):.4f}"
+        speed = f"{mean('tokens_per_s'):,.0f}" if all(r["tokens_per_s"] for r in runs) else "–"
+        options = " ".join(f"`{o}`" for o in runs[0]["options"][len(SEED_OPTIONS) :]) or "–"
+        lines.append(f"| {minutes:g} min | **{loss}** | {mean('steps'):,.0f} | {mean('tokens') / 1e6:.2f} M "
+                     f"| {speed} | {mean('wall_s'):.0f} s | {options} |")  # fmt: skip
     if reference:
         lines += ["", f"Beside it, measured on the same machine: {reference['label']}", "",
                   "| run | val loss | steps | tokens | wall |", "|---|---:|---:|---:|---:|",
@@ -96,9 +102,17 @@ def write_table(rows: list[dict[str, Any]], config: str, reference: dict[str, An
     path.write_text("\n".join(lines).rstrip() + "\n")
 
 
+SEED_OPTIONS = ("--seed_everything", "SEED", "--data.seed", "SEED")  # every rung's first options
+
+
+def seed_options(seed: int) -> list[str]:
+    return [str(seed) if o == "SEED" else o for o in SEED_OPTIONS]
+
+
 def budgets(
     config: str = "configs/cpu.yaml",
     minutes: list[float] = [1, 5],
+    seeds: list[int] = [1337],
     set: list[str] = [],
     rung_set: dict[str, list[str]] = {},
     reference: str | None = None,
@@ -109,6 +123,7 @@ def budgets(
     Args:
         config: the config every rung trains (a CPU recipe meant for any max_time).
         minutes: the budgets, in minutes of training time.
+        seeds: one run per budget and seed; the table gives the mean ± sd over them.
         set: more options for every fit, e.g. ["--data.batch_size=16"].
         rung_set: more options for one rung, by its minutes, e.g. {"30": ["--model.arch.dropout=0.2"]}.
         reference: a JSON file with a row measured elsewhere (label, run, val_loss, steps, tokens, wall_s, note).
@@ -116,18 +131,23 @@ def budgets(
     """
     if not minutes or any(m <= 0 for m in minutes):
         raise TinyLLMError(f"--minutes must list positive budgets, got {minutes}")
+    if not seeds or len(dict.fromkeys(seeds)) != len(seeds):  # (`set` is an option here)
+        raise TinyLLMError(f"--seeds must list distinct seeds, got {seeds}")
     ref = None
     if reference:
         try:
             ref = json.loads(Path(reference).read_text())
         except (OSError, ValueError) as e:
             raise TinyLLMError(f"--reference {reference} is not a readable JSON file ({e})") from None
+    check_writable_folder(Path(out), "--out")
     keys = [f"{m:g}" for m in minutes]
     unknown = sorted(key for key in rung_set if key not in keys)
     if unknown:
         raise TinyLLMError(f"--rung_set names budgets that are not in --minutes: {', '.join(unknown)} "
                            f"(its keys are the minutes as written here: {', '.join(keys)})")  # fmt: skip
-    rows = [run_rung(config, m, [*set, *rung_set.get(f"{m:g}", [])]) for m in minutes]
+    rows = [{**run_rung(config, m, [*seed_options(seed), *set, *rung_set.get(f"{m:g}", [])],
+                        name=f"budget-{m:g}min-seed{seed}"), "seed": seed}
+            for m in minutes for seed in seeds]  # fmt: skip
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     write_table(rows, config, ref, folder / "budgets.md")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tinyllm.errors import TinyLLMError
+from tinyllm.files import check_writable_folder
 from tinyllm.formats.card import example_prompt, model_card
 from tinyllm.formats.folder import export_dir_of
 from tinyllm.formats.load import load_model
@@ -41,6 +42,7 @@ def card(
         raise TinyLLMError("--samples must be 0 or more and --max_new_tokens at least 1")
     if export_dir_of(ckpt_path) is not None:
         raise TinyLLMError(f"{ckpt_path} is an exported folder: its README.md is its card (card reads .ckpt files)")
+    check_writable_folder(Path(out).parent, "--out")  # before the evaluation, which takes a while
     loaded = load_model(ckpt_path, "cpu", data_dir)
     prompt = prompt if prompt is not None else example_prompt(loaded.tokenizer)
     if not loaded.tokenizer.encode(prompt):  # also refuses unknown characters, before the long evaluation

@@ -38,6 +38,7 @@ from matplotlib.figure import Figure
 
 from tinyllm.commands.plot import read_scalars
 from tinyllm.errors import TinyLLMError
+from tinyllm.files import check_writable_folder
 from tinyllm.training.cli import RunFolders, build_cli
 from tinyllm.training.metrics import TOKENS_PER_S, VAL_LOSS
 
@@ -265,6 +266,7 @@ def swaps(
     if not seeds or len(set(seeds)) != len(seeds):
         raise TinyLLMError(f"--seeds must list distinct seeds, got {seeds}")
     config = str(shipped(config))
+    check_writable_folder(Path(out), "--out")
     folder = Path(out)
     rows = run_swaps(config, seeds, variants, folder)
     print((folder / "swaps.md").read_text())

@@ -10,7 +10,7 @@ from typing import Literal
 from safetensors import safe_open
 
 from tinyllm.errors import TinyLLMError
-from tinyllm.files import fmt_bytes
+from tinyllm.files import check_writable_folder, fmt_bytes
 from tinyllm.formats.card import example_prompt
 from tinyllm.formats.folder import check_out_dir, write_export
 from tinyllm.formats.load import load_model
@@ -76,6 +76,7 @@ def _export_gguf(ckpt_path: str, out_dir: Path, dtype: str, data_dir: str | None
         raise TinyLLMError(f"--out_dir {out_dir} is a file: choose a folder (the GGUF goes in it as {GGUF})")
     if target.exists() and _magic(target) != b"GGUF":
         raise TinyLLMError(f"{target} exists and is not a GGUF file: choose another --out_dir")
+    check_writable_folder(out_dir, "--out_dir")
     loaded = load_model(ckpt_path, "cpu", data_dir)
     source = Path(ckpt_path).expanduser().resolve()
     name = source.name if source.is_dir() else source.parent.name  # the run's (or the export's) folder

@@ -19,6 +19,7 @@ from tinyllm.core.insides import attention_maps, cache_cost, logit_lens, rope_cu
 from tinyllm.core.model import GPT
 from tinyllm.core.tokenizers import Tokenizer
 from tinyllm.errors import TinyLLMError
+from tinyllm.files import check_writable_folder
 from tinyllm.formats.load import load_model
 
 DEFAULT_PROMPT = "ROMEO:\nBut soft, what light through yonder window breaks?\nJULIET:\nAy me"
@@ -70,12 +71,13 @@ def inspect(
     """
     if new_tokens < 2:
         raise TinyLLMError("--new_tokens must be at least 2")
+    source = Path(ckpt_path).expanduser().resolve()
+    out = Path(out_dir) if out_dir else Path("inspect") / (source.name if source.is_dir() else source.parent.name)
+    check_writable_folder(out, "--out_dir")
     loaded = load_model(ckpt_path, "cpu", data_dir)
     if prompt is None:
         ids = loaded.tokenizer.encode(DEFAULT_PROMPT)[: loaded.model.config.block_size]
         prompt = loaded.tokenizer.decode(ids)
-    source = Path(ckpt_path).expanduser().resolve()
-    out = Path(out_dir) if out_dir else Path("inspect") / (source.name if source.is_dir() else source.parent.name)
     try:
         written = inspect_pictures(loaded.model, loaded.tokenizer, prompt, out, new_tokens)
     except OSError as e:  # not writable, or a file where the folder should be

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tinyllm.errors import TinyLLMError
+from tinyllm.files import check_writable_folder
 from tinyllm.training.metrics import TRAIN_LOSS, VAL_LOSS
 
 
@@ -61,5 +62,7 @@ def plot(logdir: str, out: str | None = None, title: str | None = None) -> None:
         out: the PNG to write (default: <logdir>/curves.png).
         title: the figure's title (default: the log folder).
     """
-    written = plot_run(logdir, out or Path(logdir) / "curves.png", title)
+    out_path = Path(out) if out else Path(logdir) / "curves.png"
+    check_writable_folder(out_path.parent, "--out")
+    written = plot_run(logdir, out_path, title)
     print(f"wrote {written}")

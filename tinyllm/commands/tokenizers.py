@@ -21,10 +21,10 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 
-from tinyllm.commands.budgets import run_rung
+from tinyllm.commands.budgets import run_rung, seed_options
 from tinyllm.commands.prepare import prepare
 from tinyllm.errors import TinyLLMError
-from tinyllm.files import shakespeare_path
+from tinyllm.files import check_writable_folder, shakespeare_path
 from tinyllm.training.precision import cpu_name
 
 
@@ -96,14 +96,15 @@ def tokenizers(
         raise TinyLLMError(f"--tokenizers must list distinct tokenizers, got {tokenizers}")
     if minutes <= 0 or not seeds or len(set(seeds)) != len(seeds):
         raise TinyLLMError("--minutes must be positive and --seeds must list distinct seeds")
+    check_writable_folder(Path(out), "--out")
     source = inputs or str(shakespeare_path())
     rows = []
     for tok in tokenizers:
         folder = Path(data) / _folder_name(tok)
         prepare(source, str(folder), tokenizer=tok)  # done already: says so and returns
         vocab = json.loads((folder / "meta.json").read_text())["vocab_size"]
-        runs = [run_rung(config, minutes, ["--data.path", str(folder), "--seed_everything", str(seed), "--data.seed",
-                                           str(seed), "--samples", "null"], name=f"tokenizer-{_folder_name(tok)}-seed{seed}")
+        runs = [run_rung(config, minutes, ["--data.path", str(folder), *seed_options(seed), "--samples", "null"],
+                         name=f"tokenizer-{_folder_name(tok)}-seed{seed}")
                 for seed in seeds]  # fmt: skip
         rows.append({"tokenizer": tok, "vocab_size": vocab, "runs": runs})
     folder = Path(out)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tinyllm.core.checkpoint import best_checkpoint_state
+from tinyllm.core.config import GPTConfig
 from tinyllm.core.model import GPT
 from tinyllm.core.tokenizers import Tokenizer
 from tinyllm.files import fmt_bytes, sha256_of
@@ -148,7 +149,7 @@ def _model_section(model: GPT, tokenizer: Tokenizer, export: ExportFacts | None)
     else:
         kind = (f"tinyllm-only ({', '.join(c.llama_differences())}): **not** a Llama, and no Hugging Face architecture "
                 "computes it; load it with tinyllm")  # fmt: skip
-    mlp = {"swiglu": "SwiGLU", "gelu": "GELU", "relu": "ReLU"}[c.mlp]
+    mlp = {"swiglu": "SwiGLU", "gelu": "GELU", "relu": "ReLU", "relu2": "ReLU²"}[c.mlp]
     norm = {"rmsnorm": "RMSNorm", "layernorm": "LayerNorm"}[c.norm]
     pos = f"RoPE, θ = {c.rope_theta:g}" if c.pos_emb == "rope" else "learned absolute embeddings"
     tied = "tied to the token embedding (counted once)" if c.tie_embeddings else "separate from the token embedding"
@@ -165,11 +166,19 @@ def _model_section(model: GPT, tokenizer: Tokenizer, export: ExportFacts | None)
         f"| positions | {pos} |",
         f"| biases | {'yes' if c.bias else 'none'} |",
         f"| output head | {tied} |",
+        *([f"| also | {', '.join(extras)} |"] if (extras := _next_era(c)) else []),
         f"| context | {c.block_size} tokens |",
         f"| vocabulary | {c.vocab_size:,} ({tokenizer.name}) |",
         f"| weights | float32, {'safetensors' if export else 'a Lightning checkpoint'} |",
         "",
     ]
+
+
+def _next_era(c: GPTConfig) -> list[str]:
+    """The 2025 switches a model uses, in words."""
+    words = [w for on, w in ((c.qk_norm, "QK-norm"), (c.zero_init_proj, "zero-initialised output projections"),
+                             (c.value_embeds, "value embeddings"), (c.residual_scalars, "residual/x0 scalars")) if on]  # fmt: skip
+    return words + ([f"logits soft-capped at {c.logit_softcap:g}"] if c.logit_softcap is not None else [])
 
 
 def _val_loss_text(training: dict[str, Any], measured: Measured | None) -> str:

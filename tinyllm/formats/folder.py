@@ -35,7 +35,7 @@ from tinyllm.core.checkpoint import CHECKPOINT_NAMES, ModelParts
 from tinyllm.core.model import GPT
 from tinyllm.core.tokenizers import Tokenizer
 from tinyllm.errors import TinyLLMError, one_line
-from tinyllm.files import sha256_of, umask
+from tinyllm.files import check_writable_folder, sha256_of, umask
 from tinyllm.formats.card import ExportFacts, Measured, model_card
 from tinyllm.formats.hf_layout import (
     CARD, CONFIG, FILES, FORMAT_VERSION, TOKENIZER, TOKENIZER_CONFIG, WEIGHTS, export_state, hf_config, layout_of,
@@ -143,6 +143,7 @@ def check_out_dir(out: Path) -> None:
                 f"--out_dir {out} holds files export did not write ({', '.join(foreign[:3])}): "
                 "choose a new folder or move them away"
             )
+    check_writable_folder(out.parent, "--out_dir")  # the export is built beside its place, then renamed into it
 
 
 def write_export(

@@ -21,6 +21,7 @@ import torch
 from lightning.fabric.utilities.throughput import Throughput, get_available_flops
 from lightning.pytorch.callbacks import ModelCheckpoint, Timer, TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from tqdm import tqdm
 
 from tinyllm.compat import evaluation_follows_batch, save_last_checkpoint
 from tinyllm.core.figures import attention_grid, labels_of
@@ -69,29 +70,67 @@ class TokenThroughput(L.Callback):
 class StepProgressBar(TQDMProgressBar):
     """A progress bar over optimizer steps (``step 1200/5000``), with loss and time left.
 
-    Training draws endless random windows, so there are no epochs to count;
-    the bar runs to ``max_steps`` and, on resume, starts where the run left off.
+    Training draws endless random windows, so there are no epochs to count:
+    the bar runs to ``max_steps``. A time-budget run has no step total, so its
+    bar runs over the budget instead: ``step 2419 · 10:10 / 30:00``, the time
+    used (across resumes, as the budget counts it) out of the whole budget.
+
+    A resumed run starts where it left off, and its rate and time left count
+    only this process's steps. Lightning calls no ``on_train_epoch_start`` when
+    it resumes mid-epoch, so the bar is also set up in ``on_train_start``.
     """
+
+    BUDGET_FORMAT = "{desc} |{bar}| {percentage:3.0f}%{postfix}"  # step 2419 · 10:10 / 30:00 |###   | 34%, loss=…
+
+    def on_train_start(self, trainer: L.Trainer, *_: Any) -> None:
+        super().on_train_start(trainer)
+        self._start(trainer)
 
     def on_train_epoch_start(self, trainer: L.Trainer, *_: Any) -> None:
         super().on_train_epoch_start(trainer)
+        self._start(trainer)
+
+    def _start(self, trainer: L.Trainer) -> None:
         bar = self.train_progress_bar
+        self.timer = budget_timer(trainer) if trainer.max_steps <= 0 else None
+        if self.timer is not None:
+            # elapsed + remaining is the duration, up to float rounding (1799.99… would print as 29:59)
+            self.budget_s = round(self.timer.time_elapsed() + (self.timer.time_remaining() or 0.0))
+            bar.reset(total=max(1, self.budget_s))
+            bar.bar_format = self.BUDGET_FORMAT
+            self._show_budget(trainer)
+            return
         bar.reset(total=trainer.max_steps if trainer.max_steps > 0 else None)
-        bar.initial = trainer.global_step  # so the rate (and time left) counts only this process's steps
-        bar.n = trainer.global_step
+        bar.initial = bar.n = trainer.global_step  # so the rate (and time left) counts only this process's steps
         bar.set_description("step")
 
+    def _show_budget(self, trainer: L.Trainer) -> None:
+        used = min(self.timer.time_elapsed(), self.budget_s)
+        self.train_progress_bar.n = round(used)
+        text = f"step {trainer.global_step} · {tqdm.format_interval(used)} / {tqdm.format_interval(self.budget_s)}"
+        self.train_progress_bar.set_description_str(text, refresh=False)
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *_: Any) -> None:
-        bar = self.train_progress_bar
-        step = trainer.global_step
-        if bar is not None and bar.n != step and (step % self.refresh_rate == 0 or step == bar.total):
+        bar, step = self.train_progress_bar, trainer.global_step
+        if bar is None or bar.disable or not (step % self.refresh_rate == 0 or step == bar.total):
+            return
+        if self.timer is not None:
+            self._show_budget(trainer)
+        elif bar.n != step:
             bar.n = step
-            bar.set_postfix(self.get_metrics(trainer, pl_module))  # also redraws the bar
+        else:
+            return
+        bar.set_postfix(self.get_metrics(trainer, pl_module))  # also redraws the bar
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
         return metrics
+
+
+def budget_timer(trainer: L.Trainer) -> Timer | None:
+    """Lightning's ``Timer`` of a ``--trainer.max_time`` run (it keeps the budget across resumes), or None."""
+    return next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
 
 
 class ResumeCheckpoint(ModelCheckpoint):
@@ -205,7 +244,7 @@ class TimeBudget(L.Callback):
         return self._share
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self.timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+        self.timer = budget_timer(trainer)
         self.eval_batch_s = self.step_s = 0.0
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

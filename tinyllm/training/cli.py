@@ -27,6 +27,7 @@ from __future__ import annotations
 import inspect
 import os
 import shutil
+import signal
 import socket
 import sys
 import threading
@@ -42,10 +43,12 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 import yaml
 
 from tinyllm.core.checkpoint import checkpoint_hparams, checkpoint_step, read_checkpoint
-from tinyllm.errors import TinyLLMError, one_line
+from tinyllm.errors import Stopped, TinyLLMError, one_line
+from tinyllm.files import check_writable_folder
 from tinyllm.training.callbacks import (
     AtomicCheckpointIO, AttentionImages, GenerationSamples, ResumeCheckpoint, RNGState, StepProgressBar, TimeBudget,
     TokenThroughput, describe_os_error,
@@ -186,6 +189,7 @@ class TinyLLMCLI(LightningCLI):
 
 _HELD: dict[Path, FileLock] = {}  # the runs this process trains: held until it exits
 RANK_VARIABLES = ("RANK", "NODE_RANK", "LOCAL_RANK", "SLURM_PROCID")
+WHERE_A_RUN_WRITES = "run name (--name) or working directory"  # checkpoints/NAME and logs/NAME, relative to it
 
 
 def hold_the_run(run: RunFolders) -> None:
@@ -202,6 +206,7 @@ def hold_the_run(run: RunFolders) -> None:
     if key in _HELD:
         return
     owner = run.checkpoints / ".lock.owner"
+    check_writable_folder(run.checkpoints, WHERE_A_RUN_WRITES)
     try:
         run.checkpoints.mkdir(parents=True, exist_ok=True)
         lock = FileLock(run.checkpoints / ".lock", timeout=0)
@@ -211,7 +216,8 @@ def hold_the_run(run: RunFolders) -> None:
         raise TinyLLMError(f"the run {run.name!r} is already training ({holder}): wait for it to finish or stop it, "
                            "or train another --name") from None  # fmt: skip
     except OSError as e:
-        raise TinyLLMError(f"cannot write to {run.checkpoints} ({e.strerror or e}): choose a writable folder") from None
+        raise TinyLLMError(f"cannot lock {run.checkpoints / '.lock'} ({e.strerror or e}): choose a writable folder "
+                           "with --name, or run from another working directory") from None  # fmt: skip
     owner.write_text(f"process {os.getpid()} on {socket.gethostname()}\n")
     _HELD[key] = lock
 
@@ -344,13 +350,8 @@ def check_output_dirs(trainer: Trainer, n_params: int) -> None:
     if trainer.logger is not None and trainer.logger.log_dir:
         dirs.add(Path(trainer.logger.log_dir))
     for d in sorted(dirs):
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-            probe = d / ".tinyllm-write-test"
-            probe.write_bytes(b"ok")
-            probe.unlink()
-        except OSError as e:
-            raise TinyLLMError(f"cannot write to {d} ({e.strerror}): choose a writable checkpoint/log directory") from None
+        check_writable_folder(d, WHERE_A_RUN_WRITES)
+        d.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(d).free
         if free < needed:
             raise TinyLLMError(
@@ -432,3 +433,7 @@ def build_cli(args: list[str] | None, run: bool = True) -> TinyLLMCLI:
             raise TinyLLMError(one_line(str(e))) from None
         except OSError as e:  # a disk or folder that failed outside a checkpoint save (a log file, say)
             raise TinyLLMError(describe_os_error(e)) from None
+        except SIGTERMException:  # a SystemExit with no status: the process would exit 0, silently
+            raise Stopped("stopped by SIGTERM; the steps done (if any) are saved in last.ckpt: resume with "
+                          "--ckpt_path last",
+                          128 + signal.SIGTERM) from None  # fmt: skip
