@@ -59,7 +59,7 @@ def test_a_grid_is_run_fitted_and_reported_and_a_rerun_trains_nothing(tmp_path: 
         n = GPT(GPTConfig(**arch)).num_parameters()
         d = MACHINE["c"] * n ** -MACHINE["p"] * minutes ** MACHINE["q"]
         return {"budget_min": minutes, "name": name, "val_loss": float(predict(LAW, MACHINE, np.array(n), minutes)),
-                "steps": 10, "tokens": d, "arch": arch, "options": extra}  # fmt: skip
+                "steps": 1000, "tokens": d, "arch": arch, "options": extra}  # fmt: skip
 
     monkeypatch.setattr("tinyllm.commands.scaling.run_rung", fake_rung)
     args = ("experiment", "scaling", "--sizes", "[1x32, 2x64, 4x128]", "--minutes", "[0.5, 1]", "--ask", "[30]",

@@ -142,9 +142,14 @@ def nearest(rows: list[dict[str, Any]], n: float) -> str:
     return min(rows, key=lambda r: abs(math.log(r["parameters"] / n)))["size"]
 
 
-def report(rows: list[dict[str, Any]], config: str, minutes: list[float], ask: list[float], out: Path) -> dict:
-    n, t = np.array([r["parameters"] for r in rows], float), np.array([r["budget_min"] for r in rows], float)
-    d, loss = np.array([r["tokens"] for r in rows], float), np.array([r["val_loss"] for r in rows])
+def report(rows: list[dict[str, Any]], config: str, minutes: list[float], ask: list[float], min_steps: int,
+           out: Path) -> dict:  # fmt: skip
+    fitted = [r for r in rows if r["steps"] >= min_steps]
+    if len(fitted) < 6:
+        raise TinyLLMError(f"only {len(fitted)} points trained {min_steps} steps or more, too few to fit 5 constants: "
+                           "give the sizes more --minutes, or lower --min_steps")  # fmt: skip
+    n, t = np.array([r["parameters"] for r in fitted], float), np.array([r["budget_min"] for r in fitted], float)
+    d, loss = np.array([r["tokens"] for r in fitted], float), np.array([r["val_loss"] for r in fitted])
     loss_fit, tokens_fit = fit_loss(n, d, loss), fit_tokens(n, t, d)
     n_range = (n.min() / 4, n.max() * 4)
     best = [{"minutes": m, "parameters": (nf := frontier(loss_fit, tokens_fit, m, n_range))[0], "loss": nf[1],
@@ -157,20 +162,23 @@ def report(rows: list[dict[str, Any]], config: str, minutes: list[float], ask: l
         "",
         f"Measured on {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, one seed per point. "
         f"Each cell trains `{config}` at that shape (heads of {HEAD_DIM} channels) for that many minutes of training "
-        "time and gives the final val loss (nats/char, whole validation split) and the optimizer steps it bought.",
+        "time and gives the final val loss (nats/char, whole validation split) and the optimizer steps it bought. "
+        f"The fit leaves out the points marked *, which trained fewer than {min_steps} steps: a model still "
+        "in (or just out of) its warmup is not yet on the law.",
         "",
         "| shape | parameters | " + " | ".join(f"{m:g} min" for m in minutes) + " |",
         "|---|---:|" + "---:|" * len(minutes),
     ]
     for size in sizes:
-        cells = [f"{table[size, m]['val_loss']:.4f} ({table[size, m]['steps']:,})" if (size, m) in table else "–"
+        cells = [f"{table[size, m]['val_loss']:.4f} ({table[size, m]['steps']:,})"
+                 + ("*" if table[size, m]["steps"] < min_steps else "") if (size, m) in table else "–"
                  for m in minutes]  # fmt: skip
         params = next(r["parameters"] for r in rows if r["size"] == size)
         lines.append(f"| {size} | {params / 1e6:.2f} M | " + " | ".join(cells) + " |")
     f = loss_fit
     lines += [
         "",
-        f"Fit over {len(rows)} points (rmse {f['rmse']:.4f}): L(N, D) = {f['E']:.3f} + {f['A']:.3g} / N^{f['alpha']:.2f} "
+        f"Fit over {len(fitted)} points (rmse {f['rmse']:.4f}): L(N, D) = {f['E']:.3f} + {f['A']:.3g} / N^{f['alpha']:.2f} "
         f"+ {f['B']:.3g} / D^{f['beta']:.2f}; tokens D = {tokens_fit['c']:.3g} · N^-{tokens_fit['p']:.2f} · "
         f"minutes^{tokens_fit['q']:.2f} on this machine.",
         "",
@@ -181,24 +189,27 @@ def report(rows: list[dict[str, Any]], config: str, minutes: list[float], ask: l
         note = " (extrapolated)" if b["extrapolated"] else ""
         lines.append(f"| {b['minutes']:g} min{note} | {b['parameters'] / 1e6:.2f} M | {b['loss']:.3f} | {b['nearest']} |")
     (out / "scaling.md").write_text("\n".join(lines) + "\n")
-    _plot(rows, minutes, loss_fit, tokens_fit, best, n_range, out / "scaling.png")
+    _plot(rows, minutes, loss_fit, tokens_fit, best, n_range, min_steps, out / "scaling.png")
     summary = {"config": config, "machine": cpu_name(), "fit": {"loss": loss_fit, "tokens": tokens_fit},
                "frontier": best, "rows": rows}  # fmt: skip
     (out / "scaling.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def _plot(rows, minutes, loss_fit, tokens_fit, best, n_range, path: Path) -> None:  # noqa: ANN001
+def _plot(rows, minutes, loss_fit, tokens_fit, best, n_range, min_steps, path: Path) -> None:  # noqa: ANN001
     fig = Figure(figsize=(8, 5))
     ax = fig.subplots()
     grid = np.geomspace(*n_range, 200)
     for i, m in enumerate(minutes):
-        pts = sorted((r["parameters"], r["val_loss"]) for r in rows if r["budget_min"] == m)
-        ax.plot(*zip(*pts), "o", color=f"C{i}", label=f"{m:g} min, measured")
+        pts = sorted((r["parameters"], r["val_loss"], r["steps"] >= min_steps) for r in rows if r["budget_min"] == m)
+        ax.plot([p for p, _, on in pts if on], [v for _, v, on in pts if on], "o", color=f"C{i}",
+                label=f"{m:g} min, measured")
+        ax.plot([p for p, _, on in pts if not on], [v for _, v, on in pts if not on], "o", mfc="none", color=f"C{i}")
         ax.plot(grid, predict(loss_fit, tokens_fit, grid, m), "--", color=f"C{i}", lw=1)
     ax.plot([b["parameters"] for b in best], [b["loss"] for b in best], "k*-", ms=10, label="best size per budget (fit)")
     ax.set_xscale("log")
-    ax.set(xlabel="parameters N", ylabel="val loss (nats/char)", title="The size that fits a CPU budget")
+    ax.set(xlabel="parameters N", ylabel="val loss (nats/char)",
+           title=f"The size that fits a CPU budget (hollow: under {min_steps} steps, not fitted)")
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()
@@ -210,6 +221,7 @@ def scaling(
     sizes: list[str] = ["2x64", "3x96", "4x128", "6x192", "8x320"],
     minutes: list[float] = [0.5, 1, 2],
     ask: list[float] = [5, 30],
+    min_steps: int = 100,
     seed: int = 1337,
     out: str = "results",
 ) -> None:
@@ -220,6 +232,8 @@ def scaling(
         sizes: shapes as LAYERSxWIDTH, from about 0.1M to 10M parameters by default.
         minutes: the budgets every size trains for.
         ask: more budgets to read off the fit (beyond the measured ones: extrapolated, and marked so).
+        min_steps: points that trained fewer optimizer steps are shown but left out of the fit (the CPU recipe warms
+            up for 50).
         seed: the seed of every run.
         out: where scaling.md, scaling.png and scaling.json go.
     """
@@ -231,6 +245,6 @@ def scaling(
     rows = [point(config, size, m, seed) for size in sizes for m in minutes]
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    report(rows, config, minutes, ask, folder)
+    report(rows, config, minutes, ask, min_steps, folder)
     print((folder / "scaling.md").read_text())
     print(f"wrote {folder / 'scaling.md'}, {folder / 'scaling.png'} and {folder / 'scaling.json'}")

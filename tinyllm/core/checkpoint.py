@@ -86,7 +86,9 @@ def read_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
             f"({str(e).splitlines()[-1][:120]}); only use checkpoints from sources you trust"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise TinyLLMError(f"{p} is not a readable checkpoint (corrupt or truncated: {str(e)[:100]})") from None
+        cause = str(e).split(". ")[0][:90]  # torch's first sentence; the rest is advice for its own developers
+        raise TinyLLMError(f"{p} is not a readable checkpoint (corrupt or truncated: {cause}): move it away and "
+                           "pass another checkpoint, or start the run again") from None  # fmt: skip
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "arch" not in ckpt.get("hyper_parameters", {}):
         raise TinyLLMError(f"{p} is not a tinyllm checkpoint (no model state or architecture in it)")
     return p, ckpt
