@@ -123,3 +123,14 @@ def test_a_run_of_another_configuration_is_refused_not_mixed_in(tmp_path: Path):
     (stale / "results.json").write_text("{}")
     proc = run_cli("experiment", "swaps", "--config", SMOKE, "--seeds", "[1]", cwd=tmp_path)
     assert_one_line_error(proc, "another 'swaps_smoke' configuration")
+
+
+def test_the_default_variants_are_the_gpt2_to_llama_swaps_and_the_help_names_every_2025_switch():
+    import inspect
+
+    from tinyllm.commands.experiment import GPT2_TO_LLAMA, swaps
+
+    assert inspect.signature(swaps).parameters["variants"].default == list(GPT2_TO_LLAMA)
+    assert set(GPT2_TO_LLAMA) <= set(VARIANTS)
+    help_text = " ".join(inspect.getdoc(swaps).split())
+    assert all(v in help_text for v in VARIANTS if v not in GPT2_TO_LLAMA)

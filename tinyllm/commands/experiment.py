@@ -61,6 +61,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "modern+softcap": ("modern.yaml", ["--model.arch.logit_softcap=15.0"]),
 }
 MUON_VARIANTS = ("modern+muon",)
+GPT2_TO_LLAMA = ("vanilla", "vanilla+rmsnorm", "vanilla+swiglu", "vanilla+rope", "modern", "modern+muon")  # the default
 
 
 def baseline(variant: str) -> str | None:
@@ -244,7 +245,7 @@ def run_swaps(config: str, seeds: list[int], variants: list[str], out: Path) -> 
 def swaps(
     config: str = "configs/swaps_cpu.yaml",
     seeds: list[int] = [1337],
-    variants: list[str] = list(VARIANTS),
+    variants: list[str] = list(GPT2_TO_LLAMA),
     out: str = "results",
 ) -> None:
     """The swaps as one experiment, paired by seed: GPT-2 -> LLaMA one switch at a time, then the 2025 switches on modern.
@@ -252,7 +253,9 @@ def swaps(
     Args:
         config: the training every variant gets (configs/swaps_cpu.yaml: 4x128, minutes; configs/swaps_gpu.yaml: 6x384).
         seeds: one run per variant and seed, e.g. [1, 2, 3].
-        variants: names from VARIANTS in tinyllm/commands/experiment.py (vanilla, vanilla+rope, modern+qk_norm …).
+        variants: names from VARIANTS in tinyllm/commands/experiment.py: by default the GPT-2 -> LLaMA ones; the
+            2025 switches are modern+relu2, modern+qk_norm, modern+untied, modern+zero_init, modern+value_embeds,
+            modern+residual_scalars and modern+softcap (they need modern and vanilla too).
         out: where swaps.md, swaps.png and swaps.json go.
     """
     unknown = [v for v in variants if v not in VARIANTS]
