@@ -71,6 +71,13 @@ def _tokens_per_batch(run: RunFolders) -> int:
     return cfg["data"]["batch_size"] * cfg["model"]["arch"]["block_size"]
 
 
+def mean_sd(values: list[float]) -> str:
+    """``1.4200 ± 0.0200`` over seeds, or the one value."""
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
 def write_table(rows: list[dict[str, Any]], config: str, reference: dict[str, Any] | None, path: Path) -> None:
     seeds = sorted({r["seed"] for r in rows})
     lines = [
@@ -88,8 +95,7 @@ def write_table(rows: list[dict[str, Any]], config: str, reference: dict[str, An
     for minutes in dict.fromkeys(r["budget_min"] for r in rows):
         runs = [r for r in rows if r["budget_min"] == minutes]
         mean = lambda key: statistics.fmean(r[key] for r in runs)  # noqa: E731
-        losses = [r["val_loss"] for r in runs]
-        loss = f"{losses[0]:.4f}" if len(runs) == 1 else f"{statistics.fmean(losses):.4f} ± {statistics.stdev(losses):.4f}"
+        loss = mean_sd([r["val_loss"] for r in runs])
         speed = f"{mean('tokens_per_s'):,.0f}" if all(r["tokens_per_s"] for r in runs) else "–"
         options = " ".join(f"`{o}`" for o in runs[0]["options"][len(SEED_OPTIONS) :]) or "–"
         lines.append(f"| {minutes:g} min | **{loss}** | {mean('steps'):,.0f} | {mean('tokens') / 1e6:.2f} M "

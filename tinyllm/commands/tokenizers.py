@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 
-from tinyllm.commands.budgets import run_rung, seed_options
+from tinyllm.commands.budgets import mean_sd, run_rung, seed_options
 from tinyllm.commands.prepare import prepare
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import check_writable_folder, shakespeare_path
@@ -30,12 +30,6 @@ from tinyllm.training.precision import cpu_name
 
 def _folder_name(tokenizer: str) -> str:
     return tokenizer.replace(":", "")
-
-
-def _mean_sd(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.4f}"
-    return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
 def write_report(rows: list[dict[str, Any]], config: str, minutes: float, out: Path) -> None:
@@ -53,8 +47,8 @@ def write_report(rows: list[dict[str, Any]], config: str, minutes: float, out: P
     for r in rows:
         runs = r["runs"]
         speed = [x["tokens_per_s"] for x in runs if x["tokens_per_s"]]
-        lines.append(f"| `{r['tokenizer']}` | {r['vocab_size']:,} | {len(runs)} | **{_mean_sd([x['val_bpb'] for x in runs])}** "
-                     f"| {_mean_sd([x['val_loss'] for x in runs])} | {statistics.fmean(x['steps'] for x in runs):,.0f} "
+        lines.append(f"| `{r['tokenizer']}` | {r['vocab_size']:,} | {len(runs)} | **{mean_sd([x['val_bpb'] for x in runs])}** "
+                     f"| {mean_sd([x['val_loss'] for x in runs])} | {statistics.fmean(x['steps'] for x in runs):,.0f} "
                      f"| {statistics.fmean(speed) if speed else float('nan'):,.0f} |")  # fmt: skip
     (out / "tokenizers.md").write_text("\n".join(lines) + "\n")
     fig = Figure(figsize=(7, 4))
