@@ -377,16 +377,30 @@ def test_flops_per_token_counts_matmuls_and_attention():
     assert vanilla.embed_positions is not None and modern.embed_positions is None
 
 
-def test_dropout_zeroes_a_share_p_and_scales_the_rest():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dropout_zeroes_a_share_p_and_scales_the_rest(dtype):
     torch.manual_seed(0)
-    drop, x = Dropout(0.3).train(), torch.randn(400_000, requires_grad=True)
+    # 100,001 rows of 4: not a multiple of the four 16-bit masks each 64-bit draw gives.
+    drop, x = Dropout(0.3).train(), torch.randn(100_001, 4, dtype=dtype).add_(5).requires_grad_()
     y = drop(x)
+    assert y.dtype == dtype
     kept = y != 0
-    assert abs(1 - kept.float().mean().item() - 0.3) < 0.005
+    # Every one of the four masks cut from a draw drops its own share p (a biased half or lane would not).
+    for lane in range(4):
+        assert abs(1 - kept[:, lane].float().mean().item() - 0.3) < 0.006
     torch.testing.assert_close(y[kept], x[kept] / 0.7)
     y.sum().backward()  # the gradient flows through the kept elements only, scaled alike
-    torch.testing.assert_close(x.grad, kept.float() / 0.7)
+    torch.testing.assert_close(x.grad, kept.to(dtype) / 0.7)
     assert drop.eval()(x) is x and Dropout(0.0).train()(x) is x
+
+
+def test_dropout_masks_come_from_torchs_seeded_generator():
+    """A resumed run restores torch's generator and must draw the very same masks."""
+    drop, x = Dropout(0.5).train(), torch.ones(3, 7)
+    torch.manual_seed(1)
+    first, second = drop(x), drop(x)
+    torch.manual_seed(1)
+    assert torch.equal(drop(x), first) and not torch.equal(first, second)
 
 
 def test_bf16_on_cpu_attends_with_the_formula_and_fp32_with_the_fused_kernel(monkeypatch):

@@ -3,10 +3,13 @@
 ``model.py`` is the lesson and states every formula once; what a device needs
 to run it fast lives here, measured, so the classes there stay readable.
 
-* **Dropout on a CPU** draws its mask with ``torch.rand``: ``nn.Dropout``'s
-  ``bernoulli_`` made attention-weight dropout the slowest op of a 6×384 step,
-  and this is 2.4× faster there, backward included (DEVLOG.md, bf16 on the CPU,
-  2-core AMD EPYC Zen 5). Other devices keep torch's fused kernel.
+* **Dropout on a CPU** draws its mask as 16-bit integers, four from each 64-bit
+  number of torch's CPU generator. That generator makes one number at a time on
+  one core: ``nn.Dropout``'s ``bernoulli_`` made attention-weight dropout the
+  slowest op of a 6×384 step, and ``torch.rand`` (one 32-bit draw per element)
+  was still a quarter of the step on a 2-core Xeon (DEVLOG.md). The drop
+  probability is p rounded to a multiple of 2⁻¹⁶. Other devices keep torch's
+  fused kernel.
 * **Fused attention** (torch's ``scaled_dot_product_attention``) computes
   softmax(QKᵀ/√D + M)V without forming the T×S matrix, except in bf16 on a
   CPU, where torch 2.13's fused kernel is slow, its backward most: forward and
@@ -16,19 +19,28 @@ to run it fast lives here, measured, so the classes there stay readable.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+
+def random_int16(shape: torch.Size) -> Tensor:
+    """Independent uniform integers in [-2¹⁵, 2¹⁵), four per 64-bit draw of torch's CPU generator."""
+    n = math.prod(shape)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)  # the full 64-bit range
+    return words.view(torch.int16)[:n].view(shape)
 
 
 def dropout(x: Tensor, p: float, training: bool) -> Tensor:
     """y = x · keep / (1 - p), keep ~ Bernoulli(1 - p), in training; x otherwise."""
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu":
+    if x.device.type != "cpu" or torch.compiler.is_compiling():  # compiled, the mask is drawn inside a fused kernel
         return F.dropout(x, p, training=True)
-    keep = torch.rand(x.shape, device=x.device) >= p
-    return x * (keep * (1.0 / (1.0 - p))).to(x.dtype)
+    keep = random_int16(x.shape) >= round(p * 2**16) - 2**15  # P(drop) = round(p·2¹⁶) / 2¹⁶
+    return x * keep * (1.0 / (1.0 - p))
 
 
 def fused_attention_is_slow(q: Tensor) -> bool:

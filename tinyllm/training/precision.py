@@ -117,7 +117,7 @@ def _read_cache(path: Path) -> dict:
 
 # Bump when the model's kernels or the timed step change what a step costs, so cached answers are measured
 # again (2: bf16 attention by the formula, faster dropout; 3: the module's own step and optimizer).
-PROBE_VERSION = 3
+PROBE_VERSION = 4
 
 
 def probe_key(config: GPTConfig, batch_size: int) -> str:
