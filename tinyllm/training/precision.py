@@ -116,7 +116,8 @@ def _read_cache(path: Path) -> dict:
 
 
 # Bump when the model's kernels or the timed step change what a step costs, so cached answers are measured
-# again (2: bf16 attention by the formula, faster dropout; 3: the module's own step and optimizer).
+# again (2: bf16 attention by the formula, faster dropout; 3: the module's own step and optimizer;
+# 4: dropout masks from 16-bit draws).
 PROBE_VERSION = 4
 
 
