@@ -8,7 +8,10 @@ import json
 from pathlib import Path
 
 from tests.helpers.cli import TINY, assert_one_line_error, describe, run_cli, run_main
-from tinyllm.commands.budgets import max_time, seed_options, write_table
+from tinyllm.commands.budgets import budgets, max_time, seed_options, write_table
+from tinyllm.commands.experiment import swaps
+from tinyllm.commands.tokenizers import tokenizers
+from tinyllm.errors import TinyLLMError
 
 
 def test_max_time_is_lightnings_format():
@@ -47,3 +50,13 @@ def test_the_table_gives_the_mean_and_spread_over_seeds(tmp_path: Path):
     table = (tmp_path / "b.md").read_text()
     assert "| 5 min | **1.4200 ± 0.0200** | 110 | 0.23 M | 1,000 | 310 s | `--samples=null` |" in table
     assert "Seeds 1, 2, 3" in table
+
+
+@pytest.mark.parametrize("command", ["budgets", "swaps", "tokenizers"])
+@pytest.mark.parametrize("seeds", [[], [7, 7]])
+def test_every_seeded_experiment_refuses_seeds_it_cannot_pair(command: str, seeds: list[int], tmp_path: Path, monkeypatch):
+    run = {"budgets": budgets, "swaps": swaps, "tokenizers": tokenizers}[command]
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TinyLLMError, match=r"^--seeds must list distinct seeds"):
+        run(seeds=seeds, out=str(tmp_path / "out"))
+    assert not any(tmp_path.iterdir())  # refused before any run or folder

@@ -115,6 +115,12 @@ def seed_options(seed: int) -> list[str]:
     return [str(seed) if o == "SEED" else o for o in SEED_OPTIONS]
 
 
+def check_seeds(seeds: list[int]) -> None:
+    """One run per seed: refuse an empty list or a seed given twice (it would train the same run twice)."""
+    if not seeds or len(frozenset(seeds)) != len(seeds):
+        raise TinyLLMError(f"--seeds must list distinct seeds, got {seeds}")
+
+
 def budgets(
     config: str = "configs/cpu.yaml",
     minutes: list[float] = [1, 5],
@@ -137,8 +143,7 @@ def budgets(
     """
     if not minutes or any(m <= 0 for m in minutes):
         raise TinyLLMError(f"--minutes must list positive budgets, got {minutes}")
-    if not seeds or len(dict.fromkeys(seeds)) != len(seeds):  # (`set` is an option here)
-        raise TinyLLMError(f"--seeds must list distinct seeds, got {seeds}")
+    check_seeds(seeds)
     ref = None
     if reference:
         try:

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 
+from tinyllm.commands.budgets import check_seeds
 from tinyllm.commands.plot import read_scalars
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import check_writable_folder
@@ -266,8 +267,7 @@ def swaps(
     if any(v in MUON_VARIANTS for v in variants) and not hasattr(torch.optim, "Muon"):
         raise TinyLLMError(f"torch {torch.__version__} has no torch.optim.Muon, which modern+muon trains with: "
                            "upgrade torch (2.9 or newer), or leave modern+muon out of --variants")  # fmt: skip
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise TinyLLMError(f"--seeds must list distinct seeds, got {seeds}")
+    check_seeds(seeds)
     config = str(shipped(config))
     check_writable_folder(Path(out), "--out")
     folder = Path(out)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 
-from tinyllm.commands.budgets import mean_sd, run_rung, seed_options
+from tinyllm.commands.budgets import check_seeds, mean_sd, run_rung, seed_options
 from tinyllm.commands.prepare import prepare
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import check_writable_folder, shakespeare_path
@@ -88,8 +88,9 @@ def tokenizers(
     """
     if not tokenizers or len(set(tokenizers)) != len(tokenizers):
         raise TinyLLMError(f"--tokenizers must list distinct tokenizers, got {tokenizers}")
-    if minutes <= 0 or not seeds or len(set(seeds)) != len(seeds):
-        raise TinyLLMError("--minutes must be positive and --seeds must list distinct seeds")
+    if minutes <= 0:
+        raise TinyLLMError(f"--minutes must be positive, got {minutes}")
+    check_seeds(seeds)
     check_writable_folder(Path(out), "--out")
     source = inputs or str(shakespeare_path())
     rows = []
