@@ -7,8 +7,10 @@ to the repository's data/ folder, where the files are downloaded once. Every
 once, and an autouse guard fails any test that opens a URL not on 127.0.0.1.
 
 Two kinds of trained run are shared by the whole session: ``fit_run`` (one
-tiny.yaml run, 24 steps) and ``runs``/``exports`` (three 4-step runs, char,
-BPE and vanilla, and their exported folders).
+tiny.yaml run, 24 steps) and ``runs``/``exports`` (four 4-step runs, char,
+BPE, vanilla and the 2025 switches, and their exported folders). Each goes
+through ``run_cli``, which forks it from a server that has imported tinyllm
+once (tests/helpers/zygote.py).
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import http.server
 import os
 import shutil
 import subprocess
-import sys
 import threading
 import urllib.request
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 import tinyllm.files
-from tests.helpers.cli import TINY, describe, env_for_cli, read_scalars, run_cli
+from tests.helpers.cli import TINY, describe, read_scalars, run_cli
 from tinyllm.core.tokenizers import GPT2Tokenizer
 from tinyllm.files import GPT2_RANKS, SHAKESPEARE
 from tinyllm.formats.load import export
@@ -230,18 +231,12 @@ LLAMA_RUNS = ["char", "bpe"]
 
 @pytest.fixture(scope="session")
 def runs(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[str, Path]:
-    """name → best.ckpt of a 4-step training run; the three runs train at the same time."""
+    """name → best.ckpt of a 4-step training run (one after another: each takes seconds through the fork server)."""
     root = tmp_path_factory.mktemp("export-runs")
-    procs = {}
     for name, extra in RUNS.items():
         (root / name).mkdir()
-        log = open(root / f"{name}.log", "w")
-        procs[name] = (subprocess.Popen([sys.executable, "-m", "tinyllm", *map(str, FIT + extra)], cwd=root / name,
-                                        env=env_for_cli(), stdout=log, stderr=subprocess.STDOUT), log)  # fmt: skip
-    for name, (proc, log) in procs.items():
-        code = proc.wait(timeout=300)
-        log.close()
-        assert code == 0, f"fit {name} failed:\n{(root / f'{name}.log').read_text()[-3000:]}"
+        proc = run_cli(*FIT, *extra, cwd=root / name)
+        assert proc.returncode == 0, f"fit {name} failed:\n" + describe(proc)
     return {name: root / name / "checkpoints/tiny/best.ckpt" for name in RUNS}
 
 

@@ -32,6 +32,17 @@ def test_help_lists_exactly_the_registered_commands(tmp_path: Path):
             assert first.split()[0] in proc.stdout.split(f"    {name}", 1)[1][:200], name
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [["generate", "--help"], ["generate", "--ckpt_path", "missing.ckpt"],
+                                  ["fit", "--config", "missing.yaml"], ["fit", "--config", TINY, "--trainer.max_steps", "0"]])  # fmt: skip
+def test_the_tests_fork_server_runs_the_cli_as_a_new_interpreter_does(tmp_path: Path, args: list[str]):
+    """run_cli forks most runs from a server that imported tinyllm once (tests/helpers/zygote.py): same output, same status."""
+    forked = run_cli(*args, cwd=tmp_path)
+    fresh = run_cli(*args, cwd=tmp_path, fresh=True)
+    assert (forked.returncode, forked.stdout) == (fresh.returncode, fresh.stdout), describe(forked) + describe(fresh)
+    assert forked.stderr.splitlines()[-1:] == fresh.stderr.splitlines()[-1:], describe(forked) + describe(fresh)
+
+
 def test_groups_list_their_commands(capsys: pytest.CaptureFixture[str]):
     for group, target in COMMANDS.items():
         if isinstance(target, dict):

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
+import json
 import os
 import re
+import select
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -16,11 +22,15 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
 PLAIN_TYPES = (dict, list, tuple, str, int, float, bool, type(None))
+# Lightning and torch.compile set these in the test process when a test trains or compiles in it; a user's
+# shell has none of them (a leaked PL_GLOBAL_SEED would even seed a run that sets no seed).
+SET_IN_THE_TEST_PROCESS = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS", "PYTORCH_NVML_BASED_CUDA_CHECK", "TORCHINDUCTOR_CACHE_DIR",
+                           "_TORCHINDUCTOR_PYOBJECT_TENSOR_DATA_PTR")
 
 
 def env_for_cli(**extra: str) -> dict[str, str]:
     """The test session's environment (the conftest put TINYLLM_DATA_DIR and TINYLLM_CACHE_DIR there)."""
-    env = os.environ.copy()
+    env = {k: v for k, v in os.environ.items() if k not in SET_IN_THE_TEST_PROCESS}
     # These models are tiny: one BLAS/OpenMP thread per process is as fast, and it keeps a busy
     # 2-core machine from stalling in OpenMP barriers (a 2-thread matmul there can take 100x longer).
     env.setdefault("OMP_NUM_THREADS", "1")
@@ -34,10 +44,78 @@ def faults_env(step: int) -> dict[str, str]:
                        PYTHONPATH=str(REPO / "tests" / "helpers") + os.pathsep + os.environ.get("PYTHONPATH", ""))  # fmt: skip
 
 
-def run_cli(*args: object, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """``python -m tinyllm ARGS`` in ``cwd``, as a user would type it."""
-    return subprocess.run([sys.executable, "-m", "tinyllm", *map(str, args)], cwd=cwd, env=env or env_for_cli(),
-                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+def run_cli(*args: object, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300, fresh: bool = False
+            ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """``python -m tinyllm ARGS`` in ``cwd``, as a user would type it.
+
+    The process is forked from a server that has already imported tinyllm (``zygote.py``) when
+    ``env`` differs from the tests' own only where tinyllm reads it at run time; otherwise, or
+    with ``fresh``, it is a new interpreter (OpenMP and Hugging Face settings are read at import).
+    """
+    env = env or env_for_cli()
+    argv = [str(a) for a in args]
+    if not fresh and _zygote().accepts(env):
+        return _zygote().run(argv, cwd, env, timeout)
+    return subprocess.run([sys.executable, "-m", "tinyllm", *argv], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+# Environment variables that tinyllm, tiktoken, urllib and the test helpers read when they run, not on import
+# (pytest sets PYTEST_CURRENT_TEST for every test; conftest sets the proxy variables).
+READ_AT_RUN_TIME = ("TINYLLM_", "PYTEST_", "PYTHONPATH", "TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR")
+
+
+SESSION_ENV = env_for_cli()  # as the test session began, before any test changed a variable
+
+
+class Zygote:
+    """The client of ``tests/helpers/zygote.py``: one server per test process, started on first use."""
+
+    def __init__(self) -> None:
+        self.env = SESSION_ENV  # not this moment's: the test that happens to start the server may have patched some
+        self.server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("zygote.py"))], env=self.env,
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)  # fmt: skip
+        self.pending = b""
+
+    def accepts(self, env: dict[str, str]) -> bool:
+        """True when ``env`` differs from the server's only in variables read after start-up."""
+        changed = {k for k in self.env.keys() | env.keys() if self.env.get(k) != env.get(k)}
+        return all(k.startswith(READ_AT_RUN_TIME) or k.lower().endswith("_proxy") for k in changed)
+
+    def _reply(self, timeout: float | None) -> dict:
+        """The server's next line; TimeoutError when none comes within ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self.pending:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([self.server.stdout], [], [], left)[0]:
+                raise TimeoutError
+            chunk = os.read(self.server.stdout.fileno(), 4096)
+            if not chunk:
+                raise RuntimeError(f"the tinyllm fork server ended with status {self.server.wait()}")
+            self.pending += chunk
+        line, _, self.pending = self.pending.partition(b"\n")
+        return json.loads(line)
+
+    def run(self, argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+        with tempfile.TemporaryDirectory() as tmp:
+            out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
+            out.touch(), err.touch()
+            request = {"args": argv, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
+            self.server.stdin.write(json.dumps(request).encode() + b"\n")
+            pid = self._reply(None)["pid"]
+            try:
+                code = self._reply(timeout)["returncode"]
+            except TimeoutError:
+                os.kill(pid, signal.SIGKILL)
+                self._reply(None)
+                raise subprocess.TimeoutExpired(["python", "-m", "tinyllm", *argv], timeout, out.read_text(),
+                                                err.read_text()) from None  # fmt: skip
+            return subprocess.CompletedProcess(["python", "-m", "tinyllm", *argv], code, out.read_text(), err.read_text())
+
+
+@functools.cache
+def _zygote() -> Zygote:
+    return Zygote()
 
 
 def run_main(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
