@@ -116,8 +116,10 @@ class GPTLitModule(L.LightningModule):
         loss = self.loss(batch)
         if not torch.isfinite(loss):
             # A TinyLLMError: ExceptionCheckpoint saves nothing for it, so last.ckpt stays the last good state.
+            # Compiled, the cause may be torch's own: its bf16 backward on AVX-512 CPUs gives NaN (DEVLOG.md).
+            first = "run without --model.compile, " if self.hparams.get("compile") else ""
             raise TinyLLMError(
-                f"the loss became {loss.item()} at step {self.global_step}: lower the learning rate or use "
+                f"the loss became {loss.item()} at step {self.global_step}: {first}lower the learning rate or use "
                 "--trainer.precision 32-true; the last good checkpoint is kept"
             )
         self.flops_per_batch = self.flops_per_token * batch[0].numel()
