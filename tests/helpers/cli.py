@@ -53,11 +53,10 @@ def run_cli(*args: object, cwd: Path, env: dict[str, str] | None = None, timeout
     with ``fresh``, it is a new interpreter (OpenMP and Hugging Face settings are read at import).
     """
     env = env or env_for_cli()
-    argv = [str(a) for a in args]
-    if not fresh and _zygote().accepts(env):
-        return _zygote().run(argv, cwd, env, timeout)
-    return subprocess.run([sys.executable, "-m", "tinyllm", *argv], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+    command = [sys.executable, "-m", "tinyllm", *map(str, args)]
+    if not fresh and forkable(env):
+        return _zygote().run(command, cwd, env, timeout)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 # Environment variables that tinyllm, tiktoken, urllib and the test helpers read when they run, not on import
@@ -65,22 +64,24 @@ def run_cli(*args: object, cwd: Path, env: dict[str, str] | None = None, timeout
 READ_AT_RUN_TIME = ("TINYLLM_", "PYTEST_", "PYTHONPATH", "TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR")
 
 
-SESSION_ENV = env_for_cli()  # as the test session began, before any test changed a variable
+# The fork server's environment: the session's as it began, not that of whichever test happens to start the
+# server (it may have patched some variables).
+SESSION_ENV = env_for_cli()
+
+
+def forkable(env: dict[str, str]) -> bool:
+    """True when ``env`` differs from the fork server's only in variables read after start-up."""
+    changed = {k for k in SESSION_ENV.keys() | env.keys() if SESSION_ENV.get(k) != env.get(k)}
+    return all(k.startswith(READ_AT_RUN_TIME) or k.lower().endswith("_proxy") for k in changed)
 
 
 class Zygote:
     """The client of ``tests/helpers/zygote.py``: one server per test process, started on first use."""
 
     def __init__(self) -> None:
-        self.env = SESSION_ENV  # not this moment's: the test that happens to start the server may have patched some
-        self.server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("zygote.py"))], env=self.env,
+        self.server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("zygote.py"))], env=SESSION_ENV,
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)  # fmt: skip
         self.pending = b""
-
-    def accepts(self, env: dict[str, str]) -> bool:
-        """True when ``env`` differs from the server's only in variables read after start-up."""
-        changed = {k for k in self.env.keys() | env.keys() if self.env.get(k) != env.get(k)}
-        return all(k.startswith(READ_AT_RUN_TIME) or k.lower().endswith("_proxy") for k in changed)
 
     def _reply(self, timeout: float | None) -> dict:
         """The server's next line; TimeoutError when none comes within ``timeout`` seconds."""
@@ -96,11 +97,12 @@ class Zygote:
         line, _, self.pending = self.pending.partition(b"\n")
         return json.loads(line)
 
-    def run(self, argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    def run(self, command: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+        """``command`` (``python -m tinyllm ARGS``) forked from the server; what ``subprocess.run`` would return."""
         with tempfile.TemporaryDirectory() as tmp:
             out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
             out.touch(), err.touch()
-            request = {"args": argv, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
+            request = {"args": command[3:], "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
             self.server.stdin.write(json.dumps(request).encode() + b"\n")
             pid = self._reply(None)["pid"]
             try:
@@ -108,9 +110,8 @@ class Zygote:
             except TimeoutError:
                 os.kill(pid, signal.SIGKILL)
                 self._reply(None)
-                raise subprocess.TimeoutExpired(["python", "-m", "tinyllm", *argv], timeout, out.read_text(),
-                                                err.read_text()) from None  # fmt: skip
-            return subprocess.CompletedProcess(["python", "-m", "tinyllm", *argv], code, out.read_text(), err.read_text())
+                raise subprocess.TimeoutExpired(command, timeout, out.read_text(), err.read_text()) from None
+            return subprocess.CompletedProcess(command, code, out.read_text(), err.read_text())
 
 
 @functools.cache
