@@ -462,6 +462,16 @@ def test_qk_norm_gives_every_head_unit_rms_queries_and_keys():
     assert tiny_model().layers[0].self_attn.q_norm is None  # off by default
 
 
+def test_qk_norm_keeps_bf16_queries_and_keys_in_bf16():
+    """An fp32 gain times bf16 promotes to fp32: the norm's output would then leave the bf16 attention path."""
+    model = tiny_model(qk_norm=True, attention="sdpa")
+    seen = []
+    model.layers[0].self_attn._attend = lambda q, k, v: seen.append((q.dtype, k.dtype)) or torch.zeros_like(v)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(random_tokens(2, 8))
+    assert seen == [(torch.bfloat16, torch.bfloat16)]
+
+
 def test_untied_head_is_a_matrix_of_its_own():
     tied, untied = tiny_model(), tiny_model(tie_embeddings=False)
     assert untied.lm_head.weight.data_ptr() != untied.embed_tokens.weight.data_ptr()
@@ -539,7 +549,8 @@ def test_all_switches_together_train_and_decode_with_a_cache():
 def test_the_2025_switches_are_not_llama_shaped():
     assert GPTConfig().is_llama_shaped and GPTConfig(tie_embeddings=False, zero_init_proj=True).is_llama_shaped
     words = " ".join(_all_switches().llama_differences())
-    for switch in ("QK-norm", "value embeddings", "residual scalars", "logit soft-capping", "relu2"):
+    for switch in ("QK-norm", "value embeddings", "residual/x0 scalars", "logits soft-capped at", "relu2"):
         assert switch in words
+    assert "zero-initialised" not in words and "zero-initialised" in " ".join(_all_switches().switches_2025())
     with pytest.raises(TinyLLMError, match="logit_softcap"):
         GPTConfig(logit_softcap=0.0)

@@ -134,10 +134,16 @@ class GPTConfig:
             why.append(f"{self.pos_emb} positions instead of RoPE")
         if self.bias:
             why.append("biases")
-        why += [words for on, words in ((self.qk_norm, "QK-norm"), (self.value_embeds, "value embeddings"),
-                                        (self.residual_scalars, "residual scalars"),
-                                        (self.logit_softcap is not None, "logit soft-capping")) if on]  # fmt: skip
-        return why
+        return why + self.switches_2025(computed_only=True)
+
+    def switches_2025(self, computed_only: bool = False) -> list[str]:
+        """The 2025 switches this model uses, in words; with ``computed_only``, those that change the function it
+        computes (a zero start changes where training begins; an untied head is a LLaMA option)."""
+        cap = self.logit_softcap
+        used = ((self.qk_norm, True, "QK-norm"), (self.zero_init_proj, False, "zero-initialised output projections"),
+                (self.value_embeds, True, "value embeddings"), (self.residual_scalars, True, "residual/x0 scalars"),
+                (cap is not None, True, f"logits soft-capped at {cap:g}" if cap is not None else ""))  # fmt: skip
+        return [words for on, computed, words in used if on and (computed or not computed_only)]
 
     @property
     def is_llama_shaped(self) -> bool:

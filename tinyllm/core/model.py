@@ -92,7 +92,8 @@ class RMSNorm(nn.Module):
 
     No centering and no bias: cheaper than LayerNorm and, in LLaMA-style models,
     just as good. Computed in float32 (like LLaMA) so half precision cannot
-    overflow the sum of squares.
+    overflow the sum of squares, and returned in x's dtype: bf16 queries and
+    keys (QK-norm) stay bf16, as the attention kernels expect.
     """
 
     def __init__(self, dim: int, eps: float = 1e-5) -> None:
@@ -103,7 +104,7 @@ class RMSNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x32 = x.float()
         y = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return self.weight * y.to(x.dtype)
+        return (self.weight * y).to(x.dtype)
 
 
 def make_norm(config: GPTConfig) -> nn.Module:

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from tinyllm.core.checkpoint import best_checkpoint_state
-from tinyllm.core.config import GPTConfig
 from tinyllm.core.model import GPT
 from tinyllm.core.tokenizers import Tokenizer
 from tinyllm.files import fmt_bytes, sha256_of
@@ -166,19 +165,12 @@ def _model_section(model: GPT, tokenizer: Tokenizer, export: ExportFacts | None)
         f"| positions | {pos} |",
         f"| biases | {'yes' if c.bias else 'none'} |",
         f"| output head | {tied} |",
-        *([f"| also | {', '.join(extras)} |"] if (extras := _next_era(c)) else []),
+        *([f"| also | {', '.join(extras)} |"] if (extras := c.switches_2025()) else []),
         f"| context | {c.block_size} tokens |",
         f"| vocabulary | {c.vocab_size:,} ({tokenizer.name}) |",
         f"| weights | float32, {'safetensors' if export else 'a Lightning checkpoint'} |",
         "",
     ]
-
-
-def _next_era(c: GPTConfig) -> list[str]:
-    """The 2025 switches a model uses, in words."""
-    words = [w for on, w in ((c.qk_norm, "QK-norm"), (c.zero_init_proj, "zero-initialised output projections"),
-                             (c.value_embeds, "value embeddings"), (c.residual_scalars, "residual/x0 scalars")) if on]  # fmt: skip
-    return words + ([f"logits soft-capped at {c.logit_softcap:g}"] if c.logit_softcap is not None else [])
 
 
 def _val_loss_text(training: dict[str, Any], measured: Measured | None) -> str:
