@@ -19,6 +19,8 @@ from lightning.pytorch.loops.training_epoch_loop import _TrainingEpochLoop
 
 import tinyllm
 from tinyllm import compat
+from tinyllm.core.config import GPTConfig
+from tinyllm.core.model import CausalSelfAttention, RotaryEmbedding
 
 PACKAGE = Path(tinyllm.__file__).parent
 
@@ -122,3 +124,27 @@ def test_installed_versions_are_the_ones_compat_was_checked_against(module: str)
     major_minor = tuple(int(x) for x in version.split("+")[0].split(".")[:2])
     # pyproject.toml caps lightning below 2.7; a newer torch is allowed, the tests above guard it.
     assert major_minor >= ((2, 6) if module == "lightning" else (2, 4)) and (module != "lightning" or major_minor < (2, 7))
+
+
+@pytest.mark.slow
+def test_compiled_bf16_attention_trains_with_the_eager_gradients():
+    """Inductor's 512-bit CPU code gave NaN key gradients here (head width 64, RoPE, bf16); compat's options must not."""
+    from torch._inductor import config as inductor
+
+    assert isinstance(inductor.cpp.simdlen, (int, type(None)))  # the option compat sets, where compat expects it
+    torch.manual_seed(0)
+    attention = CausalSelfAttention(GPTConfig(n_embd=128, n_head=2, block_size=64), layer_idx=0)
+    rope = RotaryEmbedding(attention.head_dim, 64).angles(torch.arange(64))
+    x = torch.randn(4, 64, 128)
+
+    def gradients(forward) -> dict[str, torch.Tensor]:
+        attention.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            forward(x, rope).float().pow(2).mean().backward()
+        return {name: p.grad.clone() for name, p in attention.named_parameters()}
+
+    eager = gradients(attention)
+    compiled = gradients(torch.compile(attention, options=compat.training_compile_options()))
+    for name, grad in eager.items():
+        assert torch.isfinite(compiled[name]).all(), name
+        torch.testing.assert_close(compiled[name], grad, atol=1e-4, rtol=1e-2, msg=name)

@@ -39,3 +39,14 @@ def training_batches_processed(trainer: Any) -> int:
 def int8_weight_matmul(x: Tensor, weight: Tensor, scale: Tensor) -> Tensor:
     """x (N, K) bf16 times int8 ``weight`` (M, K)ᵀ, scaled per output row: torch's CPU int8-weight kernel."""
     return torch._weight_int8pack_mm(x, weight, scale)
+
+
+def training_compile_options() -> dict[str, Any]:
+    """Inductor options for ``torch.compile`` of a model that trains on this machine.
+
+    On a CPU whose widest vectors are 512 bits, torch 2.13's Inductor computes the
+    bf16 backward of RoPE's key rotation at head width 64 as NaN; its 256-bit code
+    computes the eager gradients (DEVLOG.md). ``cpp.simdlen`` is Inductor's own
+    config, not a public API. It touches CPU kernels only, so a GPU run is unchanged.
+    """
+    return {"cpp.simdlen": 256} if torch.backends.cpu.get_cpu_capability() == "AVX512" else {}

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from tinyllm.compat import training_compile_options
 from tinyllm.core.config import GPTConfig
 from tinyllm.core.model import GPT
 from tinyllm.core.optim import OptimizerName, build_optimizer
@@ -86,7 +87,7 @@ class GPTLitModule(L.LightningModule):
         self.flops_per_token = self.model.flops_per_token()
         self.flops_per_batch = 0  # read by Lightning's ThroughputMonitor for MFU
         if compile:
-            self.model.compile()  # in place: parameter names (and checkpoints) stay the same
+            self.model.compile(options=training_compile_options())  # in place: parameter names (and checkpoints) stay the same
 
     def fresh_copy(self) -> GPTLitModule:
         """A new module with these hyperparameters and weights. (A deepcopy would keep calling this module's
@@ -116,7 +117,7 @@ class GPTLitModule(L.LightningModule):
         loss = self.loss(batch)
         if not torch.isfinite(loss):
             # A TinyLLMError: ExceptionCheckpoint saves nothing for it, so last.ckpt stays the last good state.
-            # Compiled, the cause may be torch's own: its bf16 backward on AVX-512 CPUs gives NaN (DEVLOG.md).
+            # Compiled, the cause may be torch's own, as Inductor's AVX-512 bf16 backward was (compat.py).
             first = "run without --model.compile, " if self.hparams.get("compile") else ""
             raise TinyLLMError(
                 f"the loss became {loss.item()} at step {self.global_step}: {first}lower the learning rate or use "
