@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import inspect
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.cli import TINY, assert_one_line_error, describe, run_cli, run_main
+from tests.helpers.cli import TINY, assert_one_line_error, describe, env_for_cli, forkable, run_cli, run_main
 from tinyllm.__main__ import COMMANDS, LIGHTNING_COMMANDS, build_parser, command
 
 FUNCTIONS = {f"{group} {name}" if isinstance(t, dict) else group: target
@@ -41,6 +42,18 @@ def test_the_tests_fork_server_runs_the_cli_as_a_new_interpreter_does(tmp_path: 
     fresh = run_cli(*args, cwd=tmp_path, fresh=True)
     assert (forked.returncode, forked.stdout) == (fresh.returncode, fresh.stdout), describe(forked) + describe(fresh)
     assert forked.stderr.splitlines()[-1:] == fresh.stderr.splitlines()[-1:], describe(forked) + describe(fresh)
+
+
+@pytest.mark.slow
+def test_a_forked_run_past_its_timeout_is_killed_and_the_server_serves_the_next(tmp_path: Path):
+    """As ``subprocess.run`` does: the run is killed and TimeoutExpired carries its output; the server goes on."""
+    assert forkable(env_for_cli())  # so the run below goes through the server
+    args = ("fit", "--config", TINY, "--trainer.max_steps", "1000")  # a few seconds at least
+    with pytest.raises(subprocess.TimeoutExpired) as stopped:
+        run_cli(*args, cwd=tmp_path, timeout=0.5)
+    assert stopped.value.timeout == 0.5 and isinstance(stopped.value.output, str)
+    proc = run_cli("--help", cwd=tmp_path)
+    assert proc.returncode == 0 and listed_commands(proc.stdout) == list(COMMANDS), describe(proc)
 
 
 def test_groups_list_their_commands(capsys: pytest.CaptureFixture[str]):
