@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.cli import assert_one_line_error, describe, run_cli, run_main
-from tinyllm.commands.experiment import VARIANTS, run_args, summarize
+from tinyllm.commands.experiment import (
+    CONFIGS,
+    REGULARIZATION,
+    SWITCHES_2025,
+    VARIANTS,
+    missing_baselines,
+    run_args,
+    summarize,
+)
 from tinyllm.training.cli import build_cli
 
 SMOKE = str(Path(__file__).resolve().parents[1] / "configs" / "swaps_smoke.yaml")
 
 
-def effective(variant: str, seed: int = 7) -> dict[str, object]:
+def effective(variant: str, seed: int = 7, config: str = SMOKE) -> dict[str, object]:
     """The whole config one run of the experiment trains with, as LightningCLI resolves it (flattened)."""
-    cli = build_cli(run_args(SMOKE, variant, seed), run=False)
+    return resolved(run_args(config, variant, seed))
+
+
+def resolved(args: list[str]) -> dict[str, object]:
+    cli = build_cli(args, run=False)
     return {k: v for k, v in _flatten(cli.config.as_dict()).items() if not k.startswith("config.")}  # file names
 
 
@@ -66,12 +79,44 @@ def test_the_2025_switches_are_measured_against_modern():
 
 
 @pytest.mark.slow
-def test_every_2025_switch_is_one_architecture_field_on_modern():
+def test_every_2025_switch_is_one_architecture_field_and_every_sweep_point_one_regularizer_on_modern():
     modern = effective("modern")
-    for variant in [v for v in VARIANTS if v.startswith("modern+") and v != "modern+muon"]:
+    assert set(SWITCHES_2025) | set(REGULARIZATION) | {"modern+muon"} == {v for v in VARIANTS if v.startswith("modern+")}
+    for variant in [*SWITCHES_2025, *REGULARIZATION]:
         cfg = effective(variant)
         differs = {k for k in cfg.keys() | modern.keys() if cfg.get(k) != modern.get(k)} - {"name"}
-        assert len(differs) == 1 and next(iter(differs)).startswith("model.arch."), (variant, differs)
+        assert len(differs) == 1, (variant, differs)
+        field = next(iter(differs))
+        if variant in SWITCHES_2025:
+            assert field.startswith("model.arch."), (variant, field)
+        else:
+            assert field in ("model.arch.dropout", "model.weight_decay"), (variant, field)
+            assert cfg[field] == float(re.search(r"[\d.]+$", variant).group()), variant  # the name says the value
+
+
+@pytest.mark.slow
+def test_the_muon_swap_config_trains_modern_as_the_cpu_recipe_does_for_a_fixed_step_count():
+    modern = effective("modern", config=str(CONFIGS / "swaps_cpu_muon.yaml"))
+    recipe = resolved(["--config", str(CONFIGS / "cpu.yaml"), "--seed_everything", "7", "--data.seed", "7"])
+    differs = {k.split(".")[0] if k.startswith("samples") else k
+               for k in modern.keys() | recipe.keys() if modern.get(k) != recipe.get(k)}  # fmt: skip
+    # Where it writes, a step count instead of a deadline, no samples; and bf16 for every variant, where the
+    # recipe's precision is the one auto picks on this machine.
+    assert differs - {"trainer.precision"} == {"name", "trainer.max_steps", "trainer.val_check_interval", "samples"}
+    assert (modern["trainer.precision"], modern["trainer.max_steps"]) == ("bf16-mixed", 1500)
+    assert modern["model.arch.dropout"] == 0.0 and modern["model.optimizer"] == "muon"
+
+
+def test_modern_is_the_baseline_of_its_rows_without_vanilla():
+    assert missing_baselines(["modern", "modern+wd0"]) == []
+    assert missing_baselines(["modern"]) == missing_baselines(["vanilla+rope"]) == ["vanilla"]
+    assert missing_baselines(["modern+qk_norm"]) == ["modern"]
+    assert missing_baselines(["modern", "modern+qk_norm", "vanilla+rope"]) == ["vanilla"]
+    results = [{"variant": v, "seed": 1, "parameters": 10, "val_loss": [[10, f]], "seconds": 6.0, "tokens_per_s": 1.0}
+               for v, f in [("modern", 1.8), ("modern+wd0", 1.9)]]
+    rows = {r["variant"]: r for r in summarize(results)}
+    assert rows["modern"]["baseline"] is None and rows["modern"]["delta"] == []
+    assert rows["modern+wd0"]["baseline"] == "modern" and rows["modern+wd0"]["delta"] == pytest.approx([0.1])
 
 
 @pytest.mark.slow

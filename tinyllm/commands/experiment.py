@@ -60,8 +60,15 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "modern+value_embeds": ("modern.yaml", ["--model.arch.value_embeds=true"]),
     "modern+residual_scalars": ("modern.yaml", ["--model.arch.residual_scalars=true"]),
     "modern+softcap": ("modern.yaml", ["--model.arch.logit_softcap=15.0"]),
+    # Regularization, a small sweep on modern: 1 MB of text is seen many times over in a long run.
+    "modern+dropout0.1": ("modern.yaml", ["--model.arch.dropout=0.1"]),
+    "modern+wd0": ("modern.yaml", ["--model.weight_decay=0.0"]),
+    "modern+wd0.3": ("modern.yaml", ["--model.weight_decay=0.3"]),
 }
 MUON_VARIANTS = ("modern+muon",)
+SWITCHES_2025 = ("modern+relu2", "modern+qk_norm", "modern+untied", "modern+zero_init", "modern+value_embeds",
+                 "modern+residual_scalars", "modern+softcap")  # fmt: skip
+REGULARIZATION = ("modern+dropout0.1", "modern+wd0", "modern+wd0.3")
 GPT2_TO_LLAMA = ("vanilla", "vanilla+rmsnorm", "vanilla+swiglu", "vanilla+rope", "modern", "modern+muon")  # the default
 
 
@@ -70,6 +77,13 @@ def baseline(variant: str) -> str | None:
     if variant == "vanilla":
         return None
     return "modern" if variant.startswith("modern+") else "vanilla"
+
+
+def missing_baselines(variants: list[str]) -> list[str]:
+    """The baselines ``variants`` need and lack. Beside ``modern+…`` rows, modern needs no vanilla: it is their baseline."""
+    leads = any(v.startswith("modern+") for v in variants)
+    needed = {baseline(v) for v in variants if not (v == "modern" and leads)} - {None}
+    return sorted(needed - set(variants))
 
 
 def shipped(config: str) -> Path:
@@ -171,7 +185,7 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         runs = [r for r in results if r["variant"] == variant]
         curve = [statistics.fmean(dict(r["val_loss"])[s] for r in runs) for s in steps]
         finals = [r["val_loss"][-1][1] for r in runs]
-        base = baseline(variant)
+        base = baseline(variant) if any(r["variant"] == baseline(variant) for r in results) else None
         deltas = [final[variant, r["seed"]] - final[base, r["seed"]] for r in runs if (base, r["seed"]) in final]
         speeds = [r["tokens_per_s"] for r in runs if r["tokens_per_s"]]
         rows.append({"variant": variant, "seeds": [r["seed"] for r in runs], "parameters": runs[0]["parameters"],
@@ -231,7 +245,7 @@ def write_plot(rows: list[dict[str, Any]], results: list[dict[str, Any]], config
 
 
 def run_swaps(config: str, seeds: list[int], variants: list[str], out: Path) -> list[dict[str, Any]]:
-    missing = sorted({baseline(v) for v in variants} - set(variants) - {None})
+    missing = missing_baselines(variants)
     if missing:
         raise TinyLLMError(f"the variants must include {', '.join(missing)}: the deltas are measured against it")
     results = [train_one(config, v, s) for s in seeds for v in variants]
@@ -256,7 +270,9 @@ def swaps(
         seeds: one run per variant and seed, e.g. [1, 2, 3].
         variants: names from VARIANTS in tinyllm/commands/experiment.py: by default the GPT-2 -> LLaMA ones; the
             2025 switches are modern+relu2, modern+qk_norm, modern+untied, modern+zero_init, modern+value_embeds,
-            modern+residual_scalars and modern+softcap (they need modern and vanilla too).
+            modern+residual_scalars and modern+softcap; the regularization sweep modern+dropout0.1, modern+wd0 and
+            modern+wd0.3. A modern+ variant needs modern beside it; vanilla's swaps, and modern itself unless
+            it is the baseline of modern+ rows, need vanilla.
         out: where swaps.md, swaps.png and swaps.json go.
     """
     unknown = [v for v in variants if v not in VARIANTS]
