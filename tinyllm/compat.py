@@ -44,7 +44,7 @@ def int8_weight_matmul(x: Tensor, weight: Tensor, scale: Tensor) -> Tensor:
 def training_compile_options() -> dict[str, Any]:
     """Inductor options for ``torch.compile`` of a model that trains on this machine.
 
-    On a CPU whose widest vectors are 512 bits, torch 2.13's Inductor computes the
+    On a CPU where ATen runs its AVX512 kernels, torch 2.13's Inductor computes the
     bf16 backward of RoPE's key rotation at head width 64 as NaN; its 256-bit code
     computes the eager gradients (DEVLOG.md). ``cpp.simdlen`` is Inductor's own
     config, not a public API. It touches CPU kernels only, so a GPU run is unchanged.

@@ -551,6 +551,6 @@ def test_the_2025_switches_are_not_llama_shaped():
     words = " ".join(_all_switches().llama_differences())
     for switch in ("QK-norm", "value embeddings", "residual/x0 scalars", "logits soft-capped at", "relu2"):
         assert switch in words
-    assert "zero-initialised" not in words and "zero-initialised" in " ".join(_all_switches().switches_2025())
+    assert "zero-initialised" not in words and "zero-initialised" in " ".join(_all_switches().extra_switches())
     with pytest.raises(TinyLLMError, match="logit_softcap"):
         GPTConfig(logit_softcap=0.0)

@@ -13,6 +13,15 @@ from tinyllm.training.module import GPTLitModule
 TINY = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8)
 
 
+def test_the_model_compiles_with_compats_options(monkeypatch: pytest.MonkeyPatch):
+    seen = []
+    monkeypatch.setattr("tinyllm.training.module.training_compile_options", lambda: {"cpp.simdlen": 256})
+    monkeypatch.setattr("tinyllm.core.model.GPT.compile", lambda self, **kwargs: seen.append(kwargs))
+    GPTLitModule(TINY, compile=True)
+    GPTLitModule(TINY, compile=False)
+    assert seen == [{"options": {"cpp.simdlen": 256}}]
+
+
 @pytest.mark.parametrize("compile", [False, True])
 def test_a_nan_loss_is_one_line_that_says_what_to_change(compile: bool, monkeypatch: pytest.MonkeyPatch):
     lit = GPTLitModule(TINY, compile=compile)  # compiling is lazy: nothing is compiled until a forward

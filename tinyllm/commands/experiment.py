@@ -9,8 +9,9 @@ with one switch changed (+rmsnorm, +swiglu, +rope), modern is
 swaps the optimizer instead: Muon (Jordan et al., 2024) for the hidden weight
 matrices, AdamW for the rest. The ``modern+…`` rows after it are the next
 era's switches (ReLU², QK-norm, untied head, zero-initialised projections,
-value embeddings, residual scalars, logit soft-capping), each on the modern
-model and compared with it. ``--config`` (after the variant's) sets the
+value embeddings, residual scalars, logit soft-capping) and a small
+regularization sweep (dropout, weight decay), each on the modern model and
+compared with it. ``--config`` (after the variant's) sets the
 training every variant gets: size, batches, steps, schedule.
 
 Every run of one seed draws the same training batches in the same order (batch
@@ -185,7 +186,9 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         runs = [r for r in results if r["variant"] == variant]
         curve = [statistics.fmean(dict(r["val_loss"])[s] for r in runs) for s in steps]
         finals = [r["val_loss"][-1][1] for r in runs]
-        base = baseline(variant) if any(r["variant"] == baseline(variant) for r in results) else None
+        base = baseline(variant)
+        if variant == "modern" and not any(r["variant"] == base for r in results):
+            base = None  # the baseline of the modern+ rows, with no vanilla to compare with
         deltas = [final[variant, r["seed"]] - final[base, r["seed"]] for r in runs if (base, r["seed"]) in final]
         speeds = [r["tokens_per_s"] for r in runs if r["tokens_per_s"]]
         rows.append({"variant": variant, "seeds": [r["seed"] for r in runs], "parameters": runs[0]["parameters"],

@@ -134,11 +134,12 @@ class GPTConfig:
             why.append(f"{self.pos_emb} positions instead of RoPE")
         if self.bias:
             why.append("biases")
-        return why + self.switches_2025(computed_only=True)
+        return why + self.extra_switches(computed_only=True)
 
-    def switches_2025(self, computed_only: bool = False) -> list[str]:
-        """The 2025 switches this model uses, in words; with ``computed_only``, those that change the function it
-        computes (a zero start changes where training begins; an untied head is a LLaMA option)."""
+    def extra_switches(self, computed_only: bool = False) -> list[str]:
+        """The 2025 switches this model uses that no other field names (ReLU² is an ``mlp``, an untied head
+        ``tie_embeddings``), in words; with ``computed_only``, those that change the function it computes (a
+        zero start changes only where training begins)."""
         cap = self.logit_softcap
         used = ((self.qk_norm, True, "QK-norm"), (self.zero_init_proj, False, "zero-initialised output projections"),
                 (self.value_embeds, True, "value embeddings"), (self.residual_scalars, True, "residual/x0 scalars"),

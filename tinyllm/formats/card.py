@@ -165,7 +165,7 @@ def _model_section(model: GPT, tokenizer: Tokenizer, export: ExportFacts | None)
         f"| positions | {pos} |",
         f"| biases | {'yes' if c.bias else 'none'} |",
         f"| output head | {tied} |",
-        *([f"| also | {', '.join(extras)} |"] if (extras := c.switches_2025()) else []),
+        *([f"| also | {', '.join(extras)} |"] if (extras := c.extra_switches()) else []),
         f"| context | {c.block_size} tokens |",
         f"| vocabulary | {c.vocab_size:,} ({tokenizer.name}) |",
         f"| weights | float32, {'safetensors' if export else 'a Lightning checkpoint'} |",
