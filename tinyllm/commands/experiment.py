@@ -31,6 +31,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -80,11 +81,17 @@ def baseline(variant: str) -> str | None:
     return "modern" if variant.startswith("modern+") else "vanilla"
 
 
+def compared_with(variant: str, variants: Collection[str]) -> str | None:
+    """``variant``'s baseline in an experiment of ``variants``: without vanilla, modern is only the baseline of
+    the ``modern+…`` rows, compared with nothing."""
+    if variant == "modern" and "vanilla" not in variants and any(v.startswith("modern+") for v in variants):
+        return None
+    return baseline(variant)
+
+
 def missing_baselines(variants: list[str]) -> list[str]:
-    """The baselines ``variants`` need and lack. Beside ``modern+…`` rows, modern needs no vanilla: it is their baseline."""
-    leads = any(v.startswith("modern+") for v in variants)
-    needed = {baseline(v) for v in variants if not (v == "modern" and leads)} - {None}
-    return sorted(needed - set(variants))
+    """The baselines ``variants`` need and lack."""
+    return sorted({compared_with(v, variants) for v in variants} - set(variants) - {None})
 
 
 def shipped(config: str) -> Path:
@@ -186,9 +193,7 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         runs = [r for r in results if r["variant"] == variant]
         curve = [statistics.fmean(dict(r["val_loss"])[s] for r in runs) for s in steps]
         finals = [r["val_loss"][-1][1] for r in runs]
-        base = baseline(variant)
-        if variant == "modern" and not any(r["variant"] == base for r in results):
-            base = None  # the baseline of the modern+ rows, with no vanilla to compare with
+        base = compared_with(variant, {r["variant"] for r in results})
         deltas = [final[variant, r["seed"]] - final[base, r["seed"]] for r in runs if (base, r["seed"]) in final]
         speeds = [r["tokens_per_s"] for r in runs if r["tokens_per_s"]]
         rows.append({"variant": variant, "seeds": [r["seed"] for r in runs], "parameters": runs[0]["parameters"],
