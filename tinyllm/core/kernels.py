@@ -40,7 +40,8 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
     if x.device.type != "cpu" or torch.compiler.is_compiling():  # compiled, the mask is drawn inside a fused kernel
         return F.dropout(x, p, training=True)
     keep = random_int16(x.shape) >= round(p * 2**16) - 2**15  # P(drop) = round(p·2¹⁶) / 2¹⁶
-    return x * keep * (1.0 / (1.0 - p))
+    # The mask carries the scale, in x's dtype (as torch's CPU dropout does): backward is then one product.
+    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
 
 
 def fused_attention_is_slow(q: Tensor) -> bool:

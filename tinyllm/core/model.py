@@ -217,7 +217,7 @@ class AttentionScores(nn.Module):
     def forward(self, q: Tensor, k: Tensor) -> Tensor:
         # Scaling q (T×D) rather than the scores (T×S) is the same product with fewer multiplies.
         att = (q * self.scale) @ k.transpose(-2, -1)
-        att = att.masked_fill(~causal_mask(q.size(2), k.size(2), q.device), float("-inf"))
+        att.masked_fill_(~causal_mask(q.size(2), k.size(2), q.device), float("-inf"))  # in place: att is ours alone
         return F.softmax(att, dim=-1)
 
 
