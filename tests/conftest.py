@@ -19,18 +19,15 @@ import dataclasses
 import functools
 import http.server
 import os
-import pickle
 import shutil
 import subprocess
 import threading
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TypeVar
 
 import pytest
 import torch
-from filelock import FileLock
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Two workers on two cores: one thread each, or their matmuls fight over the cores (OpenMP barriers stall).
@@ -197,39 +194,13 @@ class FitRun:
     scalars: dict[str, list[tuple[int, float]]]
 
 
-T = TypeVar("T")
-
-
-def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], T]) -> T:
-    """``build(folder)``, run by the first xdist worker that asks for it; the other workers wait and reuse its result.
-
-    A session fixture is per worker under xdist, so without this each worker would train the same runs
-    (10-40 s each). The folder and the pickled result live in this session's temporary root, which its
-    workers share (xdist's own recipe); the tests only read them.
-    """
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        return build(tmp_path_factory.mktemp(name))
-    root = tmp_path_factory.getbasetemp().parent
-    result = root / f"{name}.pickle"
-    with FileLock(root / f"{name}.lock"):
-        if not result.exists():
-            folder = root / name
-            shutil.rmtree(folder, ignore_errors=True)  # what a worker that failed to build it left
-            folder.mkdir()
-            result.write_bytes(pickle.dumps(build(folder)))
-    return pickle.loads(result.read_bytes())
-
-
-def _fit(run_dir: Path) -> FitRun:
+@pytest.fixture(scope="session")
+def fit_run(tmp_path_factory: pytest.TempPathFactory) -> FitRun:
+    run_dir = tmp_path_factory.mktemp("fit")
     proc = run_cli("fit", "--config", TINY, cwd=run_dir)
     assert proc.returncode == 0, describe(proc)
     files = {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()}
     return FitRun(run_dir, proc, files, read_scalars(run_dir / "logs" / "tiny"))
-
-
-@pytest.fixture(scope="session")
-def fit_run(tmp_path_factory: pytest.TempPathFactory) -> FitRun:
-    return built_once(tmp_path_factory, "fit", _fit)
 
 
 @pytest.fixture
@@ -258,7 +229,10 @@ RUNS = {
 LLAMA_RUNS = ["char", "bpe"]
 
 
-def _fit_runs(root: Path) -> dict[str, Path]:
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[str, Path]:
+    """name → best.ckpt of a 4-step training run (one after another: each takes seconds through the fork server)."""
+    root = tmp_path_factory.mktemp("export-runs")
     for name, extra in RUNS.items():
         (root / name).mkdir()
         proc = run_cli(*FIT, *extra, cwd=root / name)
@@ -267,19 +241,13 @@ def _fit_runs(root: Path) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def runs(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[str, Path]:
-    """name → best.ckpt of a 4-step training run (one after another: each takes seconds through the fork server)."""
-    return built_once(tmp_path_factory, "export-runs", _fit_runs)
-
-
-@pytest.fixture(scope="session")
 def exports(runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """name → exported folder of that run's best.ckpt (checked against transformers at export)."""
-    return built_once(tmp_path_factory, "exports",
-                      lambda root: {name: export(ckpt, root / f"tiny-{name}") for name, ckpt in runs.items()})
+    root = tmp_path_factory.mktemp("exports")
+    return {name: export(ckpt, root / f"tiny-{name}") for name, ckpt in runs.items()}
 
 
-# Shared fixtures that train several runs cost 10-40 s (once per session): a test that uses one is slow by that alone.
+# Shared fixtures that train several runs cost 10-40 s per worker: a test that uses one is slow by that alone.
 TRAINING_FIXTURES = {"fit_run", "runs", "exports"}
 
 
