@@ -50,3 +50,26 @@ class FakeClock(L.Callback):
 
     def on_validation_batch_end(self, *args: Any) -> None:
         self.now += self.EVAL_S
+
+
+class FakeClockSlowStart(FakeClock):
+    """FakeClock whose first optimizer step and first validation batch each take ``START_S`` more, as a
+    compiled model's do (it compiles its training graph in one and its evaluation graph in the other)."""
+
+    START_S = 2.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: set[str] = set()
+
+    def _first(self, what: str) -> None:
+        if what not in self.started:
+            self.started.add(what)
+            self.now += self.START_S
+
+    def on_before_optimizer_step(self, *args: Any) -> None:
+        super().on_before_optimizer_step(*args)
+        self._first("step")
+
+    def on_validation_batch_start(self, *args: Any) -> None:  # inside the batch, whatever the callbacks' order
+        self._first("evaluation")

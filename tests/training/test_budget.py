@@ -54,3 +54,16 @@ def test_a_killed_time_budget_run_resumes_within_the_same_budget(tmp_path: Path)
     final = torch.load(tmp_path / CKPT / "last.ckpt", weights_only=True)
     # The resumed run spends only what the budget has left: it ends where an uninterrupted run ends.
     assert abs(final["global_step"] - STEPS) <= 1 and _timer_elapsed(saved) < _timer_elapsed(final) <= BUDGET_S
+
+
+@pytest.mark.slow
+def test_a_slow_first_step_and_evaluation_batch_do_not_end_a_budget_early(tmp_path: Path):
+    """A compiled model compiles in its first step and its first evaluation batch: neither may stand for the step
+    or evaluation time, or a budget would stop after one step (it did, at 70 s, with --model.compile true)."""
+    run = [str(arg).replace("probes.FakeClock", "probes.FakeClockSlowStart") for arg in RUN]
+    proc = run_cli(*run, cwd=tmp_path, env=faults_env(10**9), timeout=120)
+    assert proc.returncode == 0, describe(proc)
+    last = torch.load(tmp_path / CKPT / "last.ckpt", weights_only=True)
+    # The first step's extra 2 s buy 20 fewer steps of 0.1 s; the evaluation's first batch is not in the budget.
+    assert abs(last["global_step"] - (STEPS - 20)) <= 1, last["global_step"]
+    assert _timer_elapsed(last) <= BUDGET_S

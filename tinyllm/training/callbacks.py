@@ -226,7 +226,9 @@ class TimeBudget(L.Callback):
       learning rate decays over the time, not over ``max_steps``;
     * stops training early enough that one more step, the final evaluation and
       the final checkpoint still fit: their durations are measured as the run
-      goes (the evaluation first from the sanity check). Stopping through
+      goes (the evaluation first from the sanity check), leaving out a
+      process's first step and an evaluation's first batch, which carry
+      one-time costs such as compiling. Stopping through
       ``should_stop`` makes Lightning run that last evaluation.
 
     Without ``max_time`` it does nothing. A time-defined run cannot resume
@@ -246,16 +248,22 @@ class TimeBudget(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.timer = budget_timer(trainer)
         self.eval_batch_s = self.step_s = 0.0
+        self.batches_timed = 0
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.t_eval, self.eval_batches = time.perf_counter(), 0
+        self.t_eval, self.eval_batch_ends = time.perf_counter(), []
 
     def on_validation_batch_end(self, *_: Any) -> None:
-        self.eval_batches += 1
+        self.eval_batch_ends.append(time.perf_counter())
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Per batch, so that the few batches of the sanity check already predict a whole evaluation.
-        self.eval_batch_s = (time.perf_counter() - self.t_eval) / max(1, self.eval_batches)
+        # Per batch, so that the few batches of the sanity check already predict a whole evaluation; from the
+        # second batch on, since the first carries one-time costs (a compiled model compiles its evaluation there).
+        ends = self.eval_batch_ends
+        if len(ends) > 1:
+            self.eval_batch_s = (ends[-1] - ends[0]) / (len(ends) - 1)
+        elif ends:
+            self.eval_batch_s = ends[0] - self.t_eval
 
     def on_train_batch_start(self, trainer: L.Trainer, *_: Any) -> None:
         self.t_step = time.perf_counter()
@@ -263,7 +271,10 @@ class TimeBudget(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *_: Any) -> None:
         if self.timer is None:
             return
-        self.step_s = time.perf_counter() - self.t_step
+        # A process's first step (compiling, warming up) does not predict the next: it is not taken as the step time.
+        if self.batches_timed:
+            self.step_s = time.perf_counter() - self.t_step
+        self.batches_timed += 1
         elapsed, remaining = self.timer.time_elapsed(), self.timer.time_remaining() or 0.0
         eval_s = self.eval_batch_s * sum(trainer.num_val_batches)
         save_s = getattr(trainer.strategy.checkpoint_io, "save_seconds", 0.0)
