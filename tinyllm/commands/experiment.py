@@ -188,12 +188,12 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             raise TinyLLMError(f"{run_name(r['variant'], r['seed'])} was evaluated at other steps than "
                                f"{run_name(results[0]['variant'], results[0]['seed'])}: the runs are not comparable")
     final = {(r["variant"], r["seed"]): r["val_loss"][-1][1] for r in results}
-    rows = []
-    for variant in dict.fromkeys(r["variant"] for r in results):
+    rows, variants = [], list(dict.fromkeys(r["variant"] for r in results))
+    for variant in variants:
         runs = [r for r in results if r["variant"] == variant]
         curve = [statistics.fmean(dict(r["val_loss"])[s] for r in runs) for s in steps]
         finals = [r["val_loss"][-1][1] for r in runs]
-        base = compared_with(variant, {r["variant"] for r in results})
+        base = compared_with(variant, variants)
         deltas = [final[variant, r["seed"]] - final[base, r["seed"]] for r in runs if (base, r["seed"]) in final]
         speeds = [r["tokens_per_s"] for r in runs if r["tokens_per_s"]]
         rows.append({"variant": variant, "seeds": [r["seed"] for r in runs], "parameters": runs[0]["parameters"],
