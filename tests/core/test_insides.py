@@ -100,3 +100,16 @@ def test_cache_cost_times_one_new_token_with_the_cache_and_the_whole_prefix_with
     cost = cache_cost(model, IDS[:2], new_tokens=5, repeats=2)
     assert cost.seconds_cached == [2, 1, 1, 1, 1]  # the 2-token prefill, then one token per step
     assert cost.seconds_recomputed == [2, 3, 4, 5, 6]  # the whole prefix, every step
+
+
+def test_looking_inside_a_compiled_model_runs_it_eagerly():
+    graphs = []
+    model = GPT(GPTConfig(**TINY))
+    model.compile(backend=lambda gm, example_inputs: graphs.append(gm) or gm.forward)
+    torch._dynamo.reset()
+    attention_maps(model, IDS)  # under evaluating(): eager, as a sample during training is
+    assert graphs == []
+    with torch.no_grad():
+        model(torch.tensor([IDS]))
+    torch._dynamo.reset()
+    assert len(graphs) == 1  # outside it, the same call compiles

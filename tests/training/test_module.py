@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tests.helpers.cli import one_line_error
 from tinyllm.core.config import GPTConfig
+from tinyllm.core.model import GPT
 from tinyllm.errors import TinyLLMError
 from tinyllm.training.module import GPTLitModule
 
@@ -32,3 +36,26 @@ def test_a_nan_loss_is_one_line_that_says_what_to_change(compile: bool, monkeypa
     message = one_line_error(excinfo)
     assert message.startswith("the loss became nan at step 0: ") and "--trainer.precision 32-true" in message
     assert ("--model.compile" in message) == compile  # compiled, torch's own kernels are the first suspect
+
+
+def test_a_compiled_model_evaluates_the_last_shorter_batch_with_the_first_batchs_graph(monkeypatch: pytest.MonkeyPatch):
+    graphs = []
+
+    def counting_backend(gm: torch.fx.GraphModule, example_inputs: list) -> Any:
+        graphs.append(gm)
+        return gm.forward
+
+    compile_with_options = GPT.compile
+    monkeypatch.setattr(GPT, "compile", lambda self, **kwargs: compile_with_options(self, backend=counting_backend))
+    torch._dynamo.reset()
+    lit = GPTLitModule(TINY, compile=True).eval()
+    x = torch.randint(0, TINY.vocab_size, (5, 8), generator=torch.Generator().manual_seed(0))
+    y = x.roll(-1, dims=1)
+    with torch.no_grad():
+        lit.validation_step((x[:3], y[:3]), 0)  # a full batch of 3 windows
+        lit.validation_step((x[3:], y[3:]), 1)  # the split's last 2
+    with torch.no_grad(), torch.compiler.set_stance("force_eager"):
+        expected = F.cross_entropy(lit.model(x).flatten(0, 1), y.flatten())
+    torch._dynamo.reset()
+    assert len(graphs) == 1  # the 2-window batch would have compiled a second graph
+    torch.testing.assert_close(lit.val_loss.compute(), expected)  # the padding rows count for nothing

@@ -54,11 +54,15 @@ def recording_attention(model: GPT) -> Iterator[list[AttentionRecord]]:
 @contextmanager
 def evaluating(model: GPT) -> Iterator[torch.device]:
     """Eval mode and no gradients for the block, the model's own mode restored after (so a training run
-    can look inside between steps); yields the device to put inputs on."""
+    can look inside between steps); yields the device to put inputs on.
+
+    A model compiled for training runs eagerly here: these one-off calls (a sample token by token, a
+    prompt's attention) would each compile new graphs, seconds of a time budget, for a few milliseconds' work.
+    """
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), torch.compiler.set_stance("force_eager"):
             yield next(model.parameters()).device
     finally:
         model.train(was_training)

@@ -27,6 +27,8 @@ from tinyllm.errors import TinyLLMError
 from tinyllm.training.metrics import TRAIN_LOSS, VAL_BPB, VAL_LOSS, VAL_PPL
 from tinyllm.training.schedule import BudgetClock, Schedule, Shape
 
+IGNORE_INDEX = -100  # F.cross_entropy leaves targets of this value out of its mean
+
 
 class GPTLitModule(L.LightningModule):
     """Trains a :class:`tinyllm.core.model.GPT` on next-token cross-entropy.
@@ -128,7 +130,21 @@ class GPTLitModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.val_loss.update(self.loss(batch), weight=batch[1].numel())
+        weight = batch[1].numel()
+        if self.hparams.get("compile"):
+            batch = self.padded_to_full_size(batch)
+        self.val_loss.update(self.loss(batch), weight=weight)
+
+    def padded_to_full_size(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        """The split's last, shorter batch padded with windows whose targets are ignored, so a compiled model
+        evaluates every batch with the graph the first one compiled. A new batch size would compile another
+        graph, seconds at the end of a time budget; the ignored rows change neither the mean nor its weight."""
+        x, y = batch
+        self._val_rows = max(getattr(self, "_val_rows", 0), x.size(0))  # the first batch is a full one
+        pad = self._val_rows - x.size(0)
+        if pad == 0:
+            return batch
+        return torch.cat([x, x.new_zeros(pad, x.size(1))]), torch.cat([y, y.new_full((pad, y.size(1)), IGNORE_INDEX)])
 
     def on_validation_epoch_end(self) -> None:
         loss = self.val_loss.compute().float()  # token-weighted mean, synced across processes
