@@ -174,7 +174,7 @@ def test_shards_split_the_stream_where_shard_tokens_says(tmp_path: Path):
 def test_bpe_trains_on_the_training_split_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     docs = documents(40, seed=5)
     seen: list[str] = []
-    real = prep.tokenizers_module.train_bpe
+    real = prep.train_bpe
 
     def recording(texts, vocab_size):
         def tee():
@@ -184,7 +184,7 @@ def test_bpe_trains_on_the_training_split_only(tmp_path: Path, monkeypatch: pyte
 
         return real(tee(), vocab_size)
 
-    monkeypatch.setattr(prep.tokenizers_module, "train_bpe", recording)
+    monkeypatch.setattr(prep, "train_bpe", recording)
     out = prepared(write_jsonl(tmp_path / "c.jsonl", docs), tmp_path / "bpe", tokenizer="bpe:300")
     val = set(val_indices(40))
     assert seen == [d for i, d in enumerate(docs) if i not in val]

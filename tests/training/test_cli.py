@@ -23,6 +23,7 @@ from tests.helpers.cli import (
     run_cli,
     run_main,
 )
+from tinyllm.commands.plot import read_scalars as read_all_scalars  # of a resumed run's two events files
 from tinyllm.training.metrics import TRAIN_LOSS, VAL_LOSS
 from tinyllm.training.precision import cpu_has_native_bf16
 
@@ -321,3 +322,26 @@ def test_print_config_shows_the_wired_in_defaults(tmp_path: Path):
     assert cfg["early_stopping"]["init_args"]["patience"] == 3 and cfg["early_stopping"]["init_args"]["monitor"] == "val_loss"
     assert cfg["samples"]["init_args"]["max_new_tokens"] == 20 and cfg["samples"]["init_args"]["prompt"] == "ROMEO:"
     assert cfg["trainer"]["max_epochs"] == -1 and cfg["trainer"]["check_val_every_n_epoch"] is None
+
+
+@pytest.mark.slow
+def test_a_bpe_learned_by_fit_resumes_and_validates_with_the_checkpoints_tokenizer(tmp_path: Path):
+    fit = ["fit", "--config", TINY, "--data.tokenizer", "bpe:300", "--samples", "null"]
+    proc = run_cli(*fit, "--trainer.max_steps", "8", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, describe(proc)
+    last = tmp_path / "checkpoints/tiny/last.ckpt"
+    stored = load_ckpt(last)["hyper_parameters"]["tokenizer"]
+    assert stored["kind"] == "bpe" and '"<|endoftext|>"' in stored["tokenizer_json"]
+
+    refused = run_main(*fit, "--data.tokenizer", "bpe:400", "--ckpt_path", "last", "--trainer.max_steps", "16",
+                       cwd=tmp_path)  # fmt: skip
+    assert_one_line_error(refused, "last.ckpt", "bpe:300", "bpe:400")
+    proc = run_cli(*fit, "--ckpt_path", "last", "--trainer.max_steps", "16", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, describe(proc)
+    assert load_ckpt(last)["global_step"] == 16
+
+    final = read_all_scalars(tmp_path / "logs/tiny")[VAL_LOSS][-1][1]  # the evaluation at step 16, same weights
+    proc = run_cli("validate", "--config", TINY, "--data.tokenizer", "bpe:300", "--ckpt_path", "last", cwd=tmp_path,
+                   timeout=120)  # fmt: skip
+    assert proc.returncode == 0, describe(proc)
+    assert reported_val_loss(proc.stdout) == pytest.approx(final, rel=1e-5)

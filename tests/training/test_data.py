@@ -394,6 +394,7 @@ def test_state_dict_round_trip_resumes_at_batch_k(data_dir: Path):
     "kwargs, word",
     [
         (dict(tokenizer="bpe"), "tokenizer"),
+        (dict(tokenizer="bpe:100"), "bpe:257"),
         (dict(batch_size=0), "batch_size"),
         (dict(batch_size=-1), "batch_size"),
         (dict(block_size=0), "block_size"),
@@ -605,3 +606,17 @@ def test_shards_too_short_for_the_block_size(tmp_path: Path):
         _prepared_dm(_numbered(tmp_path, n_val=50), block_size=64)
     msg = one_line_error(e)
     assert "block_size=64" in msg and "val" in msg
+
+
+def test_a_bpe_tokenizer_learns_from_the_training_split_only(small_corpus: Path, monkeypatch: pytest.MonkeyPatch):
+    import tinyllm.core.tokenizers as tokenizers
+
+    seen: list[str] = []
+    learn = tokenizers.train_bpe
+    monkeypatch.setattr(tokenizers, "train_bpe", lambda text, n: (seen.append(text), learn(text, n))[1])
+    dm = ShakespeareDataModule(path=str(small_corpus), tokenizer="bpe:300", block_size=16)
+    splits, tok = dm.splits(), dm.tokenizer
+    n_train = int(len(SMALL_TEXT) * 0.9)
+    assert seen == [SMALL_TEXT[:n_train]]
+    assert (tok.name, tok.spec, tok.vocab_size) == ("bpe", "bpe:300", 300)
+    assert tok.decode(splits.train.tolist()) == SMALL_TEXT[:n_train] and tok.decode(splits.val.tolist()) == SMALL_TEXT[n_train:]

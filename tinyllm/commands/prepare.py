@@ -49,7 +49,6 @@ import io
 import itertools
 import json
 import os
-import re
 import secrets
 import shutil
 import sys
@@ -67,12 +66,20 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from tinyllm.core import tokenizers as tokenizers_module
 from tinyllm.core.dataset import (
-    FORMAT, META_NAME, SPLITS, TOKENIZER_JSON, VERSION, ShardWriter, dtype_name, read_meta, token_dtype, write_meta,
+    FORMAT,
+    META_NAME,
+    SPLITS,
+    TOKENIZER_JSON,
+    VERSION,
+    ShardWriter,
+    dtype_name,
     open_dataset,
+    read_meta,
+    token_dtype,
+    write_meta,
 )  # fmt: skip
-from tinyllm.core.tokenizers import CharTokenizer, Tokenizer, tokenizer_from_state
+from tinyllm.core.tokenizers import CharTokenizer, Tokenizer, parse_tokenizer_spec, tokenizer_from_state, train_bpe
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import fmt_bytes
 
@@ -149,21 +156,6 @@ def prepare(
 
 
 # ----------------------------------------------------------------------------- options
-
-
-def parse_tokenizer_spec(spec: str) -> str | int:
-    """'char', 'gpt2', or the N of 'bpe:N'."""
-    if spec in ("char", "gpt2"):
-        return spec
-    m = re.fullmatch(r"bpe:(\d+)", spec.strip())
-    if m is None:
-        raise TinyLLMError(f"--tokenizer {spec!r} is not one of char, gpt2, bpe:N (N = vocabulary size, e.g. bpe:8192)")
-    n = int(m.group(1))
-    least = getattr(tokenizers_module, "MIN_BPE_VOCAB", 257)
-    if n < least:
-        raise TinyLLMError(f"--tokenizer {spec}: a byte-level BPE needs at least {least} tokens (256 bytes + "
-                           f"{EOT_TEXT}): ask for bpe:{least} or more")  # fmt: skip
-    return n
 
 
 def available_cores() -> int:
@@ -590,9 +582,6 @@ def make_tokenizer(spec: str | int, scan: Scan, text_field: str, val_fraction: f
         return CharTokenizer("".join(sorted(chars)))
     if spec == "gpt2":
         return tokenizer_from_state({"kind": "gpt2"}, data_dir)
-    train_bpe = getattr(tokenizers_module, "train_bpe", None)
-    if train_bpe is None:
-        raise TinyLLMError("this tinyllm cannot train a BPE tokenizer yet: use --tokenizer char or gpt2")
     with progress(None, f"train bpe:{spec}") as bar:  # the training split's size is known only once read
 
         def texts() -> Iterator[str]:

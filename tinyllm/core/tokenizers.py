@@ -11,6 +11,7 @@ where the vocabulary has none (char).
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,7 +25,8 @@ from tinyllm.files import gpt2_ranks_path
 
 
 class Tokenizer(Protocol):
-    name: str
+    name: str  # the kind: char, gpt2 or bpe
+    spec: str  # what --data.tokenizer makes it from: char, gpt2 or bpe:N
     vocab_size: int
     eot_id: int | None
 
@@ -38,7 +40,7 @@ class Tokenizer(Protocol):
 class CharTokenizer:
     """One token per character; the vocabulary is the sorted set of characters in the corpus."""
 
-    name = "char"
+    name = spec = "char"
     eot_id = None  # no end-of-text token: the vocabulary is the corpus's characters only
 
     def __init__(self, chars: str) -> None:
@@ -90,7 +92,7 @@ class GPT2Tokenizer:
     Encoding runs in tiktoken; the ranks file is found by ``tinyllm.files.gpt2_ranks_path``.
     """
 
-    name = "gpt2"
+    name = spec = "gpt2"
     vocab_size = 50257
     eot_id = 50256
 
@@ -144,6 +146,7 @@ class BPETokenizer:
         hf.encode_special_tokens = True  # "<|endoftext|>" in a text is characters, never the separator
         self._hf, self._json = hf, tokenizer_json
         self.vocab_size: int = hf.get_vocab_size(with_added_tokens=True)
+        self.spec = f"bpe:{self.vocab_size}"
         self.eot_id: int = eot_id
         self._encode_batch = getattr(hf, "encode_batch_fast", hf.encode_batch)  # no offsets: faster (newer tokenizers)
 
@@ -226,8 +229,35 @@ def tokenizer_from_state(state: dict[str, Any], data_dir: str | Path | None = No
     raise TinyLLMError(f"unknown tokenizer {state!r} in checkpoint; expected kind 'char', 'gpt2' or 'bpe'")
 
 
-def build_tokenizer(kind: str, text: str, data_dir: str | Path | None = None) -> Tokenizer:
-    """A fresh tokenizer of ``kind`` ('char' or 'gpt2') for the corpus ``text``."""
-    if kind == "char":
+def parse_tokenizer_spec(spec: str) -> str | int:
+    """'char', 'gpt2', or the N of 'bpe:N' (a byte-level BPE of N tokens)."""
+    if spec in ("char", "gpt2"):
+        return spec
+    m = re.fullmatch(r"bpe:(\d+)", str(spec).strip())
+    if m is None:
+        raise TinyLLMError(f"tokenizer {spec!r} is not one of char, gpt2, bpe:N (N = vocabulary size, e.g. bpe:1024)")
+    n = int(m.group(1))
+    if n < MIN_BPE_VOCAB:
+        raise TinyLLMError(f"tokenizer {spec}: a byte-level BPE needs at least {MIN_BPE_VOCAB} tokens (256 bytes + "
+                           f"{EOT}): ask for bpe:{MIN_BPE_VOCAB} or more")  # fmt: skip
+    return n
+
+
+def stored_spec(state: dict[str, Any]) -> str | None:
+    """The spec (char, gpt2, bpe:N) of a stored tokenizer state, without reading GPT-2's ranks file."""
+    kind = state.get("kind")
+    return tokenizer_from_state(state).spec if kind == "bpe" else kind
+
+
+def build_tokenizer(kind: str, text: str, data_dir: str | Path | None = None, train_text: str | None = None) -> Tokenizer:
+    """A fresh tokenizer of ``kind`` ('char', 'gpt2' or 'bpe:N') for the corpus ``text``.
+
+    A BPE learns its merges from ``train_text`` (the training split) when given, so that the validation
+    text is as new to the tokenizer as to the model.
+    """
+    spec = parse_tokenizer_spec(kind)
+    if spec == "char":
         return CharTokenizer.from_text(text)
-    return tokenizer_from_state({"kind": kind}, data_dir)
+    if spec == "gpt2":
+        return tokenizer_from_state({"kind": "gpt2"}, data_dir)
+    return train_bpe(text if train_text is None else train_text, spec)

@@ -47,6 +47,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 import yaml
 
 from tinyllm.core.checkpoint import checkpoint_hparams, checkpoint_step, read_checkpoint
+from tinyllm.core.tokenizers import stored_spec
 from tinyllm.errors import Stopped, TinyLLMError, one_line
 from tinyllm.files import check_writable_folder
 from tinyllm.training.callbacks import (
@@ -317,10 +318,10 @@ def settings_differences(ckpt: dict[str, Any], cfg: Any) -> tuple[list[str], dic
 
 def check_same_tokenizer(path: Path, ckpt: dict[str, Any], cfg: Any) -> None:
     """A run resumes with the tokenizer it was trained with (a prepared folder's is checked when its data loads)."""
-    kind = (checkpoint_hparams(ckpt).get("tokenizer") or {}).get("kind")
     data_path = cfg.data.get("path")
     if data_path is not None and Path(data_path).is_dir():
         return
+    kind = stored_spec(checkpoint_hparams(ckpt).get("tokenizer") or {})
     if kind is not None and kind != cfg.data.tokenizer:
         raise TinyLLMError(f"{path} was trained with the {kind} tokenizer, the config asks for {cfg.data.tokenizer}: "
                            "resume with the config it was trained with, or start a new run with another --name")  # fmt: skip

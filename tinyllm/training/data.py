@@ -29,7 +29,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Iterator
 
 import lightning as L
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 
 from tinyllm.compat import training_batches_processed
 from tinyllm.core.dataset import PreparedDataset, is_dataset, open_dataset
-from tinyllm.core.tokenizers import Tokenizer, build_tokenizer, tokenizer_from_state
+from tinyllm.core.tokenizers import Tokenizer, build_tokenizer, parse_tokenizer_spec, tokenizer_from_state
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import atomic_write_bytes, cache_dirs, resolve_data_dir, shakespeare_path
 
@@ -67,6 +67,11 @@ def _tokenizer_key(tokenizer: Tokenizer) -> str:
     return f"{tokenizer.name}-{hashlib.sha256(state).hexdigest()[:8]}"
 
 
+def train_chars(text: str, val_fraction: float) -> int:
+    """How many leading characters of a text file train: the rest, its last ``val_fraction``, validate."""
+    return int(len(text) * (1.0 - val_fraction))
+
+
 def encode_splits(corpus: Path, text: str, tokenizer: Tokenizer, val_fraction: float) -> TokenSplits:
     """Tokenize the train/val parts of ``text``, reusing a cached encoding when there is one."""
     text_hash = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
@@ -77,7 +82,7 @@ def encode_splits(corpus: Path, text: str, tokenizer: Tokenizer, val_fraction: f
                 return TokenSplits(z["train"], z["val"])
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # missing, truncated or corrupt: look further, then rebuild
-    n_train = int(len(text) * (1.0 - val_fraction))
+    n_train = train_chars(text, val_fraction)
     dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.int32
     train = np.array(tokenizer.encode(text[:n_train]), dtype=dtype)
     val = np.array(tokenizer.encode(text[n_train:]), dtype=dtype)
@@ -199,7 +204,8 @@ class ShakespeareDataModule(L.LightningDataModule):
         path: train on this UTF-8 text file instead of Tiny Shakespeare, or on a dataset
             folder made by ``python -m tinyllm prepare`` (read window by window: any size). A folder
             brings its tokenizer and splits: tokenizer and val_fraction are then ignored.
-        tokenizer: ``char`` (vocabulary = the corpus's characters) or ``gpt2`` (BPE).
+        tokenizer: ``char`` (vocabulary = the corpus's characters), ``gpt2`` (GPT-2's BPE) or ``bpe:N``
+            (a byte-level BPE of N tokens learned from the training split, stored in every checkpoint).
         block_size: tokens per training window (linked to the model's context).
         batch_size: windows per micro-batch.
         val_batch_size: windows per validation batch (default: batch_size).
@@ -214,7 +220,7 @@ class ShakespeareDataModule(L.LightningDataModule):
         self,
         data_dir: str | None = None,
         path: str | None = None,
-        tokenizer: Literal["char", "gpt2"] = "char",
+        tokenizer: str = "char",
         block_size: int = 256,
         batch_size: int = 64,
         val_batch_size: int | None = None,
@@ -225,8 +231,8 @@ class ShakespeareDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.prepared = path is not None and is_dataset(path)  # a folder made by `tinyllm prepare`
-        if tokenizer not in ("char", "gpt2") and not self.prepared:
-            raise TinyLLMError(f"data.tokenizer={tokenizer!r} is not one of char, gpt2")
+        if not self.prepared:
+            parse_tokenizer_spec(tokenizer)  # a misspelt tokenizer fails here, before any work
         if val_tokens is not None and val_tokens < 1:
             raise TinyLLMError(f"data.val_tokens must be at least 1 (or null: the whole split), got {val_tokens}")
         if batch_size < 1 or block_size < 1 or (val_batch_size is not None and val_batch_size < 1):
@@ -265,7 +271,9 @@ class ShakespeareDataModule(L.LightningDataModule):
     def _load(self) -> tuple[str, Tokenizer]:
         if self._text is None or self._tokenizer is None:
             self._text = read_corpus(self.corpus_path())
-            self._tokenizer = build_tokenizer(self.tokenizer_kind, self._text, resolve_data_dir(self.data_dir))
+            train_text = self._text[: train_chars(self._text, self.val_fraction)]
+            self._tokenizer = build_tokenizer(self.tokenizer_kind, self._text, resolve_data_dir(self.data_dir),
+                                              train_text=train_text)  # fmt: skip
         return self._text, self._tokenizer
 
     @property
@@ -331,7 +339,7 @@ class ShakespeareDataModule(L.LightningDataModule):
         self.train_tokens = torch.from_numpy(splits.train.astype(np.int64))
         self.val_tokens = torch.from_numpy(splits.val.astype(np.int64))
         text = self._load()[0]
-        val_text = text[int(len(text) * (1.0 - self.val_fraction)) :]  # as encode_splits cuts it
+        val_text = text[train_chars(text, self.val_fraction) :]
         self.val_bytes_per_token = len(val_text.encode("utf-8")) / len(splits.val)
 
     def val_windows(self) -> FixedWindows:
