@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from tests.helpers.cli import TINY, assert_one_line_error, describe, run_cli, run_main
-from tinyllm.commands.budgets import budgets, max_time, seed_options, write_table
+from tinyllm.commands.budgets import budgets, max_time, nats_per_byte, seed_options, write_table
 from tinyllm.commands.experiment import swaps
 from tinyllm.commands.tokenizers import tokenizers
 from tinyllm.errors import TinyLLMError
@@ -33,7 +33,8 @@ def test_the_ladder_trains_each_budget_and_writes_the_table(tmp_path: Path):
     assert row["tokens"] == row["steps"] * 8 * 32  # batch 8 x block 32, no accumulation
     assert row["arch"]["dropout"] == 0.1 and row["options"][-1] == "--model.arch.dropout=0.1"  # the rung's own option
     table = (tmp_path / "res/budgets.md").read_text()
-    assert f"| 0.08 min | **{row['val_loss']:.4f}** |" in table and "| baby | 1.9000 |" in table
+    assert f"| 0.08 min | **{nats_per_byte(row):.4f}** |" in table and "| baby | 1.9000 |" in table
+    assert nats_per_byte(row) == pytest.approx(row["val_loss"], rel=1e-6)  # characters: a token is a byte
     # A second ladder in the same folder would mix runs: refused.
     again = run_cli("experiment", "budgets", "--config", TINY, "--minutes", "[0.08]", cwd=tmp_path, timeout=120)
     assert_one_line_error(again, "budget-0.08min")
@@ -50,6 +51,13 @@ def test_the_table_gives_the_mean_and_spread_over_seeds(tmp_path: Path):
     table = (tmp_path / "b.md").read_text()
     assert "| 5 min | **1.4200 ± 0.0200** | 110 | 0.23 M | 1,000 | 310 s | `--samples=null` |" in table
     assert "Seeds 1, 2, 3" in table
+
+
+def test_the_table_gives_a_bpe_rungs_loss_per_byte_of_text_not_per_token(tmp_path: Path):
+    row = {"budget_min": 5, "seed": 1, "val_loss": 3.5, "val_bpb": 2.25, "steps": 100, "tokens": 204_800,
+           "tokens_per_s": 1000.0, "wall_s": 310.0, "options": [*seed_options(1), "--data.tokenizer=bpe:1024"]}
+    write_table([row], "configs/cpu.yaml", None, tmp_path / "b.md")
+    assert "| 5 min | **1.5596** | 100 |" in (tmp_path / "b.md").read_text()  # 2.25 bits × ln 2, not 3.5 a token
 
 
 @pytest.mark.parametrize("command", ["budgets", "swaps", "tokenizers"])

@@ -15,6 +15,7 @@ beside it with ``--reference FILE.json``.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -71,6 +72,11 @@ def _tokens_per_batch(run: RunFolders) -> int:
     return cfg["data"]["batch_size"] * cfg["model"]["arch"]["block_size"]
 
 
+def nats_per_byte(row: dict[str, Any]) -> float:
+    """A rung's val loss per byte of validation text: comparable across tokenizers, unlike its loss per token."""
+    return row["val_bpb"] * math.log(2) if row.get("val_bpb") is not None else row["val_loss"]
+
+
 def mean_sd(values: list[float]) -> str:
     """``1.4200 ± 0.0200`` over seeds, or the one value."""
     if len(values) == 1:
@@ -84,8 +90,9 @@ def write_table(rows: list[dict[str, Any]], config: str, reference: dict[str, An
         f"# The budget ladder: `python -m tinyllm experiment budgets --config {config}`",
         "",
         f"Measured on {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}. Val loss: "
-        "cross-entropy (nats/char) of the final weights over the whole validation split (the last 10% of Tiny "
-        "Shakespeare). Budget: `--trainer.max_time`, the training time including evaluations and checkpoints; "
+        "cross-entropy of the final weights over the whole validation split (the last 10% of Tiny Shakespeare), in "
+        "nats per byte of its text (val bpb × ln 2), the scale every tokenizer shares: on Tiny Shakespeare's ASCII "
+        "a byte is a character, so for the char tokenizer this is its per-token loss, nats/char. Budget: `--trainer.max_time`, the training time including evaluations and checkpoints; "
         f"wall: the whole `python -m tinyllm fit` process, start-up included. Seeds {', '.join(map(str, seeds))}: "
         "val loss is the mean ± sd over them, the other columns their means.",
         "",
@@ -95,7 +102,7 @@ def write_table(rows: list[dict[str, Any]], config: str, reference: dict[str, An
     for minutes in dict.fromkeys(r["budget_min"] for r in rows):
         runs = [r for r in rows if r["budget_min"] == minutes]
         mean = lambda key: statistics.fmean(r[key] for r in runs)  # noqa: E731
-        loss = mean_sd([r["val_loss"] for r in runs])
+        loss = mean_sd([nats_per_byte(r) for r in runs])
         speed = f"{mean('tokens_per_s'):,.0f}" if all(r["tokens_per_s"] for r in runs) else "–"
         options = " ".join(f"`{o}`" for o in runs[0]["options"][len(SEED_OPTIONS) :]) or "–"
         lines.append(f"| {minutes:g} min | **{loss}** | {mean('steps'):,.0f} | {mean('tokens') / 1e6:.2f} M "
