@@ -92,7 +92,8 @@ def write_table(rows: list[dict[str, Any]], config: str, reference: dict[str, An
         f"Measured on {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}. Val loss: "
         "cross-entropy of the final weights over the whole validation split (the last 10% of Tiny Shakespeare), in "
         "nats per byte of its text (val bpb × ln 2), the scale every tokenizer shares: on Tiny Shakespeare's ASCII "
-        "a byte is a character, so for the char tokenizer this is its per-token loss, nats/char. Budget: `--trainer.max_time`, the training time including evaluations and checkpoints; "
+        "a byte is a character, so for the char tokenizer this is its per-token loss, nats/char. Budget: "
+        "`--trainer.max_time`, the training time including evaluations and checkpoints; "
         f"wall: the whole `python -m tinyllm fit` process, start-up included. Seeds {', '.join(map(str, seeds))}: "
         "val loss is the mean ± sd over them, the other columns their means.",
         "",

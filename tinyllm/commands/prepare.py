@@ -67,17 +67,8 @@ import numpy as np
 from tqdm import tqdm
 
 from tinyllm.core.dataset import (
-    FORMAT,
-    META_NAME,
-    SPLITS,
-    TOKENIZER_JSON,
-    VERSION,
-    ShardWriter,
-    dtype_name,
+    FORMAT, META_NAME, SPLITS, TOKENIZER_JSON, VERSION, ShardWriter, dtype_name, read_meta, token_dtype, write_meta,
     open_dataset,
-    read_meta,
-    token_dtype,
-    write_meta,
 )  # fmt: skip
 from tinyllm.core.tokenizers import CharTokenizer, Tokenizer, parse_tokenizer_spec, tokenizer_from_state, train_bpe
 from tinyllm.errors import TinyLLMError

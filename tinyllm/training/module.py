@@ -86,6 +86,7 @@ class GPTLitModule(L.LightningModule):
         self.schedule, self.decay_fraction = schedule, decay_fraction
         self.optimizer_name, self.muon_lr = optimizer, muon_lr
         self.val_loss = MeanMetric()
+        self.val_rows = 0  # windows in a full validation batch: a compiled model's shorter last one is padded to it
         self.flops_per_token = self.model.flops_per_token()
         self.flops_per_batch = 0  # read by Lightning's ThroughputMonitor for MFU
         if compile:
@@ -140,8 +141,8 @@ class GPTLitModule(L.LightningModule):
         evaluates every batch with the graph the first one compiled. A new batch size would compile another
         graph, seconds at the end of a time budget; the ignored rows change neither the mean nor its weight."""
         x, y = batch
-        self._val_rows = max(getattr(self, "_val_rows", 0), x.size(0))  # the first batch is a full one
-        pad = self._val_rows - x.size(0)
+        self.val_rows = max(self.val_rows, x.size(0))  # the first batch is a full one
+        pad = self.val_rows - x.size(0)
         if pad == 0:
             return batch
         return torch.cat([x, x.new_zeros(pad, x.size(1))]), torch.cat([y, y.new_full((pad, y.size(1)), IGNORE_INDEX)])
