@@ -68,7 +68,7 @@ from tqdm import tqdm
 
 from tinyllm.core.dataset import (
     FORMAT, META_NAME, SPLITS, TOKENIZER_JSON, VERSION, ShardWriter, dtype_name, read_meta, token_dtype, write_meta,
-    open_dataset,
+    open_dataset, train_chars,
 )  # fmt: skip
 from tinyllm.core.tokenizers import CharTokenizer, Tokenizer, parse_tokenizer_spec, tokenizer_from_state, train_bpe
 from tinyllm.errors import TinyLLMError
@@ -529,7 +529,7 @@ def pieces(scan: Scan, text_field: str, val_fraction: float, only: str | None = 
     for src in scan.sources:
         for doc in documents(src, text_field, on_read):
             if scan.one_document:
-                n_train = int(scan.first_doc_chars * (1.0 - val_fraction))  # as the data module splits a text file
+                n_train = train_chars(scan.first_doc_chars, val_fraction)
                 for split, part in itertools.groupby(cut_at(doc, n_train), key=lambda t: t[0]):
                     if only in (None, split):
                         for j, text in enumerate(repiece(c for _, c in part)):

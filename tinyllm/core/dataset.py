@@ -43,6 +43,12 @@ TOKENIZER_JSON = "tokenizer.json"
 SPLITS = ("train", "val")
 
 
+def train_chars(n_chars: int, val_fraction: float) -> int:
+    """How many leading characters of a single text train: the rest, its last ``val_fraction``, validate
+    (``fit`` on a text file and ``prepare`` of one document cut it at the same place)."""
+    return int(n_chars * (1.0 - val_fraction))
+
+
 def token_dtype(vocab_size: int) -> np.dtype:
     """uint16 when every id fits in 16 bits, else uint32; little-endian whatever the machine."""
     return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<u4")

@@ -321,9 +321,9 @@ def check_same_tokenizer(path: Path, ckpt: dict[str, Any], cfg: Any) -> None:
     data_path = cfg.data.get("path")
     if data_path is not None and Path(data_path).is_dir():
         return
-    kind = stored_spec(checkpoint_hparams(ckpt).get("tokenizer") or {})
-    if kind is not None and kind != cfg.data.tokenizer:
-        raise TinyLLMError(f"{path} was trained with the {kind} tokenizer, the config asks for {cfg.data.tokenizer}: "
+    spec = stored_spec(checkpoint_hparams(ckpt).get("tokenizer") or {})
+    if spec is not None and spec != cfg.data.tokenizer:
+        raise TinyLLMError(f"{path} was trained with the {spec} tokenizer, the config asks for {cfg.data.tokenizer}: "
                            "resume with the config it was trained with, or start a new run with another --name")  # fmt: skip
 
 

@@ -38,7 +38,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from tinyllm.compat import training_batches_processed
-from tinyllm.core.dataset import PreparedDataset, is_dataset, open_dataset
+from tinyllm.core.dataset import PreparedDataset, is_dataset, open_dataset, train_chars
 from tinyllm.core.tokenizers import Tokenizer, build_tokenizer, parse_tokenizer_spec, tokenizer_from_state
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import atomic_write_bytes, cache_dirs, resolve_data_dir, shakespeare_path
@@ -67,11 +67,6 @@ def _tokenizer_key(tokenizer: Tokenizer) -> str:
     return f"{tokenizer.name}-{hashlib.sha256(state).hexdigest()[:8]}"
 
 
-def train_chars(text: str, val_fraction: float) -> int:
-    """How many leading characters of a text file train: the rest, its last ``val_fraction``, validate."""
-    return int(len(text) * (1.0 - val_fraction))
-
-
 def encode_splits(corpus: Path, text: str, tokenizer: Tokenizer, val_fraction: float) -> TokenSplits:
     """Tokenize the train/val parts of ``text``, reusing a cached encoding when there is one."""
     text_hash = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
@@ -82,7 +77,7 @@ def encode_splits(corpus: Path, text: str, tokenizer: Tokenizer, val_fraction: f
                 return TokenSplits(z["train"], z["val"])
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # missing, truncated or corrupt: look further, then rebuild
-    n_train = train_chars(text, val_fraction)
+    n_train = train_chars(len(text), val_fraction)
     dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.int32
     train = np.array(tokenizer.encode(text[:n_train]), dtype=dtype)
     val = np.array(tokenizer.encode(text[n_train:]), dtype=dtype)
@@ -271,7 +266,7 @@ class ShakespeareDataModule(L.LightningDataModule):
     def _load(self) -> tuple[str, Tokenizer]:
         if self._text is None or self._tokenizer is None:
             self._text = read_corpus(self.corpus_path())
-            train_text = self._text[: train_chars(self._text, self.val_fraction)]
+            train_text = self._text[: train_chars(len(self._text), self.val_fraction)]
             self._tokenizer = build_tokenizer(self.tokenizer_kind, self._text, resolve_data_dir(self.data_dir),
                                               train_text=train_text)  # fmt: skip
         return self._text, self._tokenizer
@@ -339,7 +334,7 @@ class ShakespeareDataModule(L.LightningDataModule):
         self.train_tokens = torch.from_numpy(splits.train.astype(np.int64))
         self.val_tokens = torch.from_numpy(splits.val.astype(np.int64))
         text = self._load()[0]
-        val_text = text[train_chars(text, self.val_fraction) :]
+        val_text = text[train_chars(len(text), self.val_fraction) :]
         self.val_bytes_per_token = len(val_text.encode("utf-8")) / len(splits.val)
 
     def val_windows(self) -> FixedWindows:
