@@ -5,13 +5,15 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from tests.helpers.bpe import UNICODE_LINES, shakespeare_head, small_bpe
 from tests.helpers.cli import one_line_error
 from tinyllm.core.generate import _Streamer
-from tinyllm.core.tokenizers import EOT, BPETokenizer, CharTokenizer, GPT2Tokenizer, tokenizer_from_state, train_bpe
+from tinyllm.core.tokenizers import (EOT, BPETokenizer, CharTokenizer, GPT2Tokenizer, tokenizer_from_state, train_bpe,
+                                     unmerge)
 from tinyllm.errors import TinyLLMError
 
 
@@ -245,3 +247,43 @@ def test_bpe_streaming_decode_of_split_characters():
         streamer.push(ids[:n])
     streamer.finish(tok.decode(ids))
     assert "".join(shown) == text and "\ufffd" not in "".join(shown)
+
+
+# ----------------------------------------------------------------------------- BPE-dropout on encoded tokens
+
+
+def test_merge_parents_are_the_two_tokens_each_merge_joined():
+    tok = small_bpe()
+    parents = tok.merge_parents()
+    assert parents.shape == (300, 2)
+    merged = np.flatnonzero(parents[:, 0] >= 0)
+    assert len(merged) == 300 - 257  # all but the 256 bytes and <|endoftext|>
+    assert (parents[tok.eot_id] == -1).all()
+    for i in merged:  # a token's bytes are its parents' bytes, one after the other
+        assert tok._hf.id_to_token(int(i)) == "".join(tok._hf.id_to_token(int(j)) for j in parents[i])
+
+
+def test_unmerge_keeps_the_text_and_replays_from_its_seed():
+    tok, text = small_bpe(), shakespeare_head(20_000) + "".join(UNICODE_LINES[:2])
+    ids, parents = np.array(tok.encode(text)), tok.merge_parents()
+    assert np.array_equal(unmerge(ids, parents, 0.0, np.random.default_rng(0)), ids)
+    every_byte = unmerge(ids, parents, 1.0, np.random.default_rng(0))
+    assert len(every_byte) == len(text.encode("utf-8")) and (parents[every_byte, 0] == -1).all()
+    lengths = []
+    for p in (0.1, 0.3):
+        cut = unmerge(ids, parents, p, np.random.default_rng(7))
+        assert tok.decode(cut.tolist()) == text
+        assert np.array_equal(cut, unmerge(ids, parents, p, np.random.default_rng(7)))
+        assert not np.array_equal(cut, unmerge(ids, parents, p, np.random.default_rng(8)))
+        lengths.append(len(cut))
+    assert len(ids) < lengths[0] < lengths[1] < len(every_byte)
+
+
+def test_unmerge_splits_each_token_with_probability_p():
+    tok = small_bpe()
+    parents = tok.merge_parents()
+    of_bytes = [i for i in np.flatnonzero(parents[:, 0] >= 0) if (parents[parents[i], 0] == -1).all()]
+    n, p = 20_000, 0.3  # a token merged from two bytes, n times: each split adds one token, and nothing more
+    cut = unmerge(np.full(n, of_bytes[0]), parents, p, np.random.default_rng(1))
+    splits = len(cut) - n
+    assert abs(splits - n * p) < 4 * (n * p * (1 - p)) ** 0.5

@@ -25,7 +25,7 @@ from tinyllm.errors import TinyLLMError
 from tinyllm.files import (
     SHAKESPEARE,
 )
-from tinyllm.training.data import FixedWindows, RandomWindows, ShakespeareDataModule, encode_splits
+from tinyllm.training.data import FixedWindows, RandomWindows, ResegmentedWindows, ShakespeareDataModule, encode_splits
 
 
 @pytest.mark.parametrize(
@@ -403,6 +403,10 @@ def test_state_dict_round_trip_resumes_at_batch_k(data_dir: Path):
         (dict(val_fraction=0.0), "val_fraction"),
         (dict(val_fraction=1.0), "val_fraction"),
         (dict(val_fraction=-0.1), "val_fraction"),
+        (dict(tokenizer="bpe:300", bpe_dropout=1.0), "bpe_dropout"),
+        (dict(tokenizer="bpe:300", bpe_dropout=-0.1), "bpe_dropout"),
+        (dict(tokenizer="char", bpe_dropout=0.1), "bpe:N"),
+        (dict(tokenizer="gpt2", bpe_dropout=0.1), "bpe:N"),
     ],
 )
 def test_bad_options_raise(kwargs: dict, word: str):
@@ -620,3 +624,54 @@ def test_a_bpe_tokenizer_learns_from_the_training_split_only(small_corpus: Path,
     assert seen == [SMALL_TEXT[:n_train]]
     assert (tok.name, tok.spec, tok.vocab_size) == ("bpe", "bpe:300", 300)
     assert tok.decode(splits.train.tolist()) == SMALL_TEXT[:n_train] and tok.decode(splits.val.tolist()) == SMALL_TEXT[n_train:]
+
+
+# ----------------------------------------------------------------------------- BPE-dropout
+
+
+def _resegmenting_dm(corpus: Path, p: float = 0.2) -> ShakespeareDataModule:
+    dm = ShakespeareDataModule(path=str(corpus), tokenizer="bpe:300", block_size=16, batch_size=4, seed=3,
+                               bpe_dropout=p)  # fmt: skip
+    dm.setup("fit")
+    return dm
+
+
+def test_bpe_dropout_cuts_each_pass_anew_and_batch_k_stays_a_pure_function(small_corpus: Path, token_cache: Path):
+    dm = _resegmenting_dm(small_corpus)
+    loader = dm.train_dataloader()
+    windows = loader.dataset
+    assert isinstance(windows, ResegmentedWindows)
+    per_pass = windows.batches_per_pass
+    assert per_pass == len(dm.train_tokens) // (16 * 4)
+    batches = list(itertools.islice(iter(loader), 2 * per_pass + 1))
+    text = SMALL_TEXT[: int(len(SMALL_TEXT) * 0.9)]
+    other = ResegmentedWindows(dm.train_tokens, dm.tokenizer.merge_parents(), 0.2, 16, 4, seed=3, rank=0)
+    passes = []
+    for e in range(3):
+        other.batch(e * per_pass)
+        passes.append(other.tokens.clone())
+        assert dm.tokenizer.decode(passes[-1].tolist()) == text  # the same text, cut another way
+        assert len(passes[-1]) > len(dm.train_tokens)
+    assert not torch.equal(passes[0], passes[1]) and not torch.equal(passes[1], passes[2])
+    for k in (2 * per_pass, 0, per_pass + 1, 1):  # in any order: the cut and the windows depend on k only
+        x, y = other.batch(k)
+        assert torch.equal(x, batches[k][0]) and torch.equal(y, batches[k][1])
+
+
+def test_bpe_dropout_resumes_at_batch_k_and_leaves_validation_alone(small_corpus: Path, token_cache: Path):
+    dm = _resegmenting_dm(small_corpus)
+    plain = ShakespeareDataModule(path=str(small_corpus), tokenizer="bpe:300", block_size=16, batch_size=4, seed=3)
+    plain.setup("fit")
+    assert torch.equal(dm.val_tokens, plain.val_tokens) and torch.equal(dm.train_tokens, plain.train_tokens)
+    straight = list(itertools.islice(iter(dm.train_dataloader()), 40))
+    resumed = _resegmenting_dm(small_corpus)
+    resumed.load_state_dict({"train_batches_done": 25})
+    for (x, y), (rx, ry) in zip(straight[25:], itertools.islice(iter(resumed.train_dataloader()), 15)):
+        assert torch.equal(x, rx) and torch.equal(y, ry)
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(straight, itertools.islice(iter(plain.train_dataloader()), 40)))
+
+
+def test_bpe_dropout_refuses_a_prepared_folder(tmp_path: Path):
+    with pytest.raises(TinyLLMError) as e:
+        ShakespeareDataModule(path=str(_numbered(tmp_path)), tokenizer="bpe:300", bpe_dropout=0.1)
+    assert "bpe_dropout" in one_line_error(e)

@@ -11,11 +11,13 @@ where the vocabulary has none (char).
 from __future__ import annotations
 
 import base64
+import json
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import tiktoken
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, processors, trainers
@@ -171,6 +173,41 @@ class BPETokenizer:
     def to_json(self) -> str:
         """The Hugging Face ``tokenizer.json`` text."""
         return self._json
+
+    def merge_parents(self) -> np.ndarray:
+        """(vocab_size, 2) int64: the two tokens that each token's merge joined; (-1, -1) for a byte or a special."""
+        model = json.loads(self._json)["model"]
+        vocab = model["vocab"]
+        parents = np.full((self.vocab_size, 2), -1, dtype=np.int64)
+        for merge in model["merges"]:
+            left, right = merge.split(" ", 1) if isinstance(merge, str) else merge  # older files: "a b"
+            parents[vocab[left + right]] = vocab[left], vocab[right]
+        return parents
+
+
+def unmerge(ids: np.ndarray, parents: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    """BPE-dropout on tokens already encoded: each token is split back into the two its merge joined with
+    probability ``p``, and each of those again with probability ``p``, down to bytes.
+
+    BPE-dropout (Provilkov et al. 2020, "BPE-Dropout: Simple and Effective Subword Regularization") skips each
+    merge with probability p while a word is encoded, so the model sees the same text cut in many ways and a
+    small corpus lasts longer. Undoing finished merges gives a subset of those cuttings (the canonical one
+    and its refinements), from the encoded stream in a few vectorised passes, and from a seeded ``rng``, so
+    a segmentation can be drawn again. A token stays whole with probability 1 − p, and falls apart into its
+    n bytes with probability p^(n−1). The text is unchanged: decoding the result gives the same bytes.
+    """
+    fresh = np.ones(len(ids), dtype=bool)  # the tokens that may still split: all, then each split's halves
+    while True:
+        split = fresh & (parents[ids, 0] >= 0) & (rng.random(len(ids)) < p)
+        if not split.any():
+            return ids
+        width = 1 + split  # a split token becomes two
+        first = (np.cumsum(width) - width)[split]  # where its left half lands
+        out = np.repeat(ids, width)
+        out[first], out[first + 1] = parents[ids[split], 0], parents[ids[split], 1]
+        fresh = np.zeros(len(out), dtype=bool)
+        fresh[first] = fresh[first + 1] = True
+        ids = out
 
 
 MIN_BPE_VOCAB = 256 + 1  # every byte, and <|endoftext|>

@@ -17,6 +17,8 @@ Design choices that later features rely on:
   window never spans two shards; a shard is drawn with probability proportional to
   the windows it holds. With one shard, the draws are exactly those for a text file
   of the same tokens.
+* **BPE-dropout is a pure function too** (``bpe_dropout``): each pass over a BPE's training tokens is
+  cut anew from a generator seeded with (seed, pass), so the model sees one text in many segmentations.
 * **Encoded tokens are cached** (keyed by corpus hash, tokenizer and split), so
   a second start does not re-tokenize.
 """
@@ -39,7 +41,8 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 
 from tinyllm.compat import training_batches_processed
 from tinyllm.core.dataset import PreparedDataset, is_dataset, open_dataset, train_chars
-from tinyllm.core.tokenizers import Tokenizer, build_tokenizer, parse_tokenizer_spec, tokenizer_from_state
+from tinyllm.core.tokenizers import (BPETokenizer, Tokenizer, build_tokenizer, parse_tokenizer_spec,
+                                     tokenizer_from_state, unmerge)
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import atomic_write_bytes, cache_dirs, resolve_data_dir, shakespeare_path
 
@@ -149,6 +152,30 @@ class RandomWindows(IterableDataset):
             k += step
 
 
+class ResegmentedWindows(RandomWindows):
+    """RandomWindows over a BPE training stream cut afresh for each pass over it (BPE-dropout, see ``unmerge``).
+
+    Pass e is batches e·B … (e+1)·B − 1, B the batches that one pass of the tokens fills, and reads
+    ``unmerge(tokens, parents, p)`` drawn from a generator seeded with (seed, e): batch k is still a pure
+    function of (seed, rank, k), so a resume replays nothing and skips nothing.
+    """
+
+    def __init__(self, tokens: torch.Tensor, parents: np.ndarray, p: float, block_size: int, batch_size: int,
+                 seed: int, rank: int, start: int = 0):  # fmt: skip
+        super().__init__(tokens, block_size, batch_size, seed, rank, start)
+        self.canonical, self.parents, self.p = tokens.numpy(), parents, p
+        self.batches_per_pass = max(1, len(tokens) // (block_size * batch_size))
+        self._pass: int | None = None
+
+    def batch(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        e = k // self.batches_per_pass
+        if e != self._pass:
+            rng = np.random.default_rng([self.seed, e])  # two numbers: apart from the windows' (seed, rank, k)
+            self.tokens = torch.from_numpy(unmerge(self.canonical, self.parents, self.p, rng))
+            self._pass = e
+        return super().batch(k)
+
+
 class FixedWindows(Dataset):
     """The split cut into consecutive, non-overlapping windows (the same ones every time).
 
@@ -208,6 +235,9 @@ class ShakespeareDataModule(L.LightningDataModule):
         val_tokens: evaluate at most about this many tokens: a larger val split is
             represented by a fixed, evenly spaced subset of its windows (null: all of it).
         seed: seeds the training windows (batch k is a function of seed, rank, k).
+        bpe_dropout: with a ``bpe:N`` tokenizer on a text file, cut the training text anew for each pass over
+            it: each token splits back into the two its merge joined with this probability, recursively
+            (BPE-dropout; validation keeps the one canonical cut). 0: off.
         num_workers: DataLoader worker processes (0 is fastest for this tiny data).
     """
 
@@ -222,6 +252,7 @@ class ShakespeareDataModule(L.LightningDataModule):
         val_fraction: float = 0.1,
         val_tokens: int | None = 1_048_576,
         seed: int = 1337,
+        bpe_dropout: float = 0.0,
         num_workers: int = 0,
     ) -> None:
         super().__init__()
@@ -234,10 +265,16 @@ class ShakespeareDataModule(L.LightningDataModule):
             raise TinyLLMError("data.batch_size, data.val_batch_size and data.block_size must be at least 1")
         if not 0.0 < val_fraction < 1.0:
             raise TinyLLMError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
+        if not 0.0 <= bpe_dropout < 1.0:
+            raise TinyLLMError(f"data.bpe_dropout must be in [0, 1), got {bpe_dropout}")
+        if bpe_dropout and (self.prepared or not isinstance(parse_tokenizer_spec(tokenizer), int)):
+            raise TinyLLMError("data.bpe_dropout re-cuts the tokens of a BPE learned from a text file: use it with "
+                               "--data.tokenizer bpe:N on a text file, or set it to 0")  # fmt: skip
         self.data_dir, self.path, self.tokenizer_kind = data_dir, path, tokenizer
         self.block_size, self.batch_size = block_size, batch_size
         self.val_batch_size = val_batch_size or batch_size
         self.val_fraction, self.seed, self.num_workers = val_fraction, seed, num_workers
+        self.bpe_dropout = bpe_dropout
         self.val_tokens_limit = val_tokens
         self.train_batches_done = 0  # restored from checkpoints: where the training stream resumes
         self.val_bytes_per_token: float | None = None  # set by setup: UTF-8 bytes per val token, for bits per byte
@@ -346,9 +383,13 @@ class ShakespeareDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         rank = self.trainer.global_rank if self.trainer is not None else 0
-        windows = RandomWindows(
-            self.train_tokens, self.block_size, self.batch_size, self.seed, rank, start=self.train_batches_done
-        )
+        stream = (self.block_size, self.batch_size, self.seed, rank, self.train_batches_done)
+        if self.bpe_dropout:
+            tokenizer = self.tokenizer
+            assert isinstance(tokenizer, BPETokenizer)  # __init__ allows bpe_dropout with bpe:N only
+            windows = ResegmentedWindows(self.train_tokens, tokenizer.merge_parents(), self.bpe_dropout, *stream)
+        else:
+            windows = RandomWindows(self.train_tokens, *stream)
         # batch_size=None: the dataset already yields whole batches. A private generator keeps the
         # loader from drawing on the global RNG, which drives dropout and must resume exactly.
         return DataLoader(windows, batch_size=None, num_workers=self.num_workers, generator=torch.Generator())
