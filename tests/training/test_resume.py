@@ -151,3 +151,18 @@ def test_sigkill_on_a_prepared_folder_then_resume_is_bit_exact(tmp_path: Path) -
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert load(killed / CKPT / "last.ckpt")["hyper_parameters"]["tokenizer"]["kind"] == "bpe"
     assert_same_final_state(reference, killed)
+
+
+def test_sigkill_with_bpe_dropout_then_resume_is_bit_exact(tmp_path: Path) -> None:
+    """BPE-dropout cuts each pass over the tokens anew: a resume must cut the passes it had not seen the same way."""
+    from tests.helpers.bpe import shakespeare_head
+
+    text = tmp_path / "head.txt"  # ~4 k tokens: the 48 batches of a run span three passes
+    text.write_text(shakespeare_head(6_000), encoding="utf-8")
+    on_data = ("--data.path", str(text), "--data.tokenizer", "bpe:300", "--data.bpe_dropout", "0.2")
+    reference, killed = tmp_path / "uninterrupted", tmp_path / "killed"
+    assert fit(reference, *on_data).returncode == 0
+    assert fit(killed, *on_data, kill_at=12).returncode == -9
+    resumed = fit(killed, *on_data, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert_same_final_state(reference, killed)
