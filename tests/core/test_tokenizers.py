@@ -287,3 +287,10 @@ def test_unmerge_splits_each_token_with_probability_p():
     cut = unmerge(np.full(n, of_bytes[0]), parents, p, np.random.default_rng(1))
     splits = len(cut) - n
     assert abs(splits - n * p) < 4 * (n * p * (1 - p)) ** 0.5
+    # A token of three bytes, (two bytes) + byte: whole with probability 1 - p, all bytes with p².
+    is_byte = parents[:, 0] == -1
+    three = next(i for i in np.flatnonzero(~is_byte) if parents[i, 0] in of_bytes and is_byte[parents[i, 1]])
+    cut = unmerge(np.full(n, three), parents, p, np.random.default_rng(2))
+    whole, halved = (cut == three).sum(), (cut == parents[three, 0]).sum()
+    for count, share in ((whole, 1 - p), (n - whole - halved, p * p)):
+        assert abs(count - n * share) < 4 * (n * share * (1 - share)) ** 0.5

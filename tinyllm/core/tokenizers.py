@@ -193,8 +193,8 @@ def unmerge(ids: np.ndarray, parents: np.ndarray, p: float, rng: np.random.Gener
     merge with probability p while a word is encoded, so the model sees the same text cut in many ways and a
     small corpus lasts longer. Undoing finished merges gives a subset of those cuttings (the canonical one
     and its refinements), from the encoded stream in a few vectorised passes, and from a seeded ``rng``, so
-    a segmentation can be drawn again. A token stays whole with probability 1 − p, and falls apart into its
-    n bytes with probability p^(n−1). The text is unchanged: decoding the result gives the same bytes.
+    a segmentation can be drawn again. A merged token stays whole with probability 1 − p, and falls apart into
+    its n bytes with probability p^(n−1). The text is unchanged: decoding the result gives the same bytes.
     """
     fresh = np.ones(len(ids), dtype=bool)  # the tokens that may still split: all, then each split's halves
     while True:

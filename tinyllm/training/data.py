@@ -170,7 +170,8 @@ class ResegmentedWindows(RandomWindows):
     def batch(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         e = k // self.batches_per_pass
         if e != self._pass:
-            rng = np.random.default_rng([self.seed, e])  # two numbers: apart from the windows' (seed, rank, k)
+            # A spawn key of its own: numpy pads [seed, e] with zeros, which would be the windows' [seed, rank=e, k=0].
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, e], spawn_key=(1,)))
             self.tokens = torch.from_numpy(unmerge(self.canonical, self.parents, self.p, rng))
             self._pass = e
         return super().batch(k)
