@@ -258,8 +258,7 @@ class ShakespeareDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.prepared = path is not None and is_dataset(path)  # a folder made by `tinyllm prepare`
-        if not self.prepared:
-            parse_tokenizer_spec(tokenizer)  # a misspelt tokenizer fails here, before any work
+        spec = None if self.prepared else parse_tokenizer_spec(tokenizer)  # a misspelt one fails here, before any work
         if val_tokens is not None and val_tokens < 1:
             raise TinyLLMError(f"data.val_tokens must be at least 1 (or null: the whole split), got {val_tokens}")
         if batch_size < 1 or block_size < 1 or (val_batch_size is not None and val_batch_size < 1):
@@ -268,7 +267,7 @@ class ShakespeareDataModule(L.LightningDataModule):
             raise TinyLLMError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
         if not 0.0 <= bpe_dropout < 1.0:
             raise TinyLLMError(f"data.bpe_dropout must be in [0, 1), got {bpe_dropout}")
-        if bpe_dropout and (self.prepared or not isinstance(parse_tokenizer_spec(tokenizer), int)):
+        if bpe_dropout and not isinstance(spec, int):  # a prepared folder's spec is None: its tokenizer is its own
             raise TinyLLMError("data.bpe_dropout re-cuts the tokens of a BPE learned from a text file: use it with "
                                "--data.tokenizer bpe:N on a text file, or set it to 0")  # fmt: skip
         self.data_dir, self.path, self.tokenizer_kind = data_dir, path, tokenizer
