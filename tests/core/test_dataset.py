@@ -12,9 +12,18 @@ import pytest
 from tests.helpers.cli import one_line_error
 from tests.helpers.corpora import token_folder
 from tinyllm.core.dataset import (
-    META_NAME, VERSION, ShardFile, ShardWriter, Shards, is_dataset, meta_bytes, open_dataset, shard_name, token_dtype,
+    META_NAME, VERSION, ShardFile, ShardWriter, Shards, is_dataset, meta_bytes, open_dataset, shard_name, split_text,
+    token_dtype, train_chars,
 )  # fmt: skip
 from tinyllm.errors import TinyLLMError
+
+
+def test_split_text_keeps_every_character_and_validates_the_last_fraction():
+    text = "".join(chr(97 + i % 26) for i in range(1003))
+    train, val = split_text(text, 0.1)
+    assert train + val == text
+    assert len(train) == train_chars(1003, 0.1) == 902 and val == text[902:]
+    assert split_text(text, 0.0) == (text, "")
 
 
 def test_token_dtype_is_uint16_up_to_65536_ids():

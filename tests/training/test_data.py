@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyllm.core.dataset import ShardFile, train_chars
+from tinyllm.core.dataset import ShardFile, split_text
 import pytest
 import torch
 
@@ -644,7 +644,7 @@ def test_bpe_dropout_cuts_each_pass_anew_and_batch_k_stays_a_pure_function(small
     per_pass = windows.batches_per_pass
     assert per_pass == len(dm.train_tokens) // (16 * 4)
     batches = list(itertools.islice(iter(loader), 2 * per_pass + 1))
-    text = SMALL_TEXT[: train_chars(len(SMALL_TEXT), 0.1)]
+    text = split_text(SMALL_TEXT, 0.1)[0]
     other = ResegmentedWindows(dm.train_tokens, dm.tokenizer.merge_parents(), 0.2, 16, 4, seed=3, rank=0)
     passes = []
     for e in range(3):

@@ -49,6 +49,12 @@ def train_chars(n_chars: int, val_fraction: float) -> int:
     return int(n_chars * (1.0 - val_fraction))
 
 
+def split_text(text: str, val_fraction: float) -> tuple[str, str]:
+    """A single text's training part and its validation part, cut where ``train_chars`` says."""
+    n_train = train_chars(len(text), val_fraction)
+    return text[:n_train], text[n_train:]
+
+
 def token_dtype(vocab_size: int) -> np.dtype:
     """uint16 when every id fits in 16 bits, else uint32; little-endian whatever the machine."""
     return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<u4")

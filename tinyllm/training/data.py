@@ -40,7 +40,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from tinyllm.compat import training_batches_processed
-from tinyllm.core.dataset import PreparedDataset, is_dataset, open_dataset, train_chars
+from tinyllm.core.dataset import PreparedDataset, is_dataset, open_dataset, split_text
 from tinyllm.core.tokenizers import (BPETokenizer, Tokenizer, build_tokenizer, parse_tokenizer_spec,
                                      tokenizer_from_state, unmerge)
 from tinyllm.errors import TinyLLMError
@@ -80,10 +80,10 @@ def encode_splits(corpus: Path, text: str, tokenizer: Tokenizer, val_fraction: f
                 return TokenSplits(z["train"], z["val"])
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # missing, truncated or corrupt: look further, then rebuild
-    n_train = train_chars(len(text), val_fraction)
+    train_text, val_text = split_text(text, val_fraction)
     dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.int32
-    train = np.array(tokenizer.encode(text[:n_train]), dtype=dtype)
-    val = np.array(tokenizer.encode(text[n_train:]), dtype=dtype)
+    train = np.array(tokenizer.encode(train_text), dtype=dtype)
+    val = np.array(tokenizer.encode(val_text), dtype=dtype)
     buf = io.BytesIO()
     np.savez(buf, train=train, val=val)
     for folder in cache_dirs(corpus):
@@ -303,7 +303,7 @@ class ShakespeareDataModule(L.LightningDataModule):
     def _load(self) -> tuple[str, Tokenizer]:
         if self._text is None or self._tokenizer is None:
             self._text = read_corpus(self.corpus_path())
-            train_text = self._text[: train_chars(len(self._text), self.val_fraction)]
+            train_text = split_text(self._text, self.val_fraction)[0]
             self._tokenizer = build_tokenizer(self.tokenizer_kind, self._text, resolve_data_dir(self.data_dir),
                                               train_text=train_text)  # fmt: skip
         return self._text, self._tokenizer
@@ -370,8 +370,7 @@ class ShakespeareDataModule(L.LightningDataModule):
         splits = self.splits()
         self.train_tokens = torch.from_numpy(splits.train.astype(np.int64))
         self.val_tokens = torch.from_numpy(splits.val.astype(np.int64))
-        text = self._load()[0]
-        val_text = text[train_chars(len(text), self.val_fraction) :]
+        val_text = split_text(self._load()[0], self.val_fraction)[1]
         self.val_bytes_per_token = len(val_text.encode("utf-8")) / len(splits.val)
 
     def val_windows(self) -> FixedWindows:
