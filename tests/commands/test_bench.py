@@ -44,3 +44,16 @@ def test_bench_commands_print_and_write_their_figures(fit_run: FitRun, tmp_path:
         assert 0 <= row[f"{loop}_system_cpu_share"] < 1
     assert row["lightning_overhead"] == pytest.approx(row["lightning_step_s"] / row["plain_step_s"] - 1, abs=2e-3)
     assert "Lightning overhead" in proc.stdout
+
+
+def test_generate_table_shows_unmeasured_recompute_as_a_dash(capsys: pytest.CaptureFixture[str]):
+    from tinyllm.commands.bench import _print_generate
+
+    _print_generate([
+        {"setup": "int8", "new_tokens": 500, "cached_tokens_per_s": 735.8, "cached_first_token_ms": 9.8},
+        {"setup": "fp32", "new_tokens": 500, "cached_tokens_per_s": 240.0, "cached_first_token_ms": 11.3,
+         "recompute_tokens_per_s": 80.0, "speedup": 3.0},
+    ])  # fmt: skip
+    int8, fp32 = capsys.readouterr().out.splitlines()[1:3]
+    assert "nan" not in int8 and int8.split()[3:5] == ["-", "-"]
+    assert fp32.split()[3:5] == ["80.0", "3.0x"]

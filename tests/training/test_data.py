@@ -225,6 +225,14 @@ def test_encode_splits_direct(small_corpus: Path, token_cache: Path):
     assert tok.decode(s.train.tolist()) + tok.decode(s.val.tolist()) == SMALL_TEXT
 
 
+def test_encode_splits_keeps_ids_above_16_bits(small_corpus: Path, token_cache: Path):
+    text = "".join(chr(0x10000 + i) for i in range(70_000))  # 70,000 distinct characters: ids up to 69,999
+    tok = CharTokenizer.from_text(text)
+    s = encode_splits(small_corpus, text, tok, 0.1)
+    assert s.train.dtype == np.dtype("<u4") and int(s.val.max()) > 1 << 16  # the dtype prepared shards use
+    assert tok.decode(s.train.tolist()) + tok.decode(s.val.tolist()) == text
+
+
 def _full_windows(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.cat([x, y[:, -1:]], dim=1)
 

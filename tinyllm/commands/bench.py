@@ -86,9 +86,11 @@ def _print_generate(rows: list[dict[str, Any]]) -> None:
     print(f"{'setup':>13} {'new tokens':>10} {'cached tok/s':>13} {'recompute tok/s':>16} {'speedup':>8} "
           f"{'TTFT cached':>12}")
     for r in rows:
-        print(f"{r['setup']:>13} {r['new_tokens']:>10} {r['cached_tokens_per_s']:>13.1f} "
-              f"{r.get('recompute_tokens_per_s', float('nan')):>16.1f} "
-              f"{r.get('speedup', float('nan')):>7.1f}x {r['cached_first_token_ms']:>10.1f}ms")
+        # Without --recompute the recompute columns were not measured: a dash, not a number.
+        recompute = f"{r['recompute_tokens_per_s']:>16.1f}" if "recompute_tokens_per_s" in r else f"{'-':>16}"
+        speedup = f"{r['speedup']:>7.1f}x" if "speedup" in r else f"{'-':>8}"
+        print(f"{r['setup']:>13} {r['new_tokens']:>10} {r['cached_tokens_per_s']:>13.1f} {recompute} {speedup} "
+              f"{r['cached_first_token_ms']:>10.1f}ms")
     compiled = {r["setup"]: r["compile_s"] for r in rows if "compile_s" in r}
     for name, seconds in compiled.items():
         print(f"{name}: compiling the decode step took {seconds:.1f} s (once per process; not in TTFT); "

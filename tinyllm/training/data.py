@@ -40,7 +40,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from tinyllm.compat import training_batches_processed
-from tinyllm.core.dataset import PreparedDataset, is_dataset, open_dataset, split_text
+from tinyllm.core.dataset import PreparedDataset, is_dataset, open_dataset, split_text, token_dtype
 from tinyllm.core.tokenizers import (BPETokenizer, Tokenizer, build_tokenizer, parse_tokenizer_spec,
                                      tokenizer_from_state, unmerge)
 from tinyllm.errors import TinyLLMError
@@ -81,7 +81,7 @@ def encode_splits(corpus: Path, text: str, tokenizer: Tokenizer, val_fraction: f
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # missing, truncated or corrupt: look further, then rebuild
     train_text, val_text = split_text(text, val_fraction)
-    dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.int32
+    dtype = token_dtype(tokenizer.vocab_size)  # the dtype prepared shards use too
     train = np.array(tokenizer.encode(train_text), dtype=dtype)
     val = np.array(tokenizer.encode(val_text), dtype=dtype)
     buf = io.BytesIO()
