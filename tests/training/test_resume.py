@@ -153,6 +153,7 @@ def test_sigkill_on_a_prepared_folder_then_resume_is_bit_exact(tmp_path: Path) -
     assert_same_final_state(reference, killed)
 
 
+@pytest.mark.slow
 def test_sigkill_with_bpe_dropout_then_resume_is_bit_exact(tmp_path: Path) -> None:
     """BPE-dropout cuts each pass over the tokens anew: a resume must cut the passes it had not seen the same way."""
     from tests.helpers.bpe import shakespeare_head
