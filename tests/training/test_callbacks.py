@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.helpers.cli import TINY, describe, faults_env, load_ckpt, run_cli
-from tinyllm.training.callbacks import StepProgressBar
+from tinyllm.training.callbacks import StepProgressBar, TokenThroughput
 from tinyllm.training.cli import build_cli
 
 # Dropout on, so any random number drawn by the callback would change the weights.
@@ -78,3 +78,23 @@ def test_a_budget_bar_shows_the_time_used_out_of_the_budget():
     progress.train_progress_bar = bar = Tqdm(file=io.StringIO(), total=None)
     progress._start(trainer)
     assert bar.desc == "step: " and bar.total == 5000 and bar.n == bar.initial == 2419
+
+
+def test_throughput_reports_a_steady_rate_as_steady(monkeypatch: pytest.MonkeyPatch):
+    """Every batch: 0.25 s, 2 windows of 8 tokens, 1e9 FLOPs. The rates must not grow with the batches seen."""
+    clock = iter(0.25 * i for i in range(1000))
+    monkeypatch.setattr("tinyllm.training.callbacks.time.perf_counter", lambda: next(clock))
+    logged: dict[str, float] = {}
+    module = SimpleNamespace(flops_per_batch=1e9, log_dict=lambda metrics, **_: logged.update(metrics))
+    trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu")), world_size=1)
+    meter = TokenThroughput(peak_flops=1e10, window_size=4)
+    meter.setup(trainer, module, "fit")
+    batch = (torch.zeros(2, 8, dtype=torch.long), torch.zeros(2, 8, dtype=torch.long))
+    for seen in range(1, 21):
+        meter.on_train_batch_start(trainer, module, batch, seen - 1)
+        meter.on_train_batch_end(trainer, module, None, batch, seen - 1)
+        if seen >= 4:  # the window is full
+            assert logged["train/device/flops_per_sec"] == pytest.approx(4e9), seen
+            assert logged["train/device/mfu"] == pytest.approx(0.4), seen
+            assert logged["train/device/items_per_sec"] == pytest.approx(64), seen
+    assert logged["train/lengths"] == 20 * 16

@@ -49,7 +49,7 @@ class TokenThroughput(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         peak = self.peak_flops or get_available_flops(trainer.strategy.root_device, torch.get_default_dtype())
         self.meter = Throughput(available_flops=peak, world_size=trainer.world_size, window_size=self.window_size)
-        self.elapsed, self.batches, self.windows, self.tokens, self.flops = 0.0, 0, 0, 0, 0
+        self.elapsed, self.batches, self.windows, self.tokens = 0.0, 0, 0, 0
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, *_: Any) -> None:
         self.t0 = time.perf_counter()
@@ -60,9 +60,9 @@ class TokenThroughput(L.Callback):
         self.batches += 1
         self.windows += batch[0].size(0)
         self.tokens += batch[0].numel()
-        self.flops += getattr(pl_module, "flops_per_batch", 0)
+        # time, batches, samples and lengths are running totals; flops is this batch's alone (the meter sums them).
         self.meter.update(time=self.elapsed, batches=self.batches, samples=self.windows, lengths=self.tokens,
-                          flops=self.flops)  # fmt: skip
+                          flops=getattr(pl_module, "flops_per_batch", 0))  # fmt: skip
         # Lightning writes step metrics every log_every_n_steps; logging each batch costs a small dict.
         pl_module.log_dict({f"train/{k}": v for k, v in self.meter.compute().items()}, on_step=True, on_epoch=False)
 

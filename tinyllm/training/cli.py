@@ -420,6 +420,11 @@ def build_cli(args: list[str] | None, run: bool = True) -> TinyLLMCLI:
     with warnings.catch_warnings():
         # Lightning warns when explicit args are given while sys.argv holds some: here that is the point.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        # ModelCheckpoint warns of any file in its folder, and a new run's folder already holds its lock.
+        # A folder that holds another run is refused before this (refuse_a_second_run).
+        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+        # Lightning 2.6's own use of a torch API that torch 2.13 deprecates: nothing for the user to act on.
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
         try:
             return TinyLLMCLI(
                 GPTLitModule,
