@@ -41,7 +41,7 @@ class GPTLitModule(L.LightningModule):
         optimizer: ``adamw`` for every parameter, or ``muon``: Muon for the hidden weight
             matrices and AdamW (at ``lr``) for embeddings, head and gains.
         muon_lr: peak learning rate of Muon's matrices (the schedule scales it with ``lr``).
-        min_lr: the learning rate the cosine decays to (default lr / 10).
+        min_lr: the learning rate the decay ends at (default lr / 10; Muon's by the same ratio).
         warmup_steps: optimizer steps of linear warmup.
         weight_decay: AdamW decay, on weight matrices and embeddings only
             (not on norm gains or biases, whose scale the decay would distort).
