@@ -49,6 +49,10 @@ def test_a_recipe_starts_from_the_one_it_names_and_states_only_what_differs(tmp_
 
 def test_quick_is_cpu_with_a_budget():
     quick = yaml.safe_load((CONFIGS[0].parent / "quick.yaml").read_text())
-    assert quick["config"] == "cpu.yaml" and set(quick) == {"config", "name", "trainer"}
+    assert quick["config"] == "cpu.yaml" and set(quick) == {"config", "name", "model", "trainer"}
     assert quick["trainer"] == {"max_time": "00:00:05:00"}
+    assert set(quick["model"]) == {"lr", "muon_lr", "min_lr"}  # only the rates measured for five minutes
     assert os.path.exists(CONFIGS[0].parent / quick["config"])
+    cli = build_cli(["--config", str(CONFIGS[0].parent / "quick.yaml")], run=False)
+    assert (cli.model.lr, cli.model.muon_lr, cli.model.min_lr) == (1e-3, 0.01, 0.0)  # quick's, not cpu.yaml's
+    assert cli.model.arch.n_embd == 128  # the rest is cpu.yaml's
