@@ -133,20 +133,24 @@ def compile_decoder(model: GPT, batch_size: int = 1) -> Callable[[Tensor, KVCach
 
     A decode step is ~100 tiny operations around a few small matrix-vector
     products; run one by one, their Python and dispatch overhead costs more
-    than their arithmetic. Compiling fuses them into a few kernels. Shapes are
-    dynamic (the cache grows every step), so one graph serves every length;
-    prefill and recompute stay eager. Compiling takes tens of seconds the first
+    than their arithmetic. Compiling fuses them into a few kernels. The cache's
+    length changes every step: torch compiles the first length it sees as a
+    constant and the second as a symbol, so after the warm-up below one graph
+    serves every length, while the preallocated cache buffers keep static shapes.
+    (``dynamic=True`` makes their sizes symbols too, and checking those guards
+    and gathering the inputs cost a tenth of a step, DEVLOG.md.) Prefill and
+    recompute stay eager. Compiling takes tens of seconds the first
     time (torch caches the result on disk for the next run), so it pays off for
     long generations, not for a short sample.
     """
     device, block = model.embed_tokens.weight.device, model.config.block_size
     # On the CPU, a C++ wrapper around the kernels also removes the Python between them (~20% on a 2-core AMD EPYC, DEVLOG.md).
-    compiled = torch.compile(model, dynamic=True, options={"cpp_wrapper": device.type == "cpu"})
+    compiled = torch.compile(model, options={"cpp_wrapper": device.type == "cpu"})
     try:
         # Warm up inside inference mode (as generation runs) on every shape that gets its own graph.
         with torch.inference_mode():
             cache = model.new_cache(batch_size)
-            # Lengths 1 and 2 (small sizes get their own graphs) and the last slot; block_size 1 never decodes.
+            # Length 1 (a constant), 2 (now a symbol) and the last slot; block_size 1 never decodes.
             for prefill in sorted({1, min(2, block - 1), block - 1} - {0}):
                 cache.reset()
                 tokens = torch.zeros(batch_size, prefill + 1, dtype=torch.long, device=device)
