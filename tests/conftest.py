@@ -205,7 +205,7 @@ def fit_run(tmp_path_factory: pytest.TempPathFactory) -> FitRun:
 
 @pytest.fixture
 def fit_copy(fit_run: FitRun, tmp_path: Path) -> Path:
-    """A private copy of the fit run's folder (validate writes into logs/tiny)."""
+    """A private copy of the fit run's folder, for commands that write into it."""
     dest = tmp_path / "run"
     shutil.copytree(fit_run.dir, dest)
     return dest

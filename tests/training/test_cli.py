@@ -103,6 +103,7 @@ def test_validate_last_resolves_to_the_final_weights(fit_copy: Path, fit_run: Fi
     assert "last.ckpt" in proc.stderr, proc.stderr[-2000:]  # "Restoring states from ... last.ckpt"
     final_val_loss = fit_run.scalars["val_loss"][-1][1]  # the evaluation at step 24, same weights as last.ckpt
     assert reported_val_loss(proc.stdout) == pytest.approx(final_val_loss, rel=1e-5)
+    assert read_scalars(fit_copy / "logs/tiny") == fit_run.scalars  # fit's curves, without a point at step 0
 
 
 @pytest.mark.parametrize("name", ["last.ckpt", "best.ckpt"])

@@ -162,7 +162,9 @@ class TinyLLMCLI(LightningCLI):
             parsed = self.config[self.subcommand] if self.subcommand else self.config
             kwargs["precision"] = parsed.trainer.precision = self.auto_precision(cfg)
         logger = cfg["trainer"].get("logger")
-        if logger is None or logger is True:  # the default: TensorBoard in logs/<name>/, continued on resume
+        if self.subcommand == "validate" and (logger is None or logger is True):
+            logger = False  # it prints its figures; in fit's curves they would be a point at step 0
+        elif logger is None or logger is True:  # the default: TensorBoard in logs/<name>/, continued on resume
             # On resume, TensorBoard hides what the killed run logged after its checkpoint (purge_step), so each
             # curve stays one line; a fresh start hides the leftovers of a start that never saved a checkpoint.
             purge_step = self.resume_step if self.resume_step is not None else (0 if run.has_logs() else None)
