@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import FitRun
+from tinyllm.core.model import GPT, GPTConfig
 from tinyllm.formats.load import load_model
 from tests.helpers.cli import (
     TINY,
@@ -43,6 +45,8 @@ def test_bench_commands_print_and_write_their_figures(fit_run: FitRun, tmp_path:
         assert row[f"{loop}_mfu"] == pytest.approx(mfu, abs=5.1e-5 + mfu * (5e-7 / step_s + 0.05 / peak))
         assert 0 <= row[f"{loop}_system_cpu_share"] < 1
     assert row["lightning_overhead"] == pytest.approx(row["lightning_step_s"] / row["plain_step_s"] - 1, abs=2e-3)
+    assert row["linear_layers_gflops"] > 0
+    assert row["linear_layers_share_of_peak"] == pytest.approx(row["linear_layers_gflops"] / peak, abs=1e-3)
     assert "Lightning overhead" in proc.stdout
 
 
@@ -57,3 +61,22 @@ def test_generate_table_shows_unmeasured_recompute_as_a_dash(capsys: pytest.Capt
     int8, fp32 = capsys.readouterr().out.splitlines()[1:3]
     assert "nan" not in int8 and int8.split()[3:5] == ["-", "-"]
     assert fp32.split()[3:5] == ["80.0", "3.0x"]
+
+
+def test_linear_shapes_counts_every_projection_once():
+    from tinyllm.commands.bench import linear_shapes
+
+    model = GPT(GPTConfig(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=32, mlp="swiglu"))
+    hidden = model.layers[0].mlp.up_proj.out_features
+    # q, k, v, o per layer; gate and up; down; the head (tied to the embedding, still one product)
+    assert linear_shapes(model) == {(32, 32): 8, (32, hidden): 4, (hidden, 32): 2, (32, 65): 1}
+
+
+def test_linear_layers_flops_weights_each_shape_by_its_layers(monkeypatch: pytest.MonkeyPatch):
+    import tinyllm.commands.bench as bench
+
+    monkeypatch.setattr(bench, "_timed", lambda fn: 1.0)  # every shape's forward and backward takes a second
+    model = GPT(GPTConfig(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=32, mlp="swiglu"))
+    shapes = bench.linear_shapes(model)
+    flops = sum(count * 6 * 10 * n_in * n_out for (n_in, n_out), count in shapes.items())
+    assert bench.linear_layers_flops(model, rows=10, dtype=torch.float32) == pytest.approx(flops / sum(shapes.values()))

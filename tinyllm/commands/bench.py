@@ -13,13 +13,14 @@ import platform
 import resource
 import statistics
 import time
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
 import lightning as L
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from tinyllm.core.generate import generate, pick_device, prepare_decoding
 from tinyllm.core.model import GPT, KVCache
@@ -118,6 +119,35 @@ def matmul_peak_flops(
         a @ b  # warm-up
         best = max(best, 2 * n**3 / min(_timed(lambda: a @ b) for _ in range(repeats)))
     return best
+
+
+def linear_shapes(model: nn.Module) -> Counter[tuple[int, int]]:
+    """(in_features, out_features) -> how many of ``model``'s linear layers have that shape."""
+    return Counter((m.in_features, m.out_features) for m in model.modules() if isinstance(m, nn.Linear))
+
+
+def linear_layers_flops(model: nn.Module, rows: int, dtype: torch.dtype, repeats: int = 5) -> float:
+    """FLOP/s of ``model``'s linear layers alone, forward and backward, on ``rows`` tokens in ``dtype``.
+
+    Each shape runs on its own, as a training step runs it (fp32 weights, under bf16 autocast for bf16):
+    y = x Wᵀ and both gradients, 6 · rows · in · out FLOPs, weighted by how many layers have that shape.
+    These products hold most of a step's FLOPs; the rest of the step (norms, softmax, dropout, the
+    optimizer) adds time and few FLOPs. So this rate over the matmul peak is about the MFU a step of
+    this model would reach if everything else took no time: the ceiling its shapes set on this machine.
+    """
+    flops = seconds = 0.0
+    for (n_in, n_out), count in linear_shapes(model).items():
+        layer, x = nn.Linear(n_in, n_out, bias=False), torch.randn(rows, n_in, requires_grad=True)
+
+        def step() -> None:
+            with torch.autocast("cpu", torch.bfloat16, enabled=dtype == torch.bfloat16):
+                y = layer(x)
+            y.backward(torch.ones_like(y))
+
+        step()  # warm-up
+        flops += count * 6 * rows * n_in * n_out
+        seconds += count * statistics.median(_timed(step) for _ in range(repeats))
+    return flops / seconds
 
 
 def _timed(fn) -> float:
@@ -221,6 +251,7 @@ def run_bench_train(config_args: list[str], steps: int, warmup: int, rounds: int
     # A shared machine's speed drifts: the peak is measured before and after the loops, and the higher one
     # kept, so that MFU is never flattered by a slow moment of the peak's measurement.
     peak = max(peak, matmul_peak_flops(dtype))
+    linear = linear_layers_flops(lit.model, datamodule.batch_size * datamodule.block_size, dtype)
     flops_per_step = lit.model.flops_per_token() * tokens_per_step
     row = {"config": " ".join(config_args), "parameters": lit.model.num_parameters(),
            "flops_per_token": lit.model.flops_per_token(), "tokens_per_step": tokens_per_step, "precision": cfg["precision"],
@@ -231,6 +262,8 @@ def run_bench_train(config_args: list[str], steps: int, warmup: int, rounds: int
         row[f"{name}_mfu"] = round(flops_per_step / seconds / peak, 4)
         user, system = cpu[name]  # system: kernel time, page faults mostly
         row[f"{name}_system_cpu_share"] = round(system / (user + system), 3) if user + system > 0 else None
+    row["linear_layers_gflops"] = round(linear / 1e9, 1)  # the MFU ceiling of the model's shapes, over the peak
+    row["linear_layers_share_of_peak"] = round(linear / peak, 4)
     row["lightning_overhead"] = round(lightning / plain - 1, 4)
     row["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     return row
@@ -242,6 +275,8 @@ def _print_train(row: dict[str, Any]) -> None:
     for name in ("plain", "lightning"):
         print(f"  {name:>9}: {row[f'{name}_step_s']:.3f} s/step  {row[f'{name}_tokens_per_s']:>9,.0f} tokens/s  "
               f"MFU {row[f'{name}_mfu']:.1%}  system CPU {row[f'{name}_system_cpu_share'] or 0:.0%}")
+    print(f"  the linear layers alone, forward and backward at this step's shapes: {row['linear_layers_gflops']} GFLOP/s, "
+          f"{row['linear_layers_share_of_peak']:.1%} of the peak (the MFU a step would reach if nothing else took time)")
     print(f"  Lightning overhead {row['lightning_overhead']:+.1%}, peak resident memory {row['peak_rss_mb']:,.0f} MB")
 
 
