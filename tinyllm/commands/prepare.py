@@ -3,7 +3,7 @@
     python -m tinyllm prepare --inputs data/input.txt --out data/shakespeare --tokenizer char
     python -m tinyllm prepare --inputs corpus/ --out data/web --tokenizer bpe:8192
     python -m tinyllm prepare --inputs '[a.jsonl.gz,b.jsonl.gz]' --out data/mix --tokenizer gpt2
-    python -m tinyllm fit --config configs/quick.yaml --data.path data/web
+    python -m tinyllm fit --config configs/cpu.yaml --data.path data/web
 
 The rules (tinyllm/core/dataset.py describes the folder it writes):
 
