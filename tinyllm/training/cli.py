@@ -164,6 +164,7 @@ class TinyLLMCLI(LightningCLI):
         logger = cfg["trainer"].get("logger")
         if self.subcommand == "validate" and (logger is None or logger is True):
             logger = False  # it prints its figures; in fit's curves they would be a point at step 0
+            self.save_config_callback = None  # without a log folder it would write config.yaml into the cwd
         elif logger is None or logger is True:  # the default: TensorBoard in logs/<name>/, continued on resume
             # On resume, TensorBoard hides what the killed run logged after its checkpoint (purge_step), so each
             # curve stays one line; a fresh start hides the leftovers of a start that never saved a checkpoint.
