@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -46,18 +47,25 @@ def test_a_recipe_starts_from_the_one_it_names_and_states_only_what_differs(tmp_
     assert (cli.trainer.max_steps, cli.trainer.gradient_clip_val, cli.model.lr) == (9, 1.0, 0.01)
 
 
+def _flat(tree: dict, prefix: str = "") -> dict[str, object]:
+    """{"arch": {"n_head": 5}} -> {"arch.n_head": 5}"""
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
 def test_quick_is_the_five_minute_rung_of_cpu_bpe():
     quick = yaml.safe_load((CONFIGS[0].parent / "quick.yaml").read_text())
     assert quick["config"] == "cpu_bpe.yaml" and set(quick) == {"config", "name", "model", "data", "trainer"}
     assert quick["trainer"] == {"max_time": "00:00:05:00"}
-    # Only the shape and regularizers of the ladder's 5-minute rung (results/budgets.md).
-    assert quick["model"] == {"arch": {"n_embd": 160, "n_head": 5, "dropout": 0.1}}
-    assert quick["data"] == {"bpe_dropout": 0.05}
+    # Exactly the options of the ladder's 5-minute rung (results/budgets.md), no more and no fewer.
     budgets = (CONFIGS[0].parents[1] / "results/budgets.md").read_text()
     rung = next(line for line in budgets.splitlines() if line.startswith("| 5 min |"))
-    for option in ("--model.arch.n_embd=160", "--model.arch.n_head=5", "--model.arch.dropout=0.1",
-                   "--data.bpe_dropout=0.05"):
-        assert f"`{option}`" in rung, option
+    stated = {f"--{group}.{key}={value}" for group in ("model", "data") for key, value in _flat(quick[group]).items()}
+    assert stated == set(re.findall(r"`(--[^`=]+=[^`]+)`", rung))
+    assert stated == {"--model.arch.n_embd=160", "--model.arch.n_head=5", "--model.arch.dropout=0.1",
+                      "--data.bpe_dropout=0.05"}
     cli = build_cli(["--config", str(CONFIGS[0].parent / "quick.yaml")], run=False)
     assert cli.datamodule.tokenizer_kind == "bpe:1024"  # cpu_bpe.yaml's
     assert (cli.model.lr, cli.model.muon_lr, cli.model.min_lr) == (1e-3, 0.01, 0.0)  # cpu_bpe.yaml's
