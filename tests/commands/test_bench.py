@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,9 @@ def test_linear_layers_flops_weights_each_shape_by_its_layers(monkeypatch: pytes
     shapes = bench.linear_shapes(model)
     flops = sum(count * 6 * 10 * n_in * n_out for (n_in, n_out), count in shapes.items())
     assert bench.linear_layers_flops(model, rows=10, dtype=torch.float32) == pytest.approx(flops / sum(shapes.values()))
+
+
+def test_linear_layers_flops_of_a_model_without_linear_layers_is_nan():
+    from tinyllm.commands.bench import linear_layers_flops
+
+    assert math.isnan(linear_layers_flops(torch.nn.Embedding(4, 4), rows=10, dtype=torch.float32))

@@ -110,3 +110,13 @@ def test_compiled_decoder_equals_eager_and_never_recompiles_while_generating(qua
     for a, b in zip(logits["eager"], logits["compiled"]):
         assert (a - b).abs().max() <= 1e-4
     assert torch.equal(torch.stack(eager), torch.stack(compiled))
+
+
+def test_compile_decoder_warms_up_only_cache_lengths_that_decode():
+    """block_size 1 never decodes (each token is a prefill of one): nothing to warm up, nothing to fail."""
+    torch._dynamo.reset()
+    model = sharp_model("modern", block_size=1)
+    decoder = compile_decoder(model)
+    assert _graph_count() == 0
+    tokens = list(generate_tokens(model, prompt_tensor(1, 1), 4, temperature=0, decoder=decoder))
+    assert torch.equal(torch.stack(tokens), torch.stack(list(generate_tokens(model, prompt_tensor(1, 1), 4, temperature=0))))

@@ -108,6 +108,14 @@ def test_validate_last_resolves_to_the_final_weights(fit_copy: Path, fit_run: Fi
     assert sorted(p for p in fit_copy.rglob("*") if p.is_file()) == files  # no config.yaml, no events file
 
 
+@pytest.mark.slow
+def test_validate_refuses_the_default_logger_in_one_line(fit_copy: Path):
+    files = sorted(p for p in fit_copy.rglob("*") if p.is_file())
+    proc = run_main("validate", "--config", TINY, "--ckpt_path", "last", "--trainer.logger", "true", cwd=fit_copy)
+    assert_one_line_error(proc, "--trainer.logger CSVLogger")
+    assert sorted(p for p in fit_copy.rglob("*") if p.is_file()) == files
+
+
 @pytest.mark.parametrize("name", ["last.ckpt", "best.ckpt"])
 def test_checkpoints_load_safely_with_plain_hyperparameters(fit_run: FitRun, name: str):
     ckpt = load_ckpt(fit_run.dir / "checkpoints/tiny" / name)  # weights_only=True: no pickled objects

@@ -131,9 +131,10 @@ def linear_layers_flops(model: nn.Module, rows: int, dtype: torch.dtype, repeats
 
     Each shape runs on its own, as a training step runs it (fp32 weights, under bf16 autocast for bf16):
     y = x Wᵀ and both gradients, 6 · rows · in · out FLOPs, weighted by how many layers have that shape.
-    These products hold most of a step's FLOPs; the rest of the step (norms, softmax, dropout, the
-    optimizer) adds time and few FLOPs. So this rate over the matmul peak is about the MFU a step of
-    this model would reach if everything else took no time: the ceiling its shapes set on this machine.
+    These products hold most of a step's FLOPs (attention's score products, about a tenth, are left
+    out); the rest of the step (norms, softmax, dropout, the optimizer) adds time and few FLOPs. So this
+    rate over the matmul peak is about the MFU a step of this model would reach if everything else took
+    no time. NaN for a model without linear layers.
     """
     flops = seconds = 0.0
     for (n_in, n_out), count in linear_shapes(model).items():
@@ -147,7 +148,7 @@ def linear_layers_flops(model: nn.Module, rows: int, dtype: torch.dtype, repeats
         step()  # warm-up
         flops += count * 6 * rows * n_in * n_out
         seconds += count * statistics.median(_timed(step) for _ in range(repeats))
-    return flops / seconds
+    return flops / seconds if seconds else float("nan")
 
 
 def _timed(fn) -> float:
@@ -262,7 +263,7 @@ def run_bench_train(config_args: list[str], steps: int, warmup: int, rounds: int
         row[f"{name}_mfu"] = round(flops_per_step / seconds / peak, 4)
         user, system = cpu[name]  # system: kernel time, page faults mostly
         row[f"{name}_system_cpu_share"] = round(system / (user + system), 3) if user + system > 0 else None
-    row["linear_layers_gflops"] = round(linear / 1e9, 1)  # the MFU ceiling of the model's shapes, over the peak
+    row["linear_layers_gflops"] = round(linear / 1e9, 1)  # the linear layers' own rate at the step's shapes
     row["linear_layers_share_of_peak"] = round(linear / peak, 4)
     row["lightning_overhead"] = round(lightning / plain - 1, 4)
     row["peak_rss_mb"] = round(_peak_rss_mb(), 1)
@@ -276,7 +277,7 @@ def _print_train(row: dict[str, Any]) -> None:
         print(f"  {name:>9}: {row[f'{name}_step_s']:.3f} s/step  {row[f'{name}_tokens_per_s']:>9,.0f} tokens/s  "
               f"MFU {row[f'{name}_mfu']:.1%}  system CPU {row[f'{name}_system_cpu_share'] or 0:.0%}")
     print(f"  the linear layers alone, forward and backward at this step's shapes: {row['linear_layers_gflops']} GFLOP/s, "
-          f"{row['linear_layers_share_of_peak']:.1%} of the peak (the MFU a step would reach if nothing else took time)")
+          f"{row['linear_layers_share_of_peak']:.1%} of the peak (about the MFU a step would reach if nothing else took time)")
     print(f"  Lightning overhead {row['lightning_overhead']:+.1%}, peak resident memory {row['peak_rss_mb']:,.0f} MB")
 
 

@@ -141,7 +141,8 @@ def compile_decoder(model: GPT, batch_size: int = 1) -> Callable[[Tensor, KVCach
     and gathering the inputs cost a tenth of a step, DEVLOG.md.) Prefill and
     recompute stay eager. Compiling takes tens of seconds the first
     time (torch caches the result on disk for the next run), so it pays off for
-    long generations, not for a short sample.
+    long generations, not for a short sample. ``batch_size`` is part of the
+    graph: generating another batch size compiles once more, on the spot.
     """
     device, block = model.embed_tokens.weight.device, model.config.block_size
     # On the CPU, a C++ wrapper around the kernels also removes the Python between them (~20% on a 2-core AMD EPYC, DEVLOG.md).
@@ -151,7 +152,7 @@ def compile_decoder(model: GPT, batch_size: int = 1) -> Callable[[Tensor, KVCach
         with torch.inference_mode():
             cache = model.new_cache(batch_size)
             # Length 1 (a constant), 2 (now a symbol) and the last slot; block_size 1 never decodes.
-            for prefill in sorted({1, min(2, block - 1), block - 1} - {0}):
+            for prefill in sorted({p for p in (1, 2, block - 1) if 1 <= p < block}):
                 cache.reset()
                 tokens = torch.zeros(batch_size, prefill + 1, dtype=torch.long, device=device)
                 model(tokens[:, :prefill], cache)

@@ -8,9 +8,9 @@ YAML can drop it by accident:
   ``logs/quick/``, nothing else does.
 * **Always on:** atomic checkpoint writes, ``best.ckpt`` (lowest val loss),
   ``last.ckpt`` every N steps and on Ctrl-C (``ResumeCheckpoint``, listed
-  after "best" so it saves the evaluation's outcome), the RNG state, and a
-  TensorBoard logger that, on resume, purges what the killed run logged after
-  its checkpoint.
+  after "best" so it saves the evaluation's outcome), the RNG state, and for
+  ``fit`` a TensorBoard logger that, on resume, purges what the killed run
+  logged after its checkpoint (``validate`` prints its figures, logs none).
 * **Optional, defaults here:** early stopping, the LR monitor, throughput,
   the step progress bar and generation samples; each is one top-level key that
   ``null`` switches off (``--samples null``).
@@ -162,7 +162,11 @@ class TinyLLMCLI(LightningCLI):
             parsed = self.config[self.subcommand] if self.subcommand else self.config
             kwargs["precision"] = parsed.trainer.precision = self.auto_precision(cfg)
         logger = cfg["trainer"].get("logger")
-        if self.subcommand == "validate" and (logger is None or logger is True):
+        if self.subcommand == "validate" and logger is True:
+            raise TinyLLMError("validate prints its figures and logs none by default (in fit's TensorBoard curves "
+                               "they would be a point at step 0): drop --trainer.logger true, or name a logger "
+                               "such as --trainer.logger CSVLogger")
+        if self.subcommand == "validate" and logger is None:
             logger = False  # it prints its figures; in fit's curves they would be a point at step 0
             self.save_config_callback = None  # without a log folder it would write config.yaml into the cwd
         elif logger is None or logger is True:  # the default: TensorBoard in logs/<name>/, continued on resume
