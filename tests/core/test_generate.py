@@ -349,6 +349,22 @@ def test_sample_next_never_nan_and_in_range():
         assert ((draws >= 0) & (draws < 11)).all(), kw
 
 
+def test_sample_next_draws_what_torch_multinomial_draws_with_the_same_generator():
+    logits = torch.randn(3, 11, generator=torch.Generator().manual_seed(9)) * 2
+    ours = _draws(logits, 400, temperature=0.8, seed=5)
+    gens, probs = make_generators(5, 3, torch.device("cpu")), (logits / 0.8).softmax(-1)
+    theirs = torch.stack([torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(gens)])
+                          for _ in range(400)])
+    assert torch.equal(ours, theirs)
+
+
+def test_sample_next_draws_each_token_with_its_probability():
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05, 0.0])
+    draws = _draws(p.log()[None], 8000)[:, 0]
+    freq = torch.bincount(draws, minlength=5).float() / len(draws)
+    assert freq[4] == 0 and torch.allclose(freq, p, atol=0.02), freq
+
+
 def test_sample_next_subnormal_temperature_is_greedy():
     logits = torch.tensor([[1.0, 3.0, -2.0]])
     assert sample_next(logits, 1e-40, None, None, make_generators(0, 1, torch.device("cpu"))).tolist() == [1]

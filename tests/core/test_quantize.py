@@ -114,9 +114,21 @@ def test_compiled_decoder_equals_eager_and_never_recompiles_while_generating(qua
 
 def test_compile_decoder_warms_up_only_cache_lengths_that_decode():
     """block_size 1 never decodes (each token is a prefill of one): nothing to warm up, nothing to fail."""
-    torch._dynamo.reset()
-    model = sharp_model("modern", block_size=1)
+    model, graphs = sharp_model("modern", block_size=1), _graph_count()
     decoder = compile_decoder(model)
-    assert _graph_count() == 0
+    assert _graph_count() == graphs
     tokens = list(generate_tokens(model, prompt_tensor(1, 1), 4, temperature=0, decoder=decoder))
     assert torch.equal(torch.stack(tokens), torch.stack(list(generate_tokens(model, prompt_tensor(1, 1), 4, temperature=0))))
+
+
+@pytest.mark.slow
+def test_two_compiled_decoders_with_the_same_cache_shapes_each_decode_their_own_model():
+    """The decoder checks only its inputs, so the cache must tell the models apart (it holds its model's config)."""
+    torch._dynamo.reset()
+    models = [sharp_model("modern", seed=0), sharp_model("vanilla", seed=1, vocab_size=13)]
+    decoders = [compile_decoder(m) for m in models]
+    prompt = prompt_tensor(1, 3)
+    for model, decoder in zip(models, decoders):
+        eager = list(generate_tokens(model, prompt, 20, temperature=0))
+        compiled = list(generate_tokens(model, prompt, 20, temperature=0, decoder=decoder))
+        assert torch.equal(torch.stack(eager), torch.stack(compiled))

@@ -46,8 +46,16 @@ def sample_next(
     temperature 0 is greedy (argmax; no division by zero). Otherwise
     p = softmax(logits / T), restricted to the ``top_k`` most likely tokens
     and to the smallest set whose probability reaches ``top_p`` (nucleus
-    sampling, Holtzman et al., 2019, arXiv:1904.09751). Row i draws from its own
-    generator, so a batch of samples equals the same samples drawn one by one.
+    sampling, Holtzman et al., 2019, arXiv:1904.09751), and one token drawn
+    from p by an exponential race:
+
+        token = argmax_i p_i / E_i,  E_i ~ Exp(1)
+
+    token i wins with probability p_i (the Gumbel-max trick, Gumbel, 1954, with
+    the logarithms taken off). ``torch.multinomial`` draws one sample the same
+    way, with the same draws, after checks of p that cost a decode step more
+    than the draw. Row i draws from its own generator, so a batch of samples
+    equals the same samples drawn one by one.
     """
     if temperature == 0:
         return logits.argmax(dim=-1)
@@ -65,7 +73,7 @@ def sample_next(
         drop = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p
         logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
     probs = logits.softmax(dim=-1)
-    return torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(generators)])
+    return torch.stack([(p / torch.empty_like(p).exponential_(generator=g)).argmax() for p, g in zip(probs, generators)])
 
 
 def make_generators(seed: int | None, n: int, device: torch.device) -> list[torch.Generator]:
@@ -143,10 +151,24 @@ def compile_decoder(model: GPT, batch_size: int = 1) -> Callable[[Tensor, KVCach
     time (torch caches the result on disk for the next run), so it pays off for
     long generations, not for a short sample. ``batch_size`` is part of the
     graph: generating another batch size compiles once more, on the spot.
+
+    The decoder is for this model as it is now: its weights are compiled in as
+    constants, and it checks only what a step is given (the tokens and the
+    cache), not the model's modules or the globals they use, so changed
+    weights, a later ``model.train()``, a forward hook or a swapped layer go
+    unseen by it. Compile a new one after changing the model.
     """
     device, block = model.embed_tokens.weight.device, model.config.block_size
-    # On the CPU, a C++ wrapper around the kernels also removes the Python between them (~20% on a 2-core AMD EPYC, DEVLOG.md).
-    compiled = torch.compile(model, options={"cpp_wrapper": device.type == "cpu"})
+    options = {
+        # On the CPU, a C++ wrapper around the kernels also removes the Python between them (~20% on a 2-core AMD EPYC).
+        "cpp_wrapper": device.type == "cpu",
+        # The model is fixed while it decodes. Before each call torch checks that nothing the graph was traced
+        # from has changed: ~1,000 checks on the modules and their globals, ~8% of a step on a 2-core Xeon; and it
+        # gathers every weight as an input, another ~5%, unless the weights are constants of the graph (DEVLOG.md).
+        "guard_filter_fn": _guards_on_the_inputs_only,
+        "freezing": True,
+    }
+    compiled = torch.compile(_step_of_its_own(model), options=options)
     try:
         # Warm up inside inference mode (as generation runs) on every shape that gets its own graph.
         with torch.inference_mode():
@@ -163,6 +185,28 @@ def compile_decoder(model: GPT, batch_size: int = 1) -> Callable[[Tensor, KVCach
         raise TinyLLMError(f"torch.compile failed on {device} ({type(cause).__name__}: {first_line}): "
                            "run without --compile") from None
     return compiled
+
+
+def _step_of_its_own(model: GPT) -> Callable[[Tensor, KVCache], Tensor]:
+    """``model(idx, cache)`` as a function with a code object of its own.
+
+    torch keeps compiled graphs per code object, and with the guards above two
+    models with caches of one shape could not be told apart: each decoder's
+    graphs stay with its own function instead.
+    """
+
+    def step(idx: Tensor, cache: KVCache) -> Tensor:
+        return model(idx, cache)
+
+    step.__code__ = step.__code__.replace()  # a copy: a new code object, never shared with another decoder
+    return step
+
+
+def _guards_on_the_inputs_only(entries: list) -> list[bool]:
+    """Keep a guard unless it is on an ``nn.Module`` or a global (torch's own filters, combined)."""
+    on_modules = torch.compiler.skip_guard_on_all_nn_modules_unsafe(entries)
+    on_globals = torch.compiler.skip_guard_on_globals_unsafe(entries)
+    return [a and b for a, b in zip(on_modules, on_globals)]
 
 
 def prepare_decoding(
