@@ -43,6 +43,16 @@ def test_torch_int8_kernel_is_as_compat_uses_it():
     assert torch.allclose(compat.int8_weight_matmul(x, w, scale).float(), expected, rtol=2e-2, atol=2e-2)
 
 
+def test_torch_compile_raises_at_a_graph_break_inside_compats_context():
+    def broken(x: torch.Tensor) -> torch.Tensor:
+        torch._dynamo.graph_break()
+        return x + 1
+
+    compiled = torch.compile(broken, backend="eager")
+    with pytest.raises(Exception, match="graph break"), compat.error_on_graph_break():
+        compiled(torch.ones(2))
+
+
 class _Recorder(L.Callback):
     """Reads the compat answers inside a real fit, at every training batch."""
 

@@ -41,6 +41,11 @@ def int8_weight_matmul(x: Tensor, weight: Tensor, scale: Tensor) -> Tensor:
     return torch._weight_int8pack_mm(x, weight, scale)
 
 
+def error_on_graph_break() -> Any:
+    """A context in which ``torch.compile`` raises at a graph break instead of splitting the graph there."""
+    return torch._dynamo.error_on_graph_break(True)
+
+
 def training_compile_options() -> dict[str, Any]:
     """Inductor options for ``torch.compile`` of a model that trains on this machine.
 

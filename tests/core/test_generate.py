@@ -365,9 +365,16 @@ def test_sample_next_draws_each_token_with_its_probability():
     assert freq[4] == 0 and torch.allclose(freq, p, atol=0.02), freq
 
 
-def test_sample_next_subnormal_temperature_is_greedy():
-    logits = torch.tensor([[1.0, 3.0, -2.0]])
+@pytest.mark.parametrize("row", [[1.0, 3.0, -2.0], [-3.0, -1.0, -2.0]])  # overflow to +inf; every logit to -inf
+def test_sample_next_subnormal_temperature_is_greedy(row):
+    logits = torch.tensor([row])
     assert sample_next(logits, 1e-40, None, None, make_generators(0, 1, torch.device("cpu"))).tolist() == [1]
+
+
+def test_sample_next_refuses_nan_logits_in_one_line():
+    logits = torch.tensor([[1.0, 3.0, -2.0], [1.0, float("nan"), 3.0]])
+    with pytest.raises(TinyLLMError, match="logits are NaN"):
+        sample_next(logits, 0.8, None, None, make_generators(0, 2, torch.device("cpu")))
 
 
 # ----------------------------------------------------------------------------- 5. clear errors

@@ -122,13 +122,44 @@ def test_compile_decoder_warms_up_only_cache_lengths_that_decode():
 
 
 @pytest.mark.slow
-def test_two_compiled_decoders_with_the_same_cache_shapes_each_decode_their_own_model():
-    """The decoder checks only its inputs, so the cache must tell the models apart (it holds its model's config)."""
+def test_compiled_decoders_of_several_models_in_one_process_each_decode_their_own_model():
+    """A decoder checks only its inputs, and these models' caches have one shape: each decoder's graph must stay its
+    own (a step function with a code object of its own, compiled as one graph), or one model runs another's graph:
+    loudly for another architecture, silently for one that differs in a constant (the soft cap)."""
     torch._dynamo.reset()
-    models = [sharp_model("modern", seed=0), sharp_model("vanilla", seed=1, vocab_size=13)]
+    models = [sharp_model("modern", seed=0), sharp_model("modern+softcap", seed=1),
+              sharp_model("modern+softcap", seed=1, logit_softcap=2.0), sharp_model("vanilla", seed=2, vocab_size=13),
+              sharp_model("modern+value_embeds", seed=3)]
     decoders = [compile_decoder(m) for m in models]
+    prompt = prompt_tensor(1, 4)
+    with torch.inference_mode():
+        for model, decoder in zip(models, decoders):
+            steps = []
+            for step in (model, decoder):
+                cache = model.new_cache(1)
+                model(prompt[:, :3], cache)
+                steps.append(step(prompt[:, 3:], cache))
+            torch.testing.assert_close(steps[1], steps[0], atol=1e-4, rtol=0)
+
+
+@pytest.mark.slow
+def test_compiled_decoder_reads_weights_changed_in_place():
+    torch._dynamo.reset()
+    model = sharp_model("modern", block_size=12)
+    quantize_int8(model)
+    decoder = compile_decoder(model)
     prompt = prompt_tensor(1, 3)
-    for model, decoder in zip(models, decoders):
-        eager = list(generate_tokens(model, prompt, 20, temperature=0))
-        compiled = list(generate_tokens(model, prompt, 20, temperature=0, decoder=decoder))
-        assert torch.equal(torch.stack(eager), torch.stack(compiled))
+
+    def decode_step(step) -> torch.Tensor:
+        with torch.inference_mode():
+            cache = model.new_cache(1)
+            model(prompt[:, :2], cache)
+            return step(prompt[:, 2:], cache)
+
+    before = decode_step(decoder)
+    with torch.no_grad():
+        for tensor in (*model.parameters(), *(b for b in model.buffers() if b.dtype == torch.int8)):
+            tensor.copy_(tensor.flip(-1))  # every weight matrix, int8 or float, reordered along its last dimension
+    eager, compiled = decode_step(model), decode_step(decoder)
+    assert (eager - before).abs().max() > 0.1  # the change changes the logits ...
+    torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=0)  # ... and the compiled step sees it

@@ -17,6 +17,7 @@ because every token's absolute position changes).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -24,6 +25,7 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
+from tinyllm.compat import error_on_graph_break
 from tinyllm.core.model import GPT, KVCache
 from tinyllm.core.quantize import quantize_int8
 from tinyllm.errors import TinyLLMError
@@ -53,14 +55,18 @@ def sample_next(
 
     token i wins with probability p_i (the Gumbel-max trick, Gumbel, 1954, with
     the logarithms taken off). ``torch.multinomial`` draws one sample the same
-    way, with the same draws, after checks of p that cost a decode step more
-    than the draw. Row i draws from its own generator, so a batch of samples
+    way, with the same draws, after checks of p that cost more than the draw
+    itself; here one check of the largest logit stands for them. Row i draws from its own generator, so a batch of samples
     equals the same samples drawn one by one.
     """
     if temperature == 0:
         return logits.argmax(dim=-1)
     scaled = logits.float() / temperature
-    if torch.isposinf(scaled).any():  # T so small that logits / T overflowed: the limit T -> 0 is argmax
+    top = scaled.amax(dim=-1).tolist()  # each row's largest logit, in one read
+    if any(math.isnan(t) for t in top):
+        raise TinyLLMError("the model's logits are NaN: its weights are broken (a run that diverged?); "
+                           "sample from another checkpoint")
+    if not all(math.isfinite(t) for t in top):  # T so small that logits / T overflowed to ±inf: the limit T -> 0
         return logits.argmax(dim=-1)
     logits = scaled
     if top_k is not None and top_k < logits.size(-1):
@@ -148,30 +154,32 @@ def compile_decoder(model: GPT, batch_size: int = 1) -> Callable[[Tensor, KVCach
     (``dynamic=True`` makes their sizes symbols too, and checking those guards
     and gathering the inputs cost a tenth of a step, DEVLOG.md.) Prefill and
     recompute stay eager. Compiling takes tens of seconds the first
-    time (torch caches the result on disk for the next run), so it pays off for
-    long generations, not for a short sample. ``batch_size`` is part of the
-    graph: generating another batch size compiles once more, on the spot.
+    time (torch caches part of the work on disk for the next run), so it pays
+    off for long generations, not for a short sample. ``batch_size`` is part of
+    the graphs: generating another batch size compiles them again, on the spot.
 
-    The decoder is for this model as it is now: its weights are compiled in as
-    constants, and it checks only what a step is given (the tokens and the
-    cache), not the model's modules or the globals they use, so changed
-    weights, a later ``model.train()``, a forward hook or a swapped layer go
-    unseen by it. Compile a new one after changing the model.
+    The decoder is for this model as it is now. It reads the weights at every
+    step (changed in place, they are seen), but it checks only what a step is
+    given (the tokens, the cache, grad mode and autocast), not the model's
+    modules or the globals they use: a later ``model.train()``, a forward hook,
+    a swapped layer or a changed setting goes unseen by it. Compile a new one
+    after changing the model.
     """
     device, block = model.embed_tokens.weight.device, model.config.block_size
     options = {
         # On the CPU, a C++ wrapper around the kernels also removes the Python between them (~20% on a 2-core AMD EPYC).
         "cpp_wrapper": device.type == "cpu",
         # The model is fixed while it decodes. Before each call torch checks that nothing the graph was traced
-        # from has changed: ~1,000 checks on the modules and their globals, ~8% of a step on a 2-core Xeon; and it
-        # gathers every weight as an input, another ~5%, unless the weights are constants of the graph (DEVLOG.md).
+        # from has changed: ~1,000 checks on the modules and their globals, ~8% of a step on a 2-core Xeon.
         "guard_filter_fn": _guards_on_the_inputs_only,
+        # Inductor's inference-only passes: another ~5% there, side by side (DEVLOG.md).
         "freezing": True,
     }
     compiled = torch.compile(_step_of_its_own(model), options=options)
     try:
-        # Warm up inside inference mode (as generation runs) on every shape that gets its own graph.
-        with torch.inference_mode():
+        # Warm up inside inference mode (as generation runs) on every shape that gets its own graph, each one
+        # graph: a break would compile GPT.forward's own frames, which every model shares (see below).
+        with torch.inference_mode(), error_on_graph_break():
             cache = model.new_cache(batch_size)
             # Length 1 (a constant), 2 (now a symbol) and the last slot; block_size 1 never decodes.
             for prefill in sorted({p for p in (1, 2, block - 1) if 1 <= p < block}):
@@ -190,9 +198,11 @@ def compile_decoder(model: GPT, batch_size: int = 1) -> Callable[[Tensor, KVCach
 def _step_of_its_own(model: GPT) -> Callable[[Tensor, KVCache], Tensor]:
     """``model(idx, cache)`` as a function with a code object of its own.
 
-    torch keeps compiled graphs per code object, and with the guards above two
-    models with caches of one shape could not be told apart: each decoder's
-    graphs stay with its own function instead.
+    torch keeps compiled graphs per code object, and ``GPT.forward``'s is every
+    model's: with the guards above, two models with caches of one shape would
+    run each other's graphs. Each decoder's graphs stay with its own function
+    instead. (torch.compile's ``isolate_recompiles=True`` does the same, at
+    ~2.5% of a step on a 2-core Xeon, DEVLOG.md.)
     """
 
     def step(idx: Tensor, cache: KVCache) -> Tensor:

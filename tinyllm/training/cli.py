@@ -165,7 +165,7 @@ class TinyLLMCLI(LightningCLI):
         if self.subcommand == "validate" and logger is True:
             raise TinyLLMError("validate prints its figures and logs none by default (in fit's TensorBoard curves "
                                "they would be a point at step 0): drop --trainer.logger true, or name a logger "
-                               "such as --trainer.logger CSVLogger")
+                               "such as --trainer.logger CSVLogger --trainer.logger.save_dir logs")
         if self.subcommand == "validate" and logger is None:
             logger = False  # it prints its figures; in fit's curves they would be a point at step 0
             self.save_config_callback = None  # without a log folder it would write config.yaml into the cwd
