@@ -121,6 +121,14 @@ def test_compile_decoder_warms_up_only_cache_lengths_that_decode():
     assert torch.equal(torch.stack(tokens), torch.stack(list(generate_tokens(model, prompt_tensor(1, 1), 4, temperature=0))))
 
 
+def _decode_step(step, model, prompt: torch.Tensor) -> torch.Tensor:
+    """The logits of ``step`` (the model or its decoder) for the prompt's last token, the rest prefilled by the model."""
+    with torch.inference_mode():
+        cache = model.new_cache(prompt.size(0))
+        model(prompt[:, :-1], cache)
+        return step(prompt[:, -1:], cache)
+
+
 @pytest.mark.slow
 def test_compiled_decoders_of_several_models_in_one_process_each_decode_their_own_model():
     """A decoder checks only its inputs, and these models' caches have one shape: each decoder's graph must stay its
@@ -132,14 +140,8 @@ def test_compiled_decoders_of_several_models_in_one_process_each_decode_their_ow
               sharp_model("modern+value_embeds", seed=3)]
     decoders = [compile_decoder(m) for m in models]
     prompt = prompt_tensor(1, 4)
-    with torch.inference_mode():
-        for model, decoder in zip(models, decoders):
-            steps = []
-            for step in (model, decoder):
-                cache = model.new_cache(1)
-                model(prompt[:, :3], cache)
-                steps.append(step(prompt[:, 3:], cache))
-            torch.testing.assert_close(steps[1], steps[0], atol=1e-4, rtol=0)
+    for model, decoder in zip(models, decoders):
+        torch.testing.assert_close(_decode_step(decoder, model, prompt), _decode_step(model, model, prompt), atol=1e-4, rtol=0)
 
 
 @pytest.mark.slow
@@ -149,17 +151,10 @@ def test_compiled_decoder_reads_weights_changed_in_place():
     quantize_int8(model)
     decoder = compile_decoder(model)
     prompt = prompt_tensor(1, 3)
-
-    def decode_step(step) -> torch.Tensor:
-        with torch.inference_mode():
-            cache = model.new_cache(1)
-            model(prompt[:, :2], cache)
-            return step(prompt[:, 2:], cache)
-
-    before = decode_step(decoder)
+    before = _decode_step(decoder, model, prompt)
     with torch.no_grad():
         for tensor in (*model.parameters(), *(b for b in model.buffers() if b.dtype == torch.int8)):
             tensor.copy_(tensor.flip(-1))  # every weight matrix, int8 or float, reordered along its last dimension
-    eager, compiled = decode_step(model), decode_step(decoder)
+    eager, compiled = _decode_step(model, model, prompt), _decode_step(decoder, model, prompt)
     assert (eager - before).abs().max() > 0.1  # the change changes the logits ...
     torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=0)  # ... and the compiled step sees it

@@ -98,22 +98,22 @@ def test_validate_best_reports_the_checkpoints_best_val_loss(fit_copy: Path, fit
 
 @pytest.mark.slow
 def test_validate_last_resolves_to_the_final_weights(fit_copy: Path, fit_run: FitRun):
-    files = sorted(p for p in fit_copy.rglob("*") if p.is_file())
+    before = _checksums(fit_copy)
     proc = run_cli("validate", "--config", TINY, "--ckpt_path", "last", cwd=fit_copy)
     assert proc.returncode == 0, describe(proc)
     assert "last.ckpt" in proc.stderr, proc.stderr[-2000:]  # "Restoring states from ... last.ckpt"
     final_val_loss = fit_run.scalars["val_loss"][-1][1]  # the evaluation at step 24, same weights as last.ckpt
     assert reported_val_loss(proc.stdout) == pytest.approx(final_val_loss, rel=1e-5)
     assert read_scalars(fit_copy / "logs/tiny") == fit_run.scalars  # fit's curves, without a point at step 0
-    assert sorted(p for p in fit_copy.rglob("*") if p.is_file()) == files  # no config.yaml, no events file
+    assert _checksums(fit_copy) == before  # no config.yaml, no events file
 
 
 @pytest.mark.slow
 def test_validate_refuses_the_default_logger_in_one_line(fit_copy: Path):
-    files = sorted(p for p in fit_copy.rglob("*") if p.is_file())
+    before = _checksums(fit_copy)
     proc = run_main("validate", "--config", TINY, "--ckpt_path", "last", "--trainer.logger", "true", cwd=fit_copy)
     assert_one_line_error(proc, "--trainer.logger CSVLogger")
-    assert sorted(p for p in fit_copy.rglob("*") if p.is_file()) == files
+    assert _checksums(fit_copy) == before
 
 
 @pytest.mark.parametrize("name", ["last.ckpt", "best.ckpt"])

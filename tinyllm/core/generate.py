@@ -56,18 +56,19 @@ def sample_next(
     token i wins with probability p_i (the Gumbel-max trick, Gumbel, 1954, with
     the logarithms taken off). ``torch.multinomial`` draws one sample the same
     way, with the same draws, after checks of p that cost more than the draw
-    itself; here one check of the largest logit stands for them. Row i draws from its own generator, so a batch of samples
-    equals the same samples drawn one by one.
+    itself; here one check of each row's largest logit stands for them. Row i
+    draws from its own generator, so a batch of samples equals the same samples
+    drawn one by one.
     """
     if temperature == 0:
         return logits.argmax(dim=-1)
     scaled = logits.float() / temperature
     top = scaled.amax(dim=-1).tolist()  # each row's largest logit, in one read
-    if any(math.isnan(t) for t in top):
-        raise TinyLLMError("the model's logits are NaN: its weights are broken (a run that diverged?); "
-                           "sample from another checkpoint")
-    if not all(math.isfinite(t) for t in top):  # T so small that logits / T overflowed to ±inf: the limit T -> 0
-        return logits.argmax(dim=-1)
+    if not all(math.isfinite(t) for t in top):
+        if any(math.isnan(t) for t in top):
+            raise TinyLLMError("the model's logits are NaN: its weights are broken (a run that diverged?); "
+                               "sample from another checkpoint")
+        return logits.argmax(dim=-1)  # T so small that logits / T overflowed to ±inf: the limit T -> 0
     logits = scaled
     if top_k is not None and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
