@@ -371,6 +371,14 @@ def test_sample_next_subnormal_temperature_is_greedy(row):
     assert sample_next(logits, 1e-40, None, None, make_generators(0, 1, torch.device("cpu"))).tolist() == [1]
 
 
+def test_sample_next_overflowing_row_is_greedy_and_the_others_still_sample():
+    # At T = 1e-40, logits of ±1e-42 scale to ±0.01 (nearly uniform); logits of order 1 overflow to ±inf.
+    logits = torch.tensor([[1e-42, 0.0, -1e-42], [1.0, 3.0, -2.0]])
+    draws = _draws(logits, 200, temperature=1e-40)
+    assert set(draws[:, 0].tolist()) == {0, 1, 2}
+    assert draws[:, 1].tolist() == [1] * 200
+
+
 def test_sample_next_refuses_nan_logits_in_one_line():
     logits = torch.tensor([[1.0, 3.0, -2.0], [1.0, float("nan"), 3.0]])
     with pytest.raises(TinyLLMError, match="logits are NaN"):

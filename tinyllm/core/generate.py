@@ -56,31 +56,34 @@ def sample_next(
     token i wins with probability p_i (the Gumbel-max trick, Gumbel, 1954, with
     the logarithms taken off). ``torch.multinomial`` draws one sample the same
     way, with the same draws, after checks of p that cost more than the draw
-    itself; here one check of each row's largest logit stands for them. Row i
+    itself; here one read of each row's winning p_i / E_i stands for them. Row i
     draws from its own generator, so a batch of samples equals the same samples
     drawn one by one.
     """
     if temperature == 0:
         return logits.argmax(dim=-1)
     scaled = logits.float() / temperature
-    top = scaled.amax(dim=-1).tolist()  # each row's largest logit, in one read
-    if not all(math.isfinite(t) for t in top):
-        if any(math.isnan(t) for t in top):
-            raise TinyLLMError("the model's logits are NaN: its weights are broken (a run that diverged?); "
-                               "sample from another checkpoint")
-        return logits.argmax(dim=-1)  # T so small that logits / T overflowed to ±inf: the limit T -> 0
-    logits = scaled
-    if top_k is not None and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_k is not None and top_k < scaled.size(-1):
+        kth = torch.topk(scaled, top_k, dim=-1).values[:, -1:]
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
     if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        sorted_logits, order = torch.sort(scaled, dim=-1, descending=True)
         sorted_probs = sorted_logits.softmax(dim=-1)
         # Drop a token when the tokens more likely than it already reach top_p (the first always stays).
         drop = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-    probs = logits.softmax(dim=-1)
-    return torch.stack([(p / torch.empty_like(p).exponential_(generator=g)).argmax() for p, g in zip(probs, generators)])
+        scaled = scaled.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    probs = scaled.softmax(dim=-1)
+    noise = torch.empty_like(probs)
+    for row, generator in zip(noise, generators):
+        row.exponential_(generator=generator)
+    winner, token = (probs / noise).max(dim=-1)
+    if any(math.isnan(w) for w in winner.tolist()):  # the one read; NaN is rare: a broken model or T near 0
+        if logits.isnan().any():
+            raise TinyLLMError("the model's logits are NaN: its weights are broken (a run that diverged?); "
+                               "sample from another checkpoint")
+        # T so small that logits / T overflowed to ±inf and softmax to NaN: the limit T -> 0 is greedy.
+        token = torch.where(winner.isnan(), logits.argmax(dim=-1), token)
+    return token
 
 
 def make_generators(seed: int | None, n: int, device: torch.device) -> list[torch.Generator]:
