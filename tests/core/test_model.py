@@ -403,6 +403,19 @@ def test_dropout_masks_come_from_torchs_seeded_generator():
     assert torch.equal(drop(x), first) and not torch.equal(first, second)
 
 
+def test_compiled_dropout_draws_the_eager_masks_and_its_backward_reuses_them():
+    """Compiled, the mask is still torch's generator's (not Inductor's own draws), drawn once per forward."""
+    drop, x = Dropout(0.3).train(), torch.randn(64, 33).requires_grad_()
+    compiled = torch.compile(drop, fullgraph=True)
+    torch.manual_seed(2)
+    eager = drop(x)
+    torch.manual_seed(2)
+    y = compiled(x)
+    assert torch.equal(y, eager)
+    y.sum().backward()  # a mask drawn again for the backward would zero other elements than the forward did
+    assert torch.equal(x.grad, (y != 0).float() / 0.7)
+
+
 def test_bf16_on_cpu_attends_with_the_formula_and_fp32_with_the_fused_kernel(monkeypatch):
     """torch's fused CPU kernel is slow in bf16 (fused_attention_is_slow): bf16 autocast takes the formula."""
     calls = []
