@@ -167,3 +167,15 @@ def test_sigkill_with_bpe_dropout_then_resume_is_bit_exact(tmp_path: Path) -> No
     resumed = fit(killed, *on_data, "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert_same_final_state(reference, killed)
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_compiled_run_then_resume_is_bit_exact(tmp_path: Path) -> None:
+    """Compiled, the dropout masks still come from torch's generator (kernels.random_int16), which the checkpoint restores."""
+    compiled = ("--model.compile", "true")
+    reference, killed = tmp_path / "uninterrupted", tmp_path / "killed"
+    assert fit(reference, *compiled).returncode == 0
+    assert fit(killed, *compiled, kill_at=12).returncode == -9
+    resumed = fit(killed, *compiled, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert_same_final_state(reference, killed)
