@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from tests.helpers.models import NEW_ERA_NAMES, PRESET_NAMES, TINY, recipe_arch
 from tinyllm.core.config import GPTConfig
@@ -403,17 +404,27 @@ def test_dropout_masks_come_from_torchs_seeded_generator():
     assert torch.equal(drop(x), first) and not torch.equal(first, second)
 
 
-def test_compiled_dropout_draws_the_eager_masks_and_its_backward_reuses_them():
-    """Compiled, the mask is still torch's generator's (not Inductor's own draws), drawn once per forward."""
-    drop, x = Dropout(0.3).train(), torch.randn(64, 33).requires_grad_()
-    compiled = torch.compile(drop, fullgraph=True)
+def test_compiled_dropouts_draw_the_eager_masks_each_its_own_and_their_backward_reuses_them():
+    """Compiled, each mask still comes from torch's generator (not Inductor's own draws), drawn once per forward:
+    two dropouts of one input are two masks, not one expression the compiler may compute once."""
+
+    class Two(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.first, self.second = Dropout(0.3), Dropout(0.3)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.first(x), self.second(x)
+
+    two, x = Two().train(), torch.ones(16, 33, requires_grad=True)  # 528 elements: not whole 64-bit words a row
     torch.manual_seed(2)
-    eager = drop(x)
+    eager = two(x)
     torch.manual_seed(2)
-    y = compiled(x)
-    assert torch.equal(y, eager)
-    y.sum().backward()  # a mask drawn again for the backward would zero other elements than the forward did
-    assert torch.equal(x.grad, (y != 0).float() / 0.7)
+    a, b = torch.compile(two, fullgraph=True)(x)
+    assert not torch.equal(a, b)
+    assert {y.detach().numpy().tobytes() for y in (a, b)} == {y.detach().numpy().tobytes() for y in eager}
+    (a + 2 * b).sum().backward()  # a mask drawn again for the backward would zero other elements than the forward
+    assert torch.equal(x.grad, ((a != 0).float() + 2 * (b != 0).float()) / 0.7)
 
 
 def test_bf16_on_cpu_attends_with_the_formula_and_fp32_with_the_fused_kernel(monkeypatch):

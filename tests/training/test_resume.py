@@ -171,7 +171,7 @@ def test_sigkill_with_bpe_dropout_then_resume_is_bit_exact(tmp_path: Path) -> No
 
 @pytest.mark.slow
 def test_sigkill_of_a_compiled_run_then_resume_is_bit_exact(tmp_path: Path) -> None:
-    """Compiled, the dropout masks still come from torch's generator (kernels.random_int16), which the checkpoint restores."""
+    """Compiled, the dropout masks come from torch's generator (kernels.fill_random_int16_), which the checkpoint restores."""
     compiled = ("--model.compile", "true")
     reference, killed = tmp_path / "uninterrupted", tmp_path / "killed"
     assert fit(reference, *compiled).returncode == 0

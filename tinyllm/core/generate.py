@@ -74,14 +74,15 @@ def sample_next(
         scaled = scaled.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
     probs = scaled.softmax(dim=-1)
     noise = torch.empty_like(probs)
-    for row, generator in zip(noise, generators):
+    for row, generator in zip(noise, generators, strict=True):
         row.exponential_(generator=generator)
     winner, token = (probs / noise).max(dim=-1)
-    if any(math.isnan(w) for w in winner.tolist()):  # the one read; NaN is rare: a broken model or T near 0
+    # The one read. A NaN winner is rare: NaN logits, logits / T overflowed (T near 0), or 0/0 (E_i = 0 = p_i).
+    if any(math.isnan(w) for w in winner.tolist()):
         if logits.isnan().any():
             raise TinyLLMError("the model's logits are NaN: its weights are broken (a run that diverged?); "
                                "sample from another checkpoint")
-        # T so small that logits / T overflowed to ±inf and softmax to NaN: the limit T -> 0 is greedy.
+        # Otherwise those rows take the limit T -> 0: greedy.
         token = torch.where(winner.isnan(), logits.argmax(dim=-1), token)
     return token
 
@@ -179,7 +180,8 @@ def compile_decoder(model: GPT, batch_size: int = 1) -> Callable[[Tensor, KVCach
         # Inductor's inference-only passes: another ~5% there, side by side (DEVLOG.md).
         "freezing": True,
         # Inductor's own checks, at every call, that the inputs and its kernels' outputs have the sizes and strides
-        # it compiled for: 164 checks a step, ~5% of decoding there. The guards on the inputs check them already.
+        # it compiled for: 164 checks a step, ~5% of decoding there. The guards check the inputs already; the
+        # kernels' outputs go unchecked (a test compares the compiled step with eager, on the torch installed).
         "size_asserts": False,
     }
     compiled = torch.compile(_step_of_its_own(model), options=options)

@@ -9,7 +9,7 @@ to run it fast lives here, measured, so the classes there stay readable.
   slowest op of a 6×384 step, and ``torch.rand`` (one 32-bit draw per element)
   was still a quarter of the step on a 2-core Xeon (DEVLOG.md). The drop
   probability is p rounded to a multiple of 2⁻¹⁶. The draw is a custom operator
-  (``tinyllm::random_int16``), which ``torch.compile`` calls as it is: given
+  (``tinyllm::fill_random_int16_``), which ``torch.compile`` calls as it is: given
   ``F.dropout``, Inductor draws every number with a scalar call of its own, and
   a compiled step of the 6×384 model with dropout 0.3 took 2.5 times as long
   as one without dropout. Other devices keep torch's fused kernel.
@@ -30,19 +30,19 @@ from torch import Tensor
 
 
 # Defining the operator registers it with torch's dispatcher under the name below (no other work at import).
-# Tagged as seeded randomness, as torch's random ops are: a compiler may save its result but never recompute it.
-@torch.library.custom_op("tinyllm::random_int16", mutates_args=(), device_types="cpu",
-                         tags=torch.Tag.nondeterministic_seeded)
-def random_int16(shape: list[int], device: torch.device) -> Tensor:
-    """Independent uniform integers in [-2¹⁵, 2¹⁵), four per 64-bit draw of torch's CPU generator."""
-    n = math.prod(shape)
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)  # all 64 bits
-    return words.view(torch.int16)[:n].view(shape)
-
-
-@random_int16.register_fake
-def _(shape: list[int], device: torch.device) -> Tensor:  # what the compiler sees: the shape and dtype only
-    return torch.empty(shape, dtype=torch.int16, device=device)
+# It fills a buffer in place rather than returning a new tensor: two calls with the same shape would otherwise be
+# one expression to the compiler, which merges them (one mask for every dropout of that shape); each call's own
+# fresh buffer keeps them apart.
+@torch.library.custom_op("tinyllm::fill_random_int16_", mutates_args=("out",), device_types="cpu")
+def fill_random_int16_(out: Tensor) -> None:
+    """Fill the int16 tensor ``out`` with independent uniform integers in [-2¹⁵, 2¹⁵), four per 64-bit draw of
+    torch's CPU generator."""
+    n = out.numel()
+    if n % 4 == 0 and out.is_contiguous():
+        out.view(-1).view(torch.int64).random_(-(2**63), None)  # all 64 bits of each word: four int16 at once
+    else:
+        words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)  # the same draws
+        out.copy_(words.view(torch.int16)[:n].view(out.shape))
 
 
 def dropout(x: Tensor, p: float, training: bool) -> Tensor:
@@ -51,7 +51,9 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
         return x
     if x.device.type != "cpu":
         return F.dropout(x, p, training=True)
-    keep = random_int16(list(x.shape), x.device) >= round(p * 2**16) - 2**15  # P(drop) = round(p·2¹⁶) / 2¹⁶
+    draws = torch.empty(x.shape, dtype=torch.int16)
+    fill_random_int16_(draws)
+    keep = draws >= round(p * 2**16) - 2**15  # P(drop) = round(p·2¹⁶) / 2¹⁶
     # The mask carries the scale, in x's dtype (as torch's CPU dropout does): backward is then one product.
     return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
 
