@@ -442,6 +442,18 @@ def test_bf16_on_cpu_attends_with_the_formula_and_fp32_with_the_fused_kernel(mon
     torch.testing.assert_close(mixed.float(), reference, atol=0.1, rtol=0.05)
 
 
+def test_training_with_dropout_on_cpu_attends_with_the_formula_in_fp32_too(monkeypatch):
+    """With dropout torch's fused CPU kernel falls back to its own slower formula: ours draws the mask instead."""
+    calls = []
+    fused = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or fused(*a, **k))
+    model, x = tiny_model(attention="sdpa", dropout=0.1), random_tokens(2, 16)
+    model(x)  # eval: no dropout, the fused kernel
+    assert len(calls) == model.config.n_layer
+    model.train()(x)
+    assert len(calls) == model.config.n_layer
+
+
 def test_rope_rotates_in_the_dtype_of_its_input():
     rope = RotaryEmbedding(8, 16)
     x = torch.randn(1, 2, 16, 8)

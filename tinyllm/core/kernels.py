@@ -17,7 +17,8 @@ to run it fast lives here, measured, so the classes there stay readable.
   softmax(QKᵀ/√D + M)V without forming the T×S matrix, except in bf16 on a
   CPU, where torch 2.13's fused kernel is slow, its backward most: forward and
   backward took 3.9× the formula's time at 4×128 (T 128, D 32) and 2× at
-  6×384 (T 256, D 64); in fp32 the fused kernel wins (same DEVLOG entry).
+  6×384 (T 256, D 64); in fp32 the fused kernel wins (same DEVLOG entry), unless
+  it trains with dropout, which it leaves to a slower fallback.
 """
 
 from __future__ import annotations
@@ -58,12 +59,15 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
     return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
 
 
-def fused_attention_is_slow(q: Tensor) -> bool:
-    """True in bf16 on a CPU, where the formula's two matmuls beat torch's fused kernel.
+def fused_attention_is_slow(q: Tensor, dropout_p: float) -> bool:
+    """True on a CPU in bf16 or with dropout, where the formula's two matmuls beat torch's fused kernel.
 
-    Under bf16 autocast q is bf16: the projections make it so, and RoPE keeps its dtype.
+    Under bf16 autocast q is bf16: the projections make it so, and RoPE keeps its dtype. With dropout
+    the fused CPU kernel does not run at all: torch falls back to its own formula, which forms the T×S
+    weights too and draws their mask with ``bernoulli_`` (a step of the 6×384 model in fp32 with dropout
+    0.3 took 1.51 s that way against 1.26 s with the formula and :func:`dropout`, DEVLOG.md).
     """
-    return q.device.type == "cpu" and q.dtype == torch.bfloat16
+    return q.device.type == "cpu" and (q.dtype == torch.bfloat16 or dropout_p > 0)
 
 
 def fused_attention(q: Tensor, k: Tensor, v: Tensor, dropout_p: float) -> Tensor:

@@ -276,8 +276,9 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.o_proj(y))
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        if self.kernel == "sdpa" and not fused_attention_is_slow(q):
-            return fused_attention(q, k, v, self.dropout if self.training else 0.0)
+        dropout_p = self.dropout if self.training else 0.0
+        if self.kernel == "sdpa" and not fused_attention_is_slow(q, dropout_p):
+            return fused_attention(q, k, v, dropout_p)
         return self.attn_dropout(self.scores(q, k)) @ v  # (B, H, T, D)
 
 
