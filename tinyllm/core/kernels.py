@@ -32,12 +32,13 @@ from torch import Tensor
 
 # Defining the operator registers it with torch's dispatcher under the name below (no other work at import).
 # It fills a buffer in place rather than returning a new tensor: two calls with the same shape would otherwise be
-# one expression to the compiler, which merges them (one mask for every dropout of that shape); each call's own
-# fresh buffer keeps them apart.
+# one expression to the compiler, which merges them (one mask for every dropout of that shape). And it takes the
+# tensor that the mask is for: a draw that depends on nothing could run anywhere in a compiled graph, and the
+# compiler ordered such draws differently from one process to the next, so runs (and resumes) differed.
 @torch.library.custom_op("tinyllm::fill_random_int16_", mutates_args=("out",), device_types="cpu")
-def fill_random_int16_(out: Tensor) -> None:
+def fill_random_int16_(out: Tensor, after: Tensor) -> None:
     """Fill the int16 tensor ``out`` with independent uniform integers in [-2¹⁵, 2¹⁵), four per 64-bit draw of
-    torch's CPU generator."""
+    torch's CPU generator, once ``after`` is computed (only its place in the computation is used)."""
     n = out.numel()
     if n % 4 == 0 and out.is_contiguous():
         out.view(-1).view(torch.int64).random_(-(2**63), None)  # all 64 bits of each word: four int16 at once
@@ -53,7 +54,7 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
     if x.device.type != "cpu":
         return F.dropout(x, p, training=True)
     draws = torch.empty(x.shape, dtype=torch.int16)
-    fill_random_int16_(draws)
+    fill_random_int16_(draws, x)
     keep = draws >= round(p * 2**16) - 2**15  # P(drop) = round(p·2¹⁶) / 2¹⁶
     # The mask carries the scale, in x's dtype (as torch's CPU dropout does): backward is then one product.
     return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
