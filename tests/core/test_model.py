@@ -381,7 +381,7 @@ def test_flops_per_token_counts_matmuls_and_attention():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_dropout_zeroes_a_share_p_and_scales_the_rest(dtype):
     torch.manual_seed(0)
-    # 100,001 rows of 4: not a multiple of the four 16-bit masks each 64-bit draw gives.
+    # 100,001 rows of 4: column i is cut from the same 16 bits of every 64-bit draw.
     drop, x = Dropout(0.3).train(), torch.randn(100_001, 4, dtype=dtype).add_(5).requires_grad_()
     y = drop(x)
     assert y.dtype == dtype
@@ -416,7 +416,7 @@ def test_compiled_dropouts_draw_the_eager_masks_each_its_own_and_their_backward_
         def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return self.first(x), self.second(x)
 
-    two, x = Two().train(), torch.ones(16, 33, requires_grad=True)  # 528 elements: not whole 64-bit words a row
+    two, x = Two().train(), torch.ones(17, 33, requires_grad=True)  # 561 elements: not whole 64-bit words
     torch.manual_seed(2)
     eager = two(x)
     torch.manual_seed(2)
@@ -425,6 +425,16 @@ def test_compiled_dropouts_draw_the_eager_masks_each_its_own_and_their_backward_
     assert {y.detach().numpy().tobytes() for y in (a, b)} == {y.detach().numpy().tobytes() for y in eager}
     (a + 2 * b).sum().backward()  # a mask drawn again for the backward would zero other elements than the forward
     assert torch.equal(x.grad, ((a != 0).float() + 2 * (b != 0).float()) / 0.7)
+
+
+def test_a_compiled_model_in_training_draws_the_eager_masks_in_the_eager_order():
+    """Each draw waits for the tensor its mask is for, so a compiled step draws the masks in the model's order."""
+    model, x = tiny_model(dropout=0.3).train(), random_tokens(2, 16)
+    torch.manual_seed(4)
+    eager = model(x)
+    torch.manual_seed(4)
+    compiled = torch.compile(model)(x)
+    torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)
 
 
 def test_bf16_on_cpu_attends_with_the_formula_and_fp32_with_the_fused_kernel(monkeypatch):
@@ -452,6 +462,8 @@ def test_training_with_dropout_on_cpu_attends_with_the_formula_in_fp32_too(monke
     assert len(calls) == model.config.n_layer
     model.train()(x)
     assert len(calls) == model.config.n_layer
+    tiny_model(attention="sdpa", dropout=0.0).train()(x)  # training without dropout keeps the fused kernel
+    assert len(calls) == 2 * model.config.n_layer
 
 
 def test_rope_rotates_in_the_dtype_of_its_input():

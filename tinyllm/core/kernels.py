@@ -34,7 +34,10 @@ from torch import Tensor
 # It fills a buffer in place rather than returning a new tensor: two calls with the same shape would otherwise be
 # one expression to the compiler, which merges them (one mask for every dropout of that shape). And it takes the
 # tensor that the mask is for: a draw that depends on nothing could run anywhere in a compiled graph, and the
-# compiler ordered such draws differently from one process to the next, so runs (and resumes) differed.
+# compiler ordered such draws differently from one process to the next, so runs (and resumes) differed. That
+# orders a draw after its own input only; the model's draws are in one order because each dropout's input
+# depends on the one before. The compiler does not know the op is random: torch's default partitioner never
+# recomputes it for the backward, but an activation memory budget below 1 would allow that (tinyllm sets none).
 @torch.library.custom_op("tinyllm::fill_random_int16_", mutates_args=("out",), device_types="cpu")
 def fill_random_int16_(out: Tensor, after: Tensor) -> None:
     """Fill the int16 tensor ``out`` with independent uniform integers in [-2¹⁵, 2¹⁵), four per 64-bit draw of
@@ -53,7 +56,7 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
         return x
     if x.device.type != "cpu":
         return F.dropout(x, p, training=True)
-    draws = torch.empty(x.shape, dtype=torch.int16)
+    draws = torch.empty(x.shape, dtype=torch.int16, device=x.device)
     fill_random_int16_(draws, x)
     keep = draws >= round(p * 2**16) - 2**15  # P(drop) = round(p·2¹⁶) / 2¹⁶
     # The mask carries the scale, in x's dtype (as torch's CPU dropout does): backward is then one product.
@@ -61,7 +64,7 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
 
 
 def fused_attention_is_slow(q: Tensor, dropout_p: float) -> bool:
-    """True on a CPU in bf16 or with dropout, where the formula's two matmuls beat torch's fused kernel.
+    """True on a CPU in bf16 or with dropout, where the formula beats torch's fused kernel.
 
     Under bf16 autocast q is bf16: the projections make it so, and RoPE keeps its dtype. With dropout
     the fused CPU kernel does not run at all: torch falls back to its own formula, which forms the T×S

@@ -230,7 +230,8 @@ class CausalSelfAttention(nn.Module):
     ``manual`` kernel writes the formula out; ``sdpa`` calls torch's fused
     ``scaled_dot_product_attention`` (flash / memory-efficient kernels), which
     computes the same thing faster and without materialising the T×S matrix
-    (except in bf16 on a CPU, where the formula is faster: ``kernels.py``).
+    (except on a CPU in bf16 or in training with dropout, where the formula is
+    faster: ``kernels.py``).
     """
 
     def __init__(self, config: GPTConfig, layer_idx: int) -> None:
