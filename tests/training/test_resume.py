@@ -137,20 +137,26 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(uninterrupted: Path, tmp
     assert not on_exception.exists()  # a finished run removes its stale on-exception checkpoint
 
 
+def assert_a_killed_run_resumes_bit_exact(tmp_path: Path, *extra: str) -> Path:
+    """Run ``fit`` with ``extra`` uninterrupted, and again killed at step 12 and resumed: the same final state.
+    Returns the resumed run's folder."""
+    reference, killed = tmp_path / "uninterrupted", tmp_path / "killed"
+    assert fit(reference, *extra).returncode == 0
+    assert fit(killed, *extra, kill_at=12).returncode == -9
+    resumed = fit(killed, *extra, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert_same_final_state(reference, killed)
+    return killed
+
+
 @pytest.mark.slow
 def test_sigkill_on_a_prepared_folder_then_resume_is_bit_exact(tmp_path: Path) -> None:
     """The same guarantee on memory-mapped shards of a prepared corpus with its own BPE: batch k is f(seed, rank, k)."""
     from tests.helpers.corpora import documents, prepared, write_folder
 
     data = prepared(write_folder(tmp_path / "corpus", documents(120, seed=3)), tmp_path / "data", tokenizer="bpe:300")
-    on_data = ("--data.path", str(data))
-    reference, killed = tmp_path / "uninterrupted", tmp_path / "killed"
-    assert fit(reference, *on_data).returncode == 0
-    assert fit(killed, *on_data, kill_at=12).returncode == -9
-    resumed = fit(killed, *on_data, "--ckpt_path", "last")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    killed = assert_a_killed_run_resumes_bit_exact(tmp_path, "--data.path", str(data))
     assert load(killed / CKPT / "last.ckpt")["hyper_parameters"]["tokenizer"]["kind"] == "bpe"
-    assert_same_final_state(reference, killed)
 
 
 @pytest.mark.slow
@@ -160,22 +166,11 @@ def test_sigkill_with_bpe_dropout_then_resume_is_bit_exact(tmp_path: Path) -> No
 
     text = tmp_path / "head.txt"  # ~4 k tokens: the 48 batches of a run span three passes
     text.write_text(shakespeare_head(6_000), encoding="utf-8")
-    on_data = ("--data.path", str(text), "--data.tokenizer", "bpe:300", "--data.bpe_dropout", "0.2")
-    reference, killed = tmp_path / "uninterrupted", tmp_path / "killed"
-    assert fit(reference, *on_data).returncode == 0
-    assert fit(killed, *on_data, kill_at=12).returncode == -9
-    resumed = fit(killed, *on_data, "--ckpt_path", "last")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert_same_final_state(reference, killed)
+    assert_a_killed_run_resumes_bit_exact(
+        tmp_path, "--data.path", str(text), "--data.tokenizer", "bpe:300", "--data.bpe_dropout", "0.2")
 
 
 @pytest.mark.slow
 def test_sigkill_of_a_compiled_run_then_resume_is_bit_exact(tmp_path: Path) -> None:
     """Compiled, the dropout masks come from torch's generator (kernels.fill_random_int16_), which the checkpoint restores."""
-    compiled = ("--model.compile", "true")
-    reference, killed = tmp_path / "uninterrupted", tmp_path / "killed"
-    assert fit(reference, *compiled).returncode == 0
-    assert fit(killed, *compiled, kill_at=12).returncode == -9
-    resumed = fit(killed, *compiled, "--ckpt_path", "last")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert_same_final_state(reference, killed)
+    assert_a_killed_run_resumes_bit_exact(tmp_path, "--model.compile", "true")
