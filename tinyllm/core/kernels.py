@@ -9,7 +9,7 @@ to run it fast lives here, measured, so the classes there stay readable.
   slowest op of a 6×384 step, and ``torch.rand`` (one 32-bit draw per element)
   was still a quarter of the step on a 2-core Xeon (DEVLOG.md). The drop
   probability is p rounded to a multiple of 2⁻¹⁶. The draw is a custom operator
-  (``tinyllm::fill_random_int16_``), which ``torch.compile`` calls as it is: given
+  (``tinyllm::fill_dropout_mask_``), which ``torch.compile`` calls as it is: given
   ``F.dropout``, Inductor draws every number with a scalar call of its own, and
   a compiled step of the 6×384 model with dropout 0.3 took 2.5 times as long
   as one without dropout. Other devices keep torch's fused kernel.
@@ -30,18 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-# Defining the operator registers it with torch's dispatcher under the name below (no other work at import).
-# It fills a buffer in place rather than returning a new tensor: two calls with the same shape would otherwise be
-# one expression to the compiler, which merges them (one mask for every dropout of that shape). And it takes the
-# tensor that the mask is for: a draw that depends on nothing could run anywhere in a compiled graph, and the
-# compiler ordered such draws differently from one process to the next, so runs (and resumes) differed. That
-# orders a draw after its own input only; the model's draws are in one order because each dropout's input
-# depends on the one before. The compiler does not know the op is random: torch's default partitioner never
-# recomputes it for the backward, but an activation memory budget below 1 would allow that (tinyllm sets none).
-@torch.library.custom_op("tinyllm::fill_random_int16_", mutates_args=("out",), device_types="cpu")
-def fill_random_int16_(out: Tensor, after: Tensor) -> None:
-    """Fill the int16 tensor ``out`` with independent uniform integers in [-2¹⁵, 2¹⁵), four per 64-bit draw of
-    torch's CPU generator, once ``after`` is computed (only its place in the computation is used)."""
+def _fill_random_int16(out: Tensor) -> None:
+    """Fill the int16 tensor ``out`` with independent uniform integers in [-2¹⁵, 2¹⁵), four per 64-bit draw."""
     n = out.numel()
     if n % 4 == 0 and out.is_contiguous():
         out.view(-1).view(torch.int64).random_(-(2**63), None)  # all 64 bits of each word: four int16 at once
@@ -50,17 +40,37 @@ def fill_random_int16_(out: Tensor, after: Tensor) -> None:
         out.copy_(words.view(torch.int16)[:n].view(out.shape))
 
 
+# Defining the operator registers it with torch's dispatcher under the name below (no other work at import).
+# It fills a buffer in place rather than returning a new tensor: two calls with the same shape would otherwise be
+# one expression to the compiler, which merges them (one mask for every dropout of that shape). And it takes the
+# tensor that the mask is for: a draw that depends on nothing could run anywhere in a compiled graph, and the
+# compiler ordered such draws differently from one process to the next, so runs (and resumes) differed. That
+# orders a draw after its own input only; the model's draws are in one order because each dropout's input
+# depends on the one before. The compiler does not know the op is random: torch's default partitioner never
+# recomputes it for the backward, but an activation memory budget below 1 would allow that (tinyllm sets none).
+# The mask leaves the op in x's dtype, not as booleans: Inductor's CPU code reads a random boolean tensor about
+# 10× slower than a bf16 one (its loads branch on the data), and int16 draws left its kernels unvectorised.
+@torch.library.custom_op("tinyllm::fill_dropout_mask_", mutates_args=("out",), device_types="cpu")
+def fill_dropout_mask_(out: Tensor, after: Tensor, p: float) -> None:
+    """Fill ``out`` with 0 (probability p rounded to a multiple of 2⁻¹⁶) or 1 / (1 - p), from torch's CPU
+    generator, once ``after`` is computed (only its place in the computation is used)."""
+    draws = torch.empty(out.shape, dtype=torch.int16)
+    _fill_random_int16(draws)
+    keep = draws >= round(p * 2**16) - 2**15  # P(drop) = round(p·2¹⁶) / 2¹⁶
+    # Via uint8: torch converts bool to a float type element by element, half as fast.
+    out.copy_(keep.view(torch.uint8)).mul_(1.0 / (1.0 - p))
+
+
 def dropout(x: Tensor, p: float, training: bool) -> Tensor:
     """y = x · keep / (1 - p), keep ~ Bernoulli(1 - p), in training; x otherwise."""
     if not training or p == 0.0:
         return x
     if x.device.type != "cpu":
         return F.dropout(x, p, training=True)
-    draws = torch.empty(x.shape, dtype=torch.int16, device=x.device)
-    fill_random_int16_(draws, x)
-    keep = draws >= round(p * 2**16) - 2**15  # P(drop) = round(p·2¹⁶) / 2¹⁶
     # The mask carries the scale, in x's dtype (as torch's CPU dropout does): backward is then one product.
-    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
+    mask = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    fill_dropout_mask_(mask, x, p)
+    return x * mask
 
 
 def fused_attention_is_slow(q: Tensor, dropout_p: float) -> bool:

@@ -194,13 +194,14 @@ class KVCache:
         self.length = 0
 
 
-def causal_mask(t: int, s: int, device: torch.device) -> Tensor:
-    """(T, S) boolean mask: query i, at absolute position s - t + i, may see keys 0..s - t + i.
+def causal_mask(t: int, s: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """(T, S) additive mask M: 0 where query i, at absolute position s - t + i, may see key j, -inf elsewhere.
 
-    With no cache s == t and this is the usual lower triangle; during cached
+    With no cache s == t and the zeros are the usual lower triangle; during cached
     decoding the new queries see every cached key plus the new ones before them.
     """
-    return torch.ones(t, s, dtype=torch.bool, device=device).tril(diagonal=s - t)
+    visible = torch.ones(t, s, dtype=torch.bool, device=device).tril(diagonal=s - t)
+    return torch.zeros(t, s, dtype=dtype, device=device).masked_fill_(~visible, float("-inf"))
 
 
 class AttentionScores(nn.Module):
@@ -217,7 +218,9 @@ class AttentionScores(nn.Module):
     def forward(self, q: Tensor, k: Tensor) -> Tensor:
         # Scaling q (T×D) rather than the scores (T×S) is the same product with fewer multiplies.
         att = (q * self.scale) @ k.transpose(-2, -1)
-        att.masked_fill_(~causal_mask(q.size(2), k.size(2), q.device), float("-inf"))  # in place: att is ours alone
+        # M is added (x + 0 = x, x - inf = -inf), as the formula reads; a compiled CPU step reads
+        # a float mask several times faster than a boolean one (kernels.py).
+        att += causal_mask(q.size(2), k.size(2), q.device, att.dtype)  # in place: att is ours alone
         return F.softmax(att, dim=-1)
 
 
