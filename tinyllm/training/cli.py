@@ -47,6 +47,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 import yaml
 
 from tinyllm.core.checkpoint import checkpoint_hparams, checkpoint_step, read_checkpoint
+from tinyllm.core.kernels import reuse_freed_memory
 from tinyllm.core.tokenizers import stored_spec
 from tinyllm.errors import Stopped, TinyLLMError, one_line
 from tinyllm.files import check_writable_folder
@@ -424,6 +425,7 @@ def report_thread_errors_in_one_line() -> None:
 def build_cli(args: list[str] | None, run: bool = True) -> TinyLLMCLI:
     """tinyllm's LightningCLI. ``run=False`` only builds model, data and trainer from ``--config`` args."""
     report_thread_errors_in_one_line()
+    reuse_freed_memory()  # a CPU step's activations would otherwise fault in fresh pages every step
     with warnings.catch_warnings():
         # Lightning warns when explicit args are given while sys.argv holds some: here that is the point.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
