@@ -395,6 +395,14 @@ def test_dropout_zeroes_a_share_p_and_scales_the_rest(dtype):
     assert drop.eval()(x) is x and Dropout(0.0).train()(x) is x
 
 
+def test_dropout_that_rounds_to_one_drops_everything():
+    """p is rounded to a multiple of 2⁻¹⁶: at 1 - 2⁻¹⁸ that is 1, past every 16-bit draw."""
+    x = torch.ones(5, 8, requires_grad=True)
+    assert Dropout(1 - 2**-18).train()(x).count_nonzero() == 0
+    torch.manual_seed(0)
+    assert Dropout(1 - 2**-15).train()(torch.ones(2**18)).count_nonzero() > 0  # 2 in 2¹⁶ kept: 8 expected
+
+
 def test_dropout_masks_come_from_torchs_seeded_generator():
     """A resumed run restores torch's generator and must draw the very same masks."""
     drop, x = Dropout(0.5).train(), torch.ones(3, 7)

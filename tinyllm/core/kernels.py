@@ -19,17 +19,11 @@ to run it fast lives here, measured, so the classes there stay readable.
   backward took 3.9× the formula's time at 4×128 (T 128, D 32) and 2× at
   6×384 (T 256, D 64); in fp32 the fused kernel wins (same DEVLOG entry), unless
   it trains with dropout, which it leaves to a slower fallback.
-* **Freed memory on Linux** stays in the process for the next step
-  (:func:`reuse_freed_memory`): glibc otherwise hands every large tensor fresh
-  pages from the OS and returns them when it is freed, and a training step of
-  the 6×384 model spent up to 9% of its time in the kernel faulting them in.
 """
 
 from __future__ import annotations
 
-import ctypes
 import math
-import platform
 
 import torch
 import torch.nn.functional as F
@@ -55,16 +49,20 @@ def _fill_random_int16(out: Tensor) -> None:
 # depends on the one before. The compiler does not know the op is random: torch's default partitioner never
 # recomputes it for the backward, but an activation memory budget below 1 would allow that (tinyllm sets none).
 # The mask leaves the op in x's dtype, not as booleans: Inductor's CPU code reads a random boolean tensor about
-# 10× slower than a bf16 one (its loads branch on the data), and int16 draws left its kernels unvectorised.
+# 7× slower than a bf16 one (its loads branch on the data), and int16 draws left its kernels unvectorised.
 @torch.library.custom_op("tinyllm::fill_dropout_mask_", mutates_args=("out",), device_types="cpu")
 def fill_dropout_mask_(out: Tensor, after: Tensor, p: float) -> None:
     """Fill ``out`` with 0 (probability p rounded to a multiple of 2⁻¹⁶) or 1 / (1 - p), from torch's CPU
     generator, once ``after`` is computed (only its place in the computation is used)."""
+    threshold = round(p * 2**16) - 2**15
+    if threshold >= 2**15:  # p rounds to 1: every element dropped (no int16 draw reaches the threshold)
+        out.zero_()
+        return
     draws = torch.empty(out.shape, dtype=torch.int16)
     _fill_random_int16(draws)
     # keep = 1 where draw >= threshold, so P(drop) = round(p·2¹⁶) / 2¹⁶; written straight in out's dtype, which
     # is 1.5× as fast as a boolean mask converted after (torch converts booleans one element at a time).
-    torch.ge(draws, round(p * 2**16) - 2**15, out=out)
+    torch.ge(draws, threshold, out=out)
     out.mul_(1.0 / (1.0 - p))
 
 
@@ -78,25 +76,6 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
     mask = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     fill_dropout_mask_(mask, x, p)
     return x * mask
-
-
-# glibc's mallopt parameters (malloc.h), and the largest threshold it accepts on a 64-bit system.
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-MMAP_THRESHOLD_MAX = 32 * 2**20
-
-
-def reuse_freed_memory() -> bool:
-    """Keep freed blocks of up to 32 MB for the process to reuse, rather than return them to the OS (glibc only).
-
-    By default glibc maps each block from 128 KB up (a threshold that rises with the blocks freed) to pages
-    of its own and unmaps them on free, so every step's activations fault in fresh zeroed pages. With the
-    threshold at its maximum and no trimming, the heap keeps them: peak memory is unchanged, but it stays
-    with the process. Returns False where the C library is not glibc (macOS, musl), which is left as it is.
-    """
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    libc = ctypes.CDLL(None)  # the C library this process already runs on
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 def fused_attention_is_slow(q: Tensor, dropout_p: float) -> bool:

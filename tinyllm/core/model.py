@@ -218,8 +218,8 @@ class AttentionScores(nn.Module):
     def forward(self, q: Tensor, k: Tensor) -> Tensor:
         # Scaling q (T×D) rather than the scores (T×S) is the same product with fewer multiplies.
         att = (q * self.scale) @ k.transpose(-2, -1)
-        # M is added (x + 0 = x, x - inf = -inf), as the formula reads; a compiled CPU step reads
-        # a float mask several times faster than a boolean one (kernels.py).
+        # M is added, as the formula reads (a finite x + 0 = x, x - inf = -inf); a compiled CPU step
+        # reads a float mask several times faster than a boolean one (kernels.py).
         att += causal_mask(q.size(2), k.size(2), q.device, att.dtype)  # in place: att is ours alone
         return F.softmax(att, dim=-1)
 
