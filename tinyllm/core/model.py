@@ -200,8 +200,7 @@ def causal_mask(t: int, s: int, device: torch.device, dtype: torch.dtype) -> Ten
     With no cache s == t and the zeros are the usual lower triangle; during cached
     decoding the new queries see every cached key plus the new ones before them.
     """
-    visible = torch.ones(t, s, dtype=torch.bool, device=device).tril(diagonal=s - t)
-    return torch.zeros(t, s, dtype=dtype, device=device).masked_fill_(~visible, float("-inf"))
+    return torch.full((t, s), float("-inf"), dtype=dtype, device=device).triu(diagonal=s - t + 1)
 
 
 class AttentionScores(nn.Module):
