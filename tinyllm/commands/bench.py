@@ -14,9 +14,8 @@ import resource
 import statistics
 import time
 from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Literal
 
 import lightning as L
 import torch
@@ -157,14 +156,15 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-@contextmanager
-def _cpu_times(acc: list[float]) -> Iterator[None]:
-    """Add the process's user and system CPU seconds spent inside the block to ``acc``."""
-    before = os.times()
-    yield
-    after = os.times()
-    acc[0] += after.user - before.user
-    acc[1] += after.system - before.system
+def _stamp() -> tuple[float, float, float]:
+    """The wall clock and this process's user and system CPU seconds, now."""
+    cpu = os.times()
+    return time.perf_counter(), cpu.user, cpu.system
+
+
+def _intervals(stamps: list[tuple[float, float, float]]) -> list[tuple[float, float, float]]:
+    """(wall, user, system) seconds between consecutive stamps: one row per step."""
+    return [(b[0] - a[0], b[1] - a[1], b[2] - a[2]) for a, b in zip(stamps[:-1], stamps[1:])]
 
 
 def _peak_rss_mb() -> float:
@@ -175,30 +175,31 @@ def bench_plain_loop(
     lit: GPTLitModule, datamodule, steps: int, warmup: int, accumulate: int, clip: float | None,
     precision: str = "32-true",
 ) -> list[float]:
-    """The run's own training step (``module.optimizer_step``) as a plain PyTorch loop: seconds per optimizer step."""
+    """The run's own training step (``module.optimizer_step``) as a plain PyTorch loop: (wall, user, system)
+    seconds of each optimizer step after the warm-up."""
     module = lit.fresh_copy().train()
     optimizers = module.optimizers_for(max_steps=warmup + steps)  # the run's optimizer and schedule, step-defined
     batches = iter(datamodule.train_dataloader())
-    times = []
+    stamps = [_stamp()]
     for _ in range(warmup + steps):
-        t0 = time.perf_counter()
         optimizer_step(module, [next(batches) for _ in range(accumulate)], optimizers, precision, clip)
-        times.append(time.perf_counter() - t0)
-    return times[warmup:]
+        stamps.append(_stamp())
+    return _intervals(stamps)[warmup:]
 
 
-def bench_lightning(lit, datamodule, trainer_cfg, steps: int, warmup: int) -> list[float]:
-    """Seconds per optimizer step of ``Trainer.fit`` with the config's precision, accumulation and clipping."""
+def bench_lightning(lit, datamodule, trainer_cfg, steps: int, warmup: int) -> list[tuple[float, float, float]]:
+    """(wall, user, system) seconds of each optimizer step of ``Trainer.fit`` after the warm-up, with the config's
+    precision, accumulation and clipping."""
     class StepTimes(L.Callback):
         def __init__(self) -> None:
-            self.stamps: list[float] = []
+            self.stamps: list[tuple[float, float, float]] = []
 
         def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
             if len(self.stamps) < trainer.global_step + 1:  # an optimizer step just finished
-                self.stamps.append(time.perf_counter())
+                self.stamps.append(_stamp())
 
         def on_train_start(self, trainer: L.Trainer, *args: Any) -> None:
-            self.stamps = [time.perf_counter()]
+            self.stamps = [_stamp()]
 
     timer = StepTimes()
     trainer = L.Trainer(
@@ -208,8 +209,7 @@ def bench_lightning(lit, datamodule, trainer_cfg, steps: int, warmup: int) -> li
         limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer],
     )
     trainer.fit(lit, datamodule=datamodule)
-    stamps = timer.stamps
-    return [b - a for a, b in zip(stamps[:-1], stamps[1:])][warmup:]
+    return _intervals(timer.stamps)[warmup:]
 
 
 def _environment() -> dict[str, Any]:
@@ -240,15 +240,10 @@ def run_bench_train(config_args: list[str], steps: int, warmup: int, rounds: int
     peak = matmul_peak_flops(dtype)
     # Alternate the two loops (plain, Lightning, plain, …) so neither always pays the first-touch costs;
     # each loop's figure is its best round's median step time.
-    plain, lightning = float("inf"), float("inf")
-    cpu = {"plain": [0.0, 0.0], "lightning": [0.0, 0.0]}  # [user, system] CPU seconds, all rounds
+    runs: dict[str, list[list[tuple[float, float, float]]]] = {"plain": [], "lightning": []}
     for _ in range(rounds):
-        with _cpu_times(cpu["plain"]):
-            plain = min(plain, statistics.median(
-                bench_plain_loop(lit, datamodule, steps, warmup, cfg["accumulate"], cfg["clip"], precision)))
-        with _cpu_times(cpu["lightning"]):
-            lightning = min(lightning, statistics.median(
-                bench_lightning(lit.fresh_copy(), datamodule, cfg, steps, warmup)))
+        runs["plain"].append(bench_plain_loop(lit, datamodule, steps, warmup, cfg["accumulate"], cfg["clip"], precision))
+        runs["lightning"].append(bench_lightning(lit.fresh_copy(), datamodule, cfg, steps, warmup))
     # A shared machine's speed drifts: the peak is measured before and after the loops, and the higher one
     # kept, so that MFU is never flattered by a slow moment of the peak's measurement.
     peak = max(peak, matmul_peak_flops(dtype))
@@ -257,15 +252,18 @@ def run_bench_train(config_args: list[str], steps: int, warmup: int, rounds: int
     row = {"config": " ".join(config_args), "parameters": lit.model.num_parameters(),
            "flops_per_token": lit.model.flops_per_token(), "tokens_per_step": tokens_per_step, "precision": cfg["precision"],
            "matmul_peak_gflops": round(peak / 1e9, 1)}
-    for name, seconds in (("plain", plain), ("lightning", lightning)):
+    for name, loop_rounds in runs.items():
+        seconds = min(statistics.median(wall for wall, _, _ in measured) for measured in loop_rounds)
         row[f"{name}_step_s"] = round(seconds, 6)
         row[f"{name}_tokens_per_s"] = round(tokens_per_step / seconds, 1)
         row[f"{name}_mfu"] = round(flops_per_step / seconds / peak, 4)
-        user, system = cpu[name]  # system: kernel time, page faults mostly
+        # Over the measured steps only: the warm-up's compiling and first touches are not a step's cost.
+        every_step = [step for measured in loop_rounds for step in measured]
+        user, system = sum(s[1] for s in every_step), sum(s[2] for s in every_step)  # system: page faults mostly
         row[f"{name}_system_cpu_share"] = round(system / (user + system), 3) if user + system > 0 else None
+    row["lightning_overhead"] = round(row["lightning_step_s"] / row["plain_step_s"] - 1, 4)
     row["linear_layers_gflops"] = round(linear / 1e9, 1)  # the linear layers' own rate at the step's shapes
     row["linear_layers_share_of_peak"] = round(linear / peak, 4)
-    row["lightning_overhead"] = round(lightning / plain - 1, 4)
     row["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     return row
 
