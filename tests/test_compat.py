@@ -20,7 +20,7 @@ from lightning.pytorch.loops.training_epoch_loop import _TrainingEpochLoop
 import tinyllm
 from tinyllm import compat
 from tinyllm.core.config import GPTConfig
-from tinyllm.core.model import CausalSelfAttention, RotaryEmbedding
+from tinyllm.core.model import CausalSelfAttention, RotaryEmbedding, causal_mask
 
 PACKAGE = Path(tinyllm.__file__).parent
 
@@ -151,12 +151,12 @@ def test_compiled_bf16_attention_trains_with_the_eager_gradients():
     torch.manual_seed(0)
     attention = CausalSelfAttention(GPTConfig(n_embd=128, n_head=2, block_size=64), layer_idx=0)
     rope = RotaryEmbedding(attention.head_dim, 64).angles(torch.arange(64))
-    x = torch.randn(4, 64, 128)
+    x, mask = torch.randn(4, 64, 128), causal_mask(64)
 
     def gradients(forward) -> dict[str, torch.Tensor]:
         attention.zero_grad()
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            forward(x, rope).float().pow(2).mean().backward()
+            forward(x, mask, rope).float().pow(2).mean().backward()
         return {name: p.grad.clone() for name, p in attention.named_parameters()}
 
     eager = gradients(attention)

@@ -194,13 +194,9 @@ class KVCache:
         self.length = 0
 
 
-def causal_mask(t: int, s: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """(T, S) additive mask M: 0 where query i, at absolute position s - t + i, may see key j, -inf elsewhere.
-
-    With no cache s == t and the zeros are the usual lower triangle; during cached
-    decoding the new queries see every cached key plus the new ones before them.
-    """
-    return torch.full((t, s), float("-inf"), dtype=dtype, device=device).triu(diagonal=s - t + 1)
+def causal_mask(n: int) -> Tensor:
+    """(n, n) additive mask M: 0 where the query at position i may see the key at j (j <= i), -inf where j > i."""
+    return torch.full((n, n), float("-inf")).triu(diagonal=1)
 
 
 class AttentionScores(nn.Module):
@@ -214,12 +210,14 @@ class AttentionScores(nn.Module):
         super().__init__()
         self.scale = 1.0 / math.sqrt(head_dim)
 
-    def forward(self, q: Tensor, k: Tensor) -> Tensor:
+    def forward(self, q: Tensor, k: Tensor, mask: Tensor) -> Tensor:
+        """``mask`` is M's (T, S) rows and columns for these queries and keys (``GPT.forward`` cuts them)."""
         # Scaling q (T×D) rather than the scores (T×S) is the same product with fewer multiplies.
         att = (q * self.scale) @ k.transpose(-2, -1)
         # M is added, as the formula reads (a finite x + 0 = x, x - inf = -inf); a compiled CPU step
-        # reads a float mask several times faster than a boolean one (kernels.py).
-        att += causal_mask(q.size(2), k.size(2), q.device, att.dtype)  # in place: att is ours alone
+        # reads a float mask several times faster than a boolean one (kernels.py). In the scores' dtype:
+        # torch adds a float32 mask to bf16 scores about 4× slower than a bf16 one.
+        att += mask.to(att.dtype)  # in place: att is ours alone
         return F.softmax(att, dim=-1)
 
 
@@ -258,12 +256,14 @@ class CausalSelfAttention(nn.Module):
     def forward(
         self,
         x: Tensor,
+        mask: Tensor,
         rope: tuple[Tensor, Tensor] | None = None,
         cache: KVCache | None = None,
         value_embed: Tensor | None = None,
     ) -> Tensor:
-        """``rope`` is the (cos, sin) pair of the tokens' positions, or None without RoPE;
-        ``value_embed`` (B, T, C) is added to the values (``GPT.value_embeds``), or None."""
+        """``mask`` is M (T, S) for the tokens' positions (:class:`AttentionScores`); ``rope`` the (cos, sin)
+        pair of those positions, or None without RoPE; ``value_embed`` (B, T, C) is added to the values
+        (``GPT.value_embeds``), or None."""
         b, t, c = x.shape
         v = self.v_proj(x) if value_embed is None else self.v_proj(x) + value_embed
         # (B, T, C) -> (B, H, T, D): every head is a slice of the channel dimension.
@@ -274,15 +274,15 @@ class CausalSelfAttention(nn.Module):
             q, k = RotaryEmbedding.rotate(q, *rope), RotaryEmbedding.rotate(k, *rope)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)
-        y = self._attend(q, k, v)
+        y = self._attend(q, k, v, mask)
         y = y.transpose(1, 2).reshape(b, t, c)  # re-assemble the heads side by side
         return self.resid_dropout(self.o_proj(y))
 
-    def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
         dropout_p = self.dropout if self.training else 0.0
         if self.kernel == "sdpa" and not fused_attention_is_slow(q, dropout_p):
-            return fused_attention(q, k, v, dropout_p)
-        return self.attn_dropout(self.scores(q, k)) @ v  # (B, H, T, D)
+            return fused_attention(q, k, v, dropout_p)  # causal by construction: it needs no mask
+        return self.attn_dropout(self.scores(q, k, mask)) @ v  # (B, H, T, D)
 
 
 # ----------------------------------------------------------------------------- MLPs
@@ -369,6 +369,7 @@ class Block(nn.Module):
     def forward(
         self,
         x: Tensor,
+        mask: Tensor,
         rope: tuple[Tensor, Tensor] | None,
         cache: KVCache | None,
         x0: Tensor | None = None,
@@ -376,7 +377,7 @@ class Block(nn.Module):
     ) -> Tensor:
         if x0 is not None:
             x = self.resid_scale * x + self.x0_scale * x0
-        x = x + self.self_attn(self.input_norm(x), rope, cache, value_embed)
+        x = x + self.self_attn(self.input_norm(x), mask, rope, cache, value_embed)
         return x + self.mlp(self.post_attention_norm(x))
 
 
@@ -402,6 +403,10 @@ class GPT(nn.Module):
             if config.pos_emb == "rope"
             else None
         )
+        # M for every pair of positions, made once; each forward cuts out its queries' rows and keys' columns.
+        # (Made in the forward, a compiled CPU step computed it from indices in every softmax: 2-5% slower.)
+        # Not persistent: derived from the config, so kept out of checkpoints.
+        self.register_buffer("mask", causal_mask(config.block_size), persistent=False)
         self.dropout = Dropout(config.dropout)
         # Value embeddings (the modded-nanogpt speedruns; nanochat): per layer a (vocab, C) table
         # added to the attention values, v = x W_v + E_l[token]. The values can then carry what a
@@ -489,9 +494,12 @@ class GPT(nn.Module):
         x = self.dropout(x)
         x0 = x if self.config.residual_scalars else None
         rope = self.rope.angles(positions) if self.rope is not None else None
+        # The new tokens' rows against every key so far: without a cache the usual lower triangle; with
+        # one, the new queries see every cached key plus the new ones up to their own.
+        mask = self.mask[start : start + t, : start + t]
         for i, layer in enumerate(self.layers):
             value_embed = self.value_embeds[i](idx) if self.value_embeds is not None else None
-            x = layer(x, rope, cache, x0, value_embed)
+            x = layer(x, mask, rope, cache, x0, value_embed)
         if cache is not None:
             cache.advance(t)
         return self.head(x)
