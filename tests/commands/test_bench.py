@@ -11,6 +11,7 @@ import torch
 
 from tests.conftest import FitRun
 from tinyllm.core.model import GPT, GPTConfig
+from tinyllm.errors import TinyLLMError
 from tinyllm.formats.load import load_model
 from tests.helpers.cli import (
     TINY,
@@ -49,6 +50,18 @@ def test_bench_commands_print_and_write_their_figures(fit_run: FitRun, tmp_path:
     assert row["linear_layers_gflops"] > 0
     assert row["linear_layers_share_of_peak"] == pytest.approx(row["linear_layers_gflops"] / peak, abs=1e-3)
     assert "Lightning overhead" in proc.stdout
+
+
+@pytest.mark.parametrize("counts", [{"steps": 0}, {"rounds": 0}, {"warmup": -1}, {"repeats": 0}])
+def test_bench_counts_below_their_minimum_end_in_one_line_before_any_work(counts: dict[str, int]):
+    from tinyllm.commands.bench import bench_generate, bench_train
+
+    (name, value), = counts.items()
+    with pytest.raises(TinyLLMError, match=f"--{name} must be at least {0 if name == 'warmup' else 1}, got {value}"):
+        if name == "repeats":
+            bench_generate(config="configs/missing.yaml", **counts)  # refused before the config is read
+        else:
+            bench_train(config="configs/missing.yaml", **counts)
 
 
 def test_generate_table_shows_unmeasured_recompute_as_a_dash(capsys: pytest.CaptureFixture[str]):

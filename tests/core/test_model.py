@@ -92,7 +92,7 @@ def test_causality(norm, mlp, pos_emb, attention):
 
 
 def test_tables_derived_from_the_config_stay_out_of_checkpoints():
-    """The causal mask and RoPE's tables are made from the config: a checkpoint of any block size loads without them."""
+    """The causal mask and RoPE's tables are made from the config, so checkpoints hold none of them."""
     model = tiny_model(pos_emb="rope")
     assert model.mask.shape == (TINY["block_size"], TINY["block_size"]) and model.rope.cos.numel() > 0
     assert not {"mask", "rope.cos", "rope.sin"} & set(model.state_dict())

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 from json import dumps
-import os
 import platform
 import resource
 import statistics
@@ -157,9 +156,10 @@ def _timed(fn) -> float:
 
 
 def _stamp() -> tuple[float, float, float]:
-    """The wall clock and this process's user and system CPU seconds, now."""
-    cpu = os.times()
-    return time.perf_counter(), cpu.user, cpu.system
+    """The wall clock and this process's user and system CPU seconds, now (to the microsecond, not
+    ``os.times()``'s 10 ms ticks: a small model's few measured steps can take less than a tick)."""
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    return time.perf_counter(), cpu.ru_utime, cpu.ru_stime
 
 
 def _intervals(stamps: list[tuple[float, float, float]]) -> list[tuple[float, float, float]]:
@@ -174,7 +174,7 @@ def _peak_rss_mb() -> float:
 def bench_plain_loop(
     lit: GPTLitModule, datamodule, steps: int, warmup: int, accumulate: int, clip: float | None,
     precision: str = "32-true",
-) -> list[float]:
+) -> list[tuple[float, float, float]]:
     """The run's own training step (``module.optimizer_step``) as a plain PyTorch loop: (wall, user, system)
     seconds of each optimizer step after the warm-up."""
     module = lit.fresh_copy().train()
@@ -301,6 +301,7 @@ def bench_generate(
         device: auto, cpu, cuda or mps.
         json: also write the figures to this JSON file.
     """
+    _check_at_least(1, repeats=repeats)
     _check_json(json)
     model, source = _model_for_bench(ckpt_path, config, pick_device(device))
     print(f"bench generate: {source}, {model.num_parameters():,} parameters, batch 1, "
@@ -324,10 +325,19 @@ def bench_train(
         rounds: alternating rounds of the plain loop and Lightning; each reports its best.
         json: also write the figures to this JSON file.
     """
+    _check_at_least(1, steps=steps, rounds=rounds)
+    _check_at_least(0, warmup=warmup)
     _check_json(json)
     row = run_bench_train(["--config", config, *set], steps, warmup, rounds)
     _print_train(row)
     _write_json(json, {"benchmark": "train", "environment": _environment(), "results": [row]})
+
+
+def _check_at_least(minimum: int, **counts: int) -> None:
+    """One line for a count below its minimum, before any work: a benchmark of no runs has no figures."""
+    for name, value in counts.items():
+        if value < minimum:
+            raise TinyLLMError(f"--{name} must be at least {minimum}, got {value}")
 
 
 def _check_json(path: str | None) -> None:

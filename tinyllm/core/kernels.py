@@ -89,11 +89,11 @@ def fused_attention_is_slow(q: Tensor, dropout_p: float) -> bool:
     return q.device.type == "cpu" and (q.dtype == torch.bfloat16 or dropout_p > 0)
 
 
-def fused_attention(q: Tensor, k: Tensor, v: Tensor, dropout_p: float) -> Tensor:
-    """softmax(QKᵀ/√D + M)V for (B, H, T, D) queries against (B, H, S, D) keys/values, causally masked."""
+def fused_attention(q: Tensor, k: Tensor, v: Tensor, dropout_p: float, mask: Tensor) -> Tensor:
+    """softmax(QKᵀ/√D + M)V for (B, H, T, D) queries against (B, H, S, D) keys/values; ``mask`` is M (T, S)."""
     t, s = q.size(2), k.size(2)
-    if t == s:  # no cache, or prefill into an empty one: plain lower triangle
+    if t == s:  # no cache, or prefill into an empty one: M is the lower triangle, which the kernel knows
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
-    # Cached decoding: the new queries see every cached key plus the new ones before them; one new token sees all.
-    mask = None if t == 1 else torch.ones(t, s, dtype=torch.bool, device=q.device).tril(diagonal=s - t)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    # Cached: one new token sees every key (no mask needed); several need M's rows, in q's dtype.
+    attn_mask = None if t == 1 else mask.to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
