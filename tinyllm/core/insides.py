@@ -111,7 +111,7 @@ def rope_scores(rope: RotaryEmbedding, q: Tensor, k: Tensor, distances: int, sta
     result the same for every ``start``: the score depends on the distance only.
     """
     d = torch.arange(distances)
-    cos_q, sin_q = rope.angles(start + d)  # (distances, D)
+    cos_q, sin_q = rope.angles(start + d)  # (distances, D/2)
     cos_k, sin_k = rope.angles(torch.full_like(d, start))
     q_rot = RotaryEmbedding.rotate(q[:, None, :], cos_q, sin_q)  # (N, distances, D)
     k_rot = RotaryEmbedding.rotate(k[:, None, :], cos_k, sin_k)

@@ -136,25 +136,23 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, head_dim: int, max_positions: int, base: float = 10000.0) -> None:
         super().__init__()
-        inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (D/2,)
-        angles = torch.outer(torch.arange(max_positions, dtype=torch.float32), inv_freq)  # (P, D/2)
-        angles = torch.cat([angles, angles], dim=-1)  # (P, D): the same angle for i and i + D/2
+        inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (D/2,): θ_i
+        angles = torch.outer(torch.arange(max_positions, dtype=torch.float32), inv_freq)  # (P, D/2): pθ_i
         # Not persistent: derived from the config, so kept out of checkpoints.
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
     def angles(self, positions: Tensor) -> tuple[Tensor, Tensor]:
-        """cos and sin (T, D) for the absolute ``positions`` (T,); computed once per forward, used by every layer."""
+        """cos and sin (T, D/2) for the absolute ``positions`` (T,); computed once per forward, used by every layer."""
         return self.cos[positions], self.sin[positions]
 
     @staticmethod
     def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-        """Rotate ``x`` (B, H, T, D) by the angles behind ``cos``/``sin``, in x's dtype."""
+        """Rotate ``x`` (B, H, T, D) by the angles behind ``cos``/``sin`` (T, D/2), in x's dtype: the formula above."""
         # Under bf16 autocast x is bf16: fp32 tables would promote q and k to fp32, and the matmuls cast them back.
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-        x1, x2 = x.chunk(2, dim=-1)
-        rotated = torch.cat([-x2, x1], dim=-1)
-        return x * cos + rotated * sin
+        x1, x2 = x.chunk(2, dim=-1)  # x_i and x_{i+D/2}
+        return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
 
 
 # ----------------------------------------------------------------------------- attention
