@@ -388,26 +388,28 @@ def test_flops_per_token_counts_matmuls_and_attention():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_dropout_zeroes_a_share_p_and_scales_the_rest(dtype):
     torch.manual_seed(0)
-    # 100,001 rows of 4: column i is cut from the same 16 bits of every 64-bit draw.
-    drop, x = Dropout(0.3).train(), torch.randn(100_001, 4, dtype=dtype).add_(5).requires_grad_()
+    # 100,001 rows of 8: column i is cut from the same byte of every 64-bit draw.
+    drop, x = Dropout(0.3).train(), torch.randn(100_001, 8, dtype=dtype).add_(5).requires_grad_()
     y = drop(x)
     assert y.dtype == dtype
     kept = y != 0
-    # Every one of the four masks cut from a draw drops its own share p (a biased half or lane would not).
-    for lane in range(4):
-        assert abs(1 - kept[:, lane].float().mean().item() - 0.3) < 0.006
-    torch.testing.assert_close(y[kept], x[kept] / 0.7)
+    p = 77 / 256  # 0.3 rounded to a multiple of 2⁻⁸; the kept elements are scaled by 1 / (1 - p), so E[y] = x
+    # Every one of the eight masks cut from a draw drops its own share p (a biased byte or lane would not).
+    for lane in range(8):
+        assert abs(1 - kept[:, lane].float().mean().item() - p) < 0.006
+    torch.testing.assert_close(y[kept], x[kept] / (1 - p))
     y.sum().backward()  # the gradient flows through the kept elements only, scaled alike
-    torch.testing.assert_close(x.grad, kept.to(dtype) / 0.7)
+    torch.testing.assert_close(x.grad, kept.to(dtype) / (1 - p))
     assert drop.eval()(x) is x and Dropout(0.0).train()(x) is x
 
 
-def test_dropout_that_rounds_to_one_drops_everything():
-    """p is rounded to a multiple of 2⁻¹⁶: at 1 - 2⁻¹⁸ that is 1, past every 16-bit draw."""
+def test_dropout_rounds_p_to_a_multiple_of_one_256th():
+    """At 1 - 2⁻¹⁰ that is 1, past every byte; at 2⁻¹⁰ it is 0, and every element is kept."""
     x = torch.ones(5, 8, requires_grad=True)
-    assert Dropout(1 - 2**-18).train()(x).count_nonzero() == 0
+    assert Dropout(1 - 2**-10).train()(x).count_nonzero() == 0
     torch.manual_seed(0)
-    assert Dropout(1 - 2**-15).train()(torch.ones(2**18)).count_nonzero() > 0  # 2 in 2¹⁶ kept: 8 expected
+    assert Dropout(1 - 2**-8).train()(torch.ones(2**16)).count_nonzero() > 0  # 1 in 256 kept: 256 expected
+    assert torch.equal(Dropout(2**-10).train()(x), x)
 
 
 def test_dropout_masks_come_from_torchs_seeded_generator():
@@ -439,7 +441,7 @@ def test_compiled_dropouts_draw_the_eager_masks_each_its_own_and_their_backward_
     assert not torch.equal(a, b)
     assert {y.detach().numpy().tobytes() for y in (a, b)} == {y.detach().numpy().tobytes() for y in eager}
     (a + 2 * b).sum().backward()  # a mask drawn again for the backward would zero other elements than the forward
-    assert torch.equal(x.grad, ((a != 0).float() + 2 * (b != 0).float()) / 0.7)
+    assert torch.equal(x.grad, ((a != 0).float() + 2 * (b != 0).float()) * (256 / 179))  # 1 / (1 - 77/256)
 
 
 def test_a_compiled_model_in_training_draws_the_eager_masks_in_the_eager_order():

@@ -3,16 +3,18 @@
 ``model.py`` is the lesson and states every formula once; what a device needs
 to run it fast lives here, measured, so the classes there stay readable.
 
-* **Dropout on a CPU** draws its mask as 16-bit integers, four from each 64-bit
-  number of torch's CPU generator. That generator makes one number at a time on
-  one core: ``nn.Dropout``'s ``bernoulli_`` made attention-weight dropout the
-  slowest op of a 6×384 step, and ``torch.rand`` (one 32-bit draw per element)
-  was still a quarter of the step on a 2-core Xeon (DEVLOG.md). The drop
-  probability is p rounded to a multiple of 2⁻¹⁶. The draw is a custom operator
-  (``tinyllm::fill_dropout_mask_``), which ``torch.compile`` calls as it is: given
-  ``F.dropout``, Inductor draws every number with a scalar call of its own, and
-  a compiled step of the 6×384 model with dropout 0.3 took 2.5 times as long
-  as one without dropout. Other devices keep torch's fused kernel.
+* **Dropout on a CPU** draws its mask as bytes, eight from each 64-bit number
+  of torch's CPU generator. That generator makes one number at a time on one
+  core: ``nn.Dropout``'s ``bernoulli_`` made attention-weight dropout the
+  slowest op of a 6×384 step, ``torch.rand`` (one 32-bit draw per element) was
+  still a quarter of the step on a 2-core Xeon, and 16-bit draws a tenth
+  (DEVLOG.md). The drop probability is p rounded to a multiple of 2⁻⁸, as in
+  FlashAttention's CUDA kernels, which compare 8-bit numbers too. The draw is a
+  custom operator (``tinyllm::fill_dropout_mask_``), which ``torch.compile``
+  calls as it is: given ``F.dropout``, Inductor draws every number with a scalar
+  call of its own, and a compiled step of the 6×384 model with dropout 0.3 took
+  2.5 times as long as one without dropout. Other devices keep torch's fused
+  kernel.
 * **Fused attention** (torch's ``scaled_dot_product_attention``) computes
   softmax(QKᵀ/√D + M)V without forming the T×S matrix, except in bf16 on a
   CPU, where torch 2.13's fused kernel is slow, its backward most: forward and
@@ -30,14 +32,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def _fill_random_int16(out: Tensor) -> None:
-    """Fill the int16 tensor ``out`` with independent uniform integers in [-2¹⁵, 2¹⁵), four per 64-bit draw."""
+def _fill_random_bytes(out: Tensor) -> None:
+    """Fill the uint8 tensor ``out`` with independent uniform integers in [0, 256), eight per 64-bit draw."""
     n = out.numel()
-    if n % 4 == 0 and out.is_contiguous():
-        out.view(-1).view(torch.int64).random_(-(2**63), None)  # all 64 bits of each word: four int16 at once
+    if n % 8 == 0 and out.is_contiguous():
+        out.view(-1).view(torch.int64).random_(-(2**63), None)  # all 64 bits of each word: eight bytes at once
     else:
-        words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)  # the same draws
-        out.copy_(words.view(torch.int16)[:n].view(out.shape))
+        words = torch.empty((n + 7) // 8, dtype=torch.int64).random_(-(2**63), None)  # the same draws
+        out.copy_(words.view(torch.uint8)[:n].view(out.shape))
 
 
 # Defining the operator registers it with torch's dispatcher under the name below (no other work at import).
@@ -48,22 +50,19 @@ def _fill_random_int16(out: Tensor) -> None:
 # orders a draw after its own input only; the model's draws are in one order because each dropout's input
 # depends on the one before. The compiler does not know the op is random: torch's default partitioner never
 # recomputes it for the backward, but an activation memory budget below 1 would allow that (tinyllm sets none).
-# The mask leaves the op in x's dtype, not as booleans: Inductor's CPU code reads a random boolean tensor about
-# 7× slower than a bf16 one (its loads branch on the data), and int16 draws left its kernels unvectorised.
+# The mask leaves the op in x's dtype, not as bytes or booleans: Inductor's CPU code reads a random boolean
+# tensor about 7× slower than a bf16 one (its loads branch on the data), and with the bytes themselves its
+# kernels loaded 8 of them at a time through a copy (a compiled step took 0.76 s against 0.41 s).
 @torch.library.custom_op("tinyllm::fill_dropout_mask_", mutates_args=("out",), device_types="cpu")
-def fill_dropout_mask_(out: Tensor, after: Tensor, p: float) -> None:
-    """Fill ``out`` with 0 (probability p rounded to a multiple of 2⁻¹⁶) or 1 / (1 - p), from torch's CPU
-    generator, once ``after`` is computed (only its place in the computation is used)."""
-    threshold = round(p * 2**16) - 2**15
-    if threshold >= 2**15:  # p rounds to 1: every element dropped (no int16 draw reaches the threshold)
+def fill_dropout_mask_(out: Tensor, after: Tensor, drop: int) -> None:
+    """Fill ``out`` with keep = 0 (probability drop / 256) or 1, from torch's CPU generator, once ``after`` is
+    computed (only its place in the computation is used)."""
+    if drop >= 256:  # every element dropped (no byte reaches the threshold)
         out.zero_()
         return
-    draws = torch.empty(out.shape, dtype=torch.int16)
-    _fill_random_int16(draws)
-    # keep = 1 where draw >= threshold, so P(drop) = round(p·2¹⁶) / 2¹⁶; written straight in out's dtype, which
-    # is 1.5× as fast as a boolean mask converted after (torch converts booleans one element at a time).
-    torch.ge(draws, threshold, out=out)
-    out.mul_(1.0 / (1.0 - p))
+    draws = torch.empty(out.shape, dtype=torch.uint8)
+    _fill_random_bytes(draws)
+    torch.ge(draws, drop, out=out)  # written straight in out's dtype: torch converts booleans one at a time
 
 
 def dropout(x: Tensor, p: float, training: bool) -> Tensor:
@@ -72,10 +71,12 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
         return x
     if x.device.type != "cpu":
         return F.dropout(x, p, training=True)
-    # The mask carries the scale, in x's dtype (as torch's CPU dropout does): backward is then one product.
-    mask = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    fill_dropout_mask_(mask, x, p)
-    return x * mask
+    drop = round(p * 256)  # p rounded to a multiple of 2⁻⁸, and the scale its own, so that E[y] = x still
+    keep = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    fill_dropout_mask_(keep, x, drop)
+    # The scale is a separate product: compiled, it joins the kernels that read the mask, forward and backward,
+    # at no cost, where scaling the mask itself took one more pass over it.
+    return x * keep * (256 / (256 - drop) if drop < 256 else 0.0)
 
 
 def fused_attention_is_slow(q: Tensor, dropout_p: float) -> bool:
