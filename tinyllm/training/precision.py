@@ -118,8 +118,9 @@ def _read_cache(path: Path) -> dict:
 # Bump when the model's kernels or the timed step change what a step costs, so cached answers are measured
 # again (2: bf16 attention by the formula, faster dropout; 3: the module's own step and optimizer;
 # 4: dropout masks from 16-bit draws; 5: dropout's scale in its mask, the causal mask filled in place;
-# 6: the mask written in x's dtype, the causal mask added, freed memory kept; 7: the causal mask made once).
-PROBE_VERSION = 7
+# 6: the mask written in x's dtype, the causal mask added, freed memory kept; 7: the causal mask made once;
+# 8: dropout masks from bytes, scaled in the kernels that read them, and RoPE half by half).
+PROBE_VERSION = 8
 
 
 def probe_key(config: GPTConfig, batch_size: int) -> str:
