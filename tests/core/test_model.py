@@ -12,7 +12,7 @@ from torch import nn
 
 from tests.helpers.models import NEW_ERA_NAMES, PRESET_NAMES, TINY, recipe_arch
 from tinyllm.core.config import GPTConfig
-from tinyllm.core.model import GPT, Dropout, LayerNorm, RMSNorm, RotaryEmbedding
+from tinyllm.core.model import GPT, Dropout, Embedding, LayerNorm, RMSNorm, RotaryEmbedding
 from tinyllm.errors import TinyLLMError
 
 
@@ -452,6 +452,23 @@ def test_a_compiled_model_in_training_draws_the_eager_masks_in_the_eager_order()
     torch.manual_seed(4)
     compiled = torch.compile(model)(x)
     torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)
+
+
+def test_a_compiled_embeddings_gradient_is_the_eager_one_every_time():
+    """Inductor's own code adds the rows of a repeated id into the table with atomic adds from every thread, in
+    another order each call (with nn.Embedding this test fails on 2 threads); the model's Embedding sums them as
+    eager does."""
+    torch.manual_seed(0)
+    table, idx, upstream = Embedding(65, 64), torch.randint(0, 65, (16, 256)), torch.randn(16, 256, 64)
+
+    def gradient(lookup) -> torch.Tensor:
+        table.zero_grad()
+        (lookup(idx) * upstream).sum().backward()
+        return table.weight.grad.clone()
+
+    eager, compiled = gradient(table), torch.compile(table)
+    assert all(torch.equal(gradient(compiled), eager) for _ in range(3))
+    assert isinstance(table, nn.Embedding) and torch.equal(table(idx), F.embedding(idx, table.weight))
 
 
 def test_bf16_on_cpu_attends_with_the_formula_and_fp32_with_the_fused_kernel(monkeypatch):

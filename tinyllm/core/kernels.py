@@ -15,6 +15,11 @@ to run it fast lives here, measured, so the classes there stay readable.
   call of its own, and a compiled step of the 6×384 model with dropout 0.3 took
   2.5 times as long as one without dropout. Other devices keep torch's fused
   kernel.
+* **An embedding's gradient** is torch's own kernel, called as it is when
+  compiled. Inductor's CPU code adds each token's gradient row into the table
+  with atomic adds from every thread, so rows of a token that repeats were
+  summed in another order each step: a compiled step's gradients, and so its
+  runs and resumes, differed from one process to the next (DEVLOG.md).
 * **Fused attention** (torch's ``scaled_dot_product_attention``) computes
   softmax(QKᵀ/√D + M)V without forming the T×S matrix, except in bf16 on a
   CPU, where torch 2.13's fused kernel is slow, its backward most: forward and
@@ -77,6 +82,42 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
     # The scale is a separate product: compiled, it joins the kernels that read the mask, forward and backward,
     # at no cost, where scaling the mask itself took one more pass over it.
     return x * keep * (256 / (256 - drop) if drop < 256 else 0.0)
+
+
+# The gradient as an operator of its own, so that the compiler calls it as it is instead of its own code.
+@torch.library.custom_op("tinyllm::embedding_backward", mutates_args=())
+def embedding_backward(grad: Tensor, idx: Tensor, num_embeddings: int) -> Tensor:
+    """dL/dW (num_embeddings, C) of y = W[idx]: each table row sums the ``grad`` rows of its tokens, in token order."""
+    return torch.ops.aten.embedding_dense_backward(grad, idx, num_embeddings, -1, False)
+
+
+@embedding_backward.register_fake
+def _(grad: Tensor, idx: Tensor, num_embeddings: int) -> Tensor:
+    return grad.new_empty(num_embeddings, grad.size(-1))
+
+
+class _Lookup(torch.autograd.Function):
+    """y = W[idx], with :func:`embedding_backward` as its gradient."""
+
+    @staticmethod
+    def forward(idx: Tensor, weight: Tensor) -> Tensor:
+        return F.embedding(idx, weight)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # noqa: ANN001 (autograd's own types)
+        idx, weight = inputs
+        ctx.save_for_backward(idx)
+        ctx.num_embeddings = weight.size(0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[None, Tensor]:  # noqa: ANN001
+        (idx,) = ctx.saved_tensors
+        return None, embedding_backward(grad.contiguous(), idx, ctx.num_embeddings)
+
+
+def embedding(idx: Tensor, weight: Tensor) -> Tensor:
+    """y = W[idx]: row idx of the table for every index, and a gradient summed in the same order every time."""
+    return _Lookup.apply(idx, weight)
 
 
 def fused_attention_is_slow(q: Tensor, dropout_p: float) -> bool:

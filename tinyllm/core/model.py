@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tinyllm.core.config import GPTConfig
-from tinyllm.core.kernels import dropout, fused_attention, fused_attention_is_slow
+from tinyllm.core.kernels import dropout, embedding, fused_attention, fused_attention_is_slow
 from tinyllm.errors import TinyLLMError
 
 # ----------------------------------------------------------------------------- dropout
@@ -58,6 +58,16 @@ class Dropout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+# ----------------------------------------------------------------------------- embedding
+
+
+class Embedding(nn.Embedding):
+    """A table of learned vectors, one per id: y = W[idx] (``nn.Embedding``)."""
+
+    def forward(self, idx: Tensor) -> Tensor:
+        return embedding(idx, self.weight)  # the same lookup, with a gradient summed in a fixed order when compiled
 
 
 # ----------------------------------------------------------------------------- norms
@@ -392,9 +402,9 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.config = config
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.n_embd)
+        self.embed_tokens = Embedding(config.vocab_size, config.n_embd)
         self.embed_positions = (
-            nn.Embedding(config.block_size, config.n_embd) if config.pos_emb == "learned" else None
+            Embedding(config.block_size, config.n_embd) if config.pos_emb == "learned" else None
         )
         self.rope = (
             RotaryEmbedding(config.head_dim, config.block_size, config.rope_theta)
@@ -412,7 +422,7 @@ class GPT(nn.Module):
         # token is straight from the input, whatever the stream has mixed in above it. Lookups
         # cost no FLOPs, but V·C parameters a layer: cheap for characters, not for a 50k BPE.
         self.value_embeds = (
-            nn.ModuleList(nn.Embedding(config.vocab_size, config.n_embd) for _ in range(config.n_layer))
+            nn.ModuleList(Embedding(config.vocab_size, config.n_embd) for _ in range(config.n_layer))
             if config.value_embeds
             else None
         )
