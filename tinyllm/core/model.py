@@ -47,6 +47,8 @@ class Dropout(nn.Module):
     """Dropout (Srivastava et al., 2014, JMLR 15): in training, zero each element with probability p.
 
         y = x · keep / (1 - p),  keep ~ Bernoulli(1 - p)
+
+    (On a CPU p is rounded to a multiple of 1/256: ``kernels.dropout``.)
     """
 
     def __init__(self, p: float) -> None:
@@ -64,7 +66,10 @@ class Dropout(nn.Module):
 
 
 class Embedding(nn.Embedding):
-    """A table of learned vectors, one per id: y = W[idx] (``nn.Embedding``)."""
+    """A table of learned vectors, one per id: y = W[idx] (``nn.Embedding``, without its options)."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int) -> None:
+        super().__init__(num_embeddings, embedding_dim)
 
     def forward(self, idx: Tensor) -> Tensor:
         return embedding(idx, self.weight)  # the same lookup, with a gradient summed in a fixed order when compiled
