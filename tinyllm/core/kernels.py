@@ -37,14 +37,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def _fill_random_bytes(out: Tensor) -> None:
-    """Fill the uint8 tensor ``out`` with independent uniform integers in [0, 256), eight per 64-bit draw."""
-    n = out.numel()
-    if n % 8 == 0 and out.is_contiguous():
-        out.view(-1).view(torch.int64).random_(-(2**63), None)  # all 64 bits of each word: eight bytes at once
-    else:
-        words = torch.empty((n + 7) // 8, dtype=torch.int64).random_(-(2**63), None)  # the same draws
-        out.copy_(words.view(torch.uint8)[:n].view(out.shape))
+def _random_bytes(shape: torch.Size) -> Tensor:
+    """Independent uniform integers in [0, 256) (uint8) of ``shape``, eight per 64-bit draw."""
+    n = shape.numel()
+    words = torch.empty((n + 7) // 8, dtype=torch.int64).random_(-(2**63), None)  # all 64 bits of each word
+    return words.view(torch.uint8)[:n].view(shape)
 
 
 # Defining the operator registers it with torch's dispatcher under the name below (no other work at import).
@@ -60,14 +57,9 @@ def _fill_random_bytes(out: Tensor) -> None:
 # kernels loaded 8 of them at a time through a copy (a compiled step took 0.76 s against 0.41 s).
 @torch.library.custom_op("tinyllm::fill_dropout_mask_", mutates_args=("out",), device_types="cpu")
 def fill_dropout_mask_(out: Tensor, after: Tensor, drop: int) -> None:
-    """Fill ``out`` with keep = 0 (probability drop / 256) or 1, from torch's CPU generator, once ``after`` is
-    computed (only its place in the computation is used)."""
-    if drop >= 256:  # every element dropped (no byte reaches the threshold)
-        out.zero_()
-        return
-    draws = torch.empty(out.shape, dtype=torch.uint8)
-    _fill_random_bytes(draws)
-    torch.ge(draws, drop, out=out)  # in out's dtype in one call: 1.5x as fast as a boolean mask converted after
+    """Fill ``out`` with keep = 0 (probability drop / 256, 0 < drop < 256) or 1, from torch's CPU generator,
+    once ``after`` is computed (only its place in the computation is used)."""
+    torch.ge(_random_bytes(out.shape), drop, out=out)  # in out's dtype in one call: 1.5x as fast as a boolean mask converted after
 
 
 def dropout(x: Tensor, p: float, training: bool) -> Tensor:
@@ -80,11 +72,13 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
     drop = round(p * 256)
     if drop == 0:
         return x
+    if drop == 256:  # every element dropped: no byte is below 256
+        return x * 0.0
     keep = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     fill_dropout_mask_(keep, x, drop)
     # The scale is a separate product: compiled, it joins the kernels that read the mask, forward and backward,
     # at no cost, where scaling the mask itself took one more pass over it.
-    return x * keep * (256 / (256 - drop) if drop < 256 else 0.0)
+    return x * keep * (256 / (256 - drop))
 
 
 # The gradient as an operator of its own, so that the compiler calls it as it is instead of its own code.
