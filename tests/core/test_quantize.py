@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch._inductor.utils import run_and_get_code
 
 from tests.helpers.models import PRESET_NAMES, prompt_tensor, sharp_model
 from tinyllm.core.generate import compile_decoder, generate_tokens
-from tinyllm.core.quantize import Int8Linear, quantize_int8
+from tinyllm.compat import int8_weight_matmul
+from tinyllm.core.quantize import SAME_INPUT, Int8Linear, quantize_int8
 
 
 def test_int8_linear_rounds_each_row_to_127_steps_of_its_absmax():
@@ -61,6 +63,26 @@ def test_quantize_int8_replaces_every_linear_and_keeps_the_rest():
     assert not model.training
 
 
+def test_layers_with_one_input_share_one_stacked_weight_and_its_columns_are_their_products():
+    """q, k, v (and gate, up) become row blocks of one int8 weight, and one product with it gives each layer's own
+    product bit for bit: a compiled decode step computes that one product instead of one per layer."""
+    model = quantize_int8(sharp_model("modern", n_layer=1))
+    for module, names in ((model.layers[0].self_attn, SAME_INPUT[0]), (model.layers[0].mlp, SAME_INPUT[1])):
+        layers = [getattr(module, name) for name in names]
+        weight, scale, _, _ = layers[0].shared
+        assert weight.shape == (sum(layer.out_features for layer in layers), layers[0].in_features)
+        for layer in layers:
+            assert layer.shared[0] is weight
+            assert layer.weight.untyped_storage().data_ptr() == weight.untyped_storage().data_ptr()  # a view, no copy
+        torch.manual_seed(2)
+        for rows in (1, 3):
+            x = torch.randn(rows, layers[0].in_features).to(torch.bfloat16)
+            stacked = int8_weight_matmul(x, weight, scale)
+            columns = torch.split(stacked, [layer.out_features for layer in layers], dim=1)
+            for layer, own in zip(layers, columns):
+                assert torch.equal(int8_weight_matmul(x, layer.weight, layer.scale), own)
+
+
 @pytest.mark.parametrize("name", PRESET_NAMES)
 def test_int8_model_follows_the_float_model(name):
     model = sharp_model(name, std=0.1)
@@ -90,7 +112,9 @@ def test_compiled_decoder_equals_eager_and_never_recompiles_while_generating(qua
     model = sharp_model("modern", block_size=12)
     if quantize:
         quantize_int8(model)
-    decoder = compile_decoder(model, batch_size=2)
+    decoder, codes = run_and_get_code(compile_decoder, model, 2)
+    if quantize:  # one int8 product per group of layers with one input: q/k/v, o, gate/up and down, and the head
+        assert [code.count("_weight_int8pack_mm(") for code in codes] == [4 * model.config.n_layer + 1] * len(codes) != []
     graphs = _graph_count()
     prompt = prompt_tensor(2, 1)  # a one-token prompt: the first decode step sees a cache of length 1
     n = 3 * model.config.block_size  # several window shifts: every cache length, and the full cache

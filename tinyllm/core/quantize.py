@@ -53,18 +53,49 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight", torch.round(w / scale.float()[:, None]).clamp(-127, 127).to(torch.int8))
         self.register_buffer("scale", scale)
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+        self.shared: tuple[Tensor, Tensor, int, int] | None = None  # see share_products
 
     def forward(self, x: Tensor) -> Tensor:
         if x.device.type == "cpu" and x.numel() <= self.INT8_KERNEL_MAX_ROWS * self.in_features:
             rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
-            y = int8_weight_matmul(rows, self.weight, self.scale)
-            y = y.view(*x.shape[:-1], self.out_features).to(x.dtype)
+            if self.shared is not None and torch.compiler.is_compiling():
+                weight, scale, start, stop = self.shared  # one product for the group, its columns start:stop
+                y = int8_weight_matmul(rows, weight, scale)[:, start:stop]
+            else:
+                y = int8_weight_matmul(rows, self.weight, self.scale)
+            y = y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)  # reshape: a group's columns are strided
         else:  # dequantize on the fly (the weights still take a quarter of the memory at rest)
             y = F.linear(x, self.weight.to(x.dtype)) * self.scale.to(x.dtype)
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+# Layers of one module that multiply the same input: compiled, each group is one product.
+SAME_INPUT = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
+
+def share_products(module: nn.Module, names: tuple[str, ...]) -> None:
+    """Store the int8 layers ``names`` of ``module`` as row blocks of one weight, and let a compiled step use it.
+
+    Each layer keeps its own weight as a view of the stacked one (no extra memory) and runs alone in eager
+    mode. Compiled, each multiplies the input by the whole stack and keeps its own columns; the compiler
+    finds the identical products and computes one: one kernel call for q, k and v, where each call costs
+    several microseconds beyond its arithmetic. The int8 kernel computes every output column on its own,
+    so the columns equal the layer's own product bit for bit.
+    """
+    layers = [getattr(module, name, None) for name in names]
+    if not all(isinstance(layer, Int8Linear) for layer in layers):
+        return
+    weight = torch.cat([layer.weight for layer in layers])
+    scale = torch.cat([layer.scale for layer in layers])
+    start = 0
+    for layer in layers:
+        stop = start + layer.out_features
+        layer.weight, layer.scale = weight[start:stop], scale[start:stop]
+        layer.shared = (weight, scale, start, stop)
+        start = stop
 
 
 def quantize_int8(model: nn.Module) -> nn.Module:
@@ -78,4 +109,6 @@ def quantize_int8(model: nn.Module) -> nn.Module:
         for name, child in list(module.named_children()):
             if isinstance(child, nn.Linear):
                 setattr(module, name, Int8Linear(child).to(child.weight.device))
+        for names in SAME_INPUT:
+            share_products(module, names)
     return model.eval()
