@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-from torch._inductor.utils import run_and_get_code
 
 from tests.helpers.models import PRESET_NAMES, prompt_tensor, sharp_model
 from tinyllm.core.generate import compile_decoder, generate_tokens
 from tinyllm.compat import int8_weight_matmul
-from tinyllm.core.quantize import SAME_INPUT, Int8Linear, quantize_int8
+from tinyllm.core.quantize import SAME_INPUT, Int8Linear, quantize_int8, share_products
 
 
 def test_int8_linear_rounds_each_row_to_127_steps_of_its_absmax():
@@ -63,24 +62,32 @@ def test_quantize_int8_replaces_every_linear_and_keeps_the_rest():
     assert not model.training
 
 
-def test_layers_with_one_input_share_one_stacked_weight_and_its_columns_are_their_products():
+def test_layers_with_one_input_share_one_stacked_weight_and_its_columns_are_their_products(monkeypatch):
     """q, k, v (and gate, up) become row blocks of one int8 weight, and one product with it gives each layer's own
     product bit for bit: a compiled decode step computes that one product instead of one per layer."""
     model = quantize_int8(sharp_model("modern", n_layer=1))
-    for module, names in ((model.layers[0].self_attn, SAME_INPUT[0]), (model.layers[0].mlp, SAME_INPUT[1])):
+    assert all(m.shared is None for m in model.modules() if isinstance(m, Int8Linear))  # eager: layers stay apart
+    share_products(model)  # as compile_decoder does
+    groups = ((model.layers[0].self_attn, SAME_INPUT[0]), (model.layers[0].mlp, SAME_INPUT[1]))
+    inputs = [torch.randn(shape, generator=torch.Generator().manual_seed(rows)) * 3
+              for rows in range(1, Int8Linear.INT8_KERNEL_MAX_ROWS + 1) for shape in ((rows, 32), (rows, 1, 32))]
+    for module, names in groups:
         layers = [getattr(module, name) for name in names]
         weight, scale, _, _ = layers[0].shared
         assert weight.shape == (sum(layer.out_features for layer in layers), layers[0].in_features)
+        start = 0
         for layer in layers:
-            assert layer.shared[0] is weight
-            assert layer.weight.untyped_storage().data_ptr() == weight.untyped_storage().data_ptr()  # a view, no copy
-        torch.manual_seed(2)
-        for rows in (1, 3):
-            x = torch.randn(rows, layers[0].in_features).to(torch.bfloat16)
-            stacked = int8_weight_matmul(x, weight, scale)
-            columns = torch.split(stacked, [layer.out_features for layer in layers], dim=1)
-            for layer, own in zip(layers, columns):
-                assert torch.equal(int8_weight_matmul(x, layer.weight, layer.scale), own)
+            assert layer.shared[0] is weight and layer.shared[1] is scale
+            assert layer.shared[2:] == (start, start + layer.out_features)
+            start += layer.out_features
+            for own, stacked in ((layer.weight, weight), (layer.scale, scale)):  # views of the stack, no copies
+                assert own.untyped_storage().data_ptr() == stacked.untyped_storage().data_ptr()
+    with torch.inference_mode():
+        alone = [[getattr(m, name)(x) for m, names in groups for name in names] for x in inputs]
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)  # the branch a compiled step traces
+        stacked = [[getattr(m, name)(x) for m, names in groups for name in names] for x in inputs]
+    for a, b in zip(alone, stacked):
+        assert all(torch.equal(u, v) for u, v in zip(a, b))
 
 
 @pytest.mark.parametrize("name", PRESET_NAMES)
@@ -106,15 +113,18 @@ def _graph_count() -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("quantize", [False, True])
-def test_compiled_decoder_equals_eager_and_never_recompiles_while_generating(quantize):
+@pytest.mark.parametrize(("name", "quantize"), [("modern", False), ("modern", True), ("vanilla", True)])
+def test_compiled_decoder_equals_eager_and_never_recompiles_while_generating(name, quantize):
+    from torch._inductor.utils import run_and_get_code
+
     torch._dynamo.reset()
-    model = sharp_model("modern", block_size=12)
+    model = sharp_model(name, block_size=12)
     if quantize:
         quantize_int8(model)
     decoder, codes = run_and_get_code(compile_decoder, model, 2)
-    if quantize:  # one int8 product per group of layers with one input: q/k/v, o, gate/up and down, and the head
-        assert [code.count("_weight_int8pack_mm(") for code in codes] == [4 * model.config.n_layer + 1] * len(codes) != []
+    if quantize:  # one int8 product per group of layers with one input: q/k/v, o, gate/up (or up) and down; the head
+        products = 4 * model.config.n_layer + 1
+        assert codes and all(code.count("_weight_int8pack_mm(") == products for code in codes)
     graphs = _graph_count()
     prompt = prompt_tensor(2, 1)  # a one-token prompt: the first decode step sees a cache of length 1
     n = 3 * model.config.block_size  # several window shifts: every cache length, and the full cache

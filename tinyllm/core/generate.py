@@ -27,7 +27,7 @@ from torch import Tensor
 
 from tinyllm.compat import error_on_graph_break
 from tinyllm.core.model import GPT, KVCache
-from tinyllm.core.quantize import quantize_int8
+from tinyllm.core.quantize import quantize_int8, share_products
 from tinyllm.errors import TinyLLMError
 
 
@@ -184,6 +184,7 @@ def compile_decoder(model: GPT, batch_size: int = 1) -> Callable[[Tensor, KVCach
         # kernels' outputs go unchecked (a test compares the compiled step with eager, on the torch installed).
         "size_asserts": False,
     }
+    share_products(model)  # int8 layers with one input: one product each group
     compiled = torch.compile(_step_of_its_own(model), options=options)
     try:
         # Warm up inside inference mode (as generation runs) on every shape that gets its own graph, each one

@@ -76,18 +76,29 @@ class Int8Linear(nn.Module):
 SAME_INPUT = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 
 
-def share_products(module: nn.Module, names: tuple[str, ...]) -> None:
+def share_products(model: nn.Module) -> None:
+    """Group the int8 layers of every module of ``model`` that multiply the same input (:data:`SAME_INPUT`),
+    for a step about to be compiled; again after the model was moved or cast."""
+    for module in model.modules():
+        for names in SAME_INPUT:
+            _stack(module, names)
+
+
+def _stack(module: nn.Module, names: tuple[str, ...]) -> None:
     """Store the int8 layers ``names`` of ``module`` as row blocks of one weight, and let a compiled step use it.
 
     Each layer keeps its own weight as a view of the stacked one (no extra memory) and runs alone in eager
     mode. Compiled, each multiplies the input by the whole stack and keeps its own columns; the compiler
-    finds the identical products and computes one: one kernel call for q, k and v, where each call costs
-    several microseconds beyond its arithmetic. The int8 kernel computes every output column on its own,
-    so the columns equal the layer's own product bit for bit.
+    finds the identical products and computes one: one kernel call for q, k and v, where each call cost
+    several microseconds beyond its arithmetic (DEVLOG.md). torch's int8 kernel computes each output
+    column from its own weight row, so the columns equal the layer's own product bit for bit (tested).
     """
     layers = [getattr(module, name, None) for name in names]
     if not all(isinstance(layer, Int8Linear) for layer in layers):
         return
+    first = layers[0].weight
+    if any(layer.in_features != layers[0].in_features or layer.weight.device != first.device for layer in layers):
+        return  # not one input after all
     weight = torch.cat([layer.weight for layer in layers])
     scale = torch.cat([layer.scale for layer in layers])
     start = 0
@@ -109,6 +120,4 @@ def quantize_int8(model: nn.Module) -> nn.Module:
         for name, child in list(module.named_children()):
             if isinstance(child, nn.Linear):
                 setattr(module, name, Int8Linear(child).to(child.weight.device))
-        for names in SAME_INPUT:
-            share_products(module, names)
     return model.eval()
