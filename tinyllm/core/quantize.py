@@ -96,8 +96,8 @@ def _stack(module: nn.Module, names: tuple[str, ...]) -> None:
     layers = [getattr(module, name, None) for name in names]
     if not all(isinstance(layer, Int8Linear) for layer in layers):
         return
-    first = layers[0].weight
-    if any(layer.in_features != layers[0].in_features or layer.weight.device != first.device for layer in layers):
+    first = layers[0]
+    if any(layer.in_features != first.in_features or layer.weight.device != first.weight.device for layer in layers):
         return  # not one input after all
     weight = torch.cat([layer.weight for layer in layers])
     scale = torch.cat([layer.scale for layer in layers])
