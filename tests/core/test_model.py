@@ -13,6 +13,7 @@ from torch import nn
 
 from tests.helpers.models import NEW_ERA_NAMES, PRESET_NAMES, TINY, recipe_arch
 from tinyllm.core.config import GPTConfig
+from tinyllm.core import kernels
 from tinyllm.core.kernels import embedding_backward
 from tinyllm.core.model import GPT, Dropout, Embedding, LayerNorm, RMSNorm, RotaryEmbedding
 from tinyllm.errors import TinyLLMError
@@ -454,6 +455,24 @@ def test_a_compiled_model_in_training_draws_the_eager_masks_in_the_eager_order()
     torch.manual_seed(4)
     compiled = torch.compile(model)(x)
     torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)
+
+
+def test_building_a_model_first_runs_one_op_over_every_thread_once_per_thread_count(monkeypatch):
+    """The threads' first op is a throwaway one, split over all of them, before RoPE's table (kernels.py)."""
+    sizes: list[int] = []
+    real_cos = torch.Tensor.cos
+    monkeypatch.setattr(torch.Tensor, "cos", lambda t: sizes.append(t.numel()) or real_cos(t))
+    monkeypatch.setattr(kernels, "_threads_warmed", 0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)  # the test runner's workers take one thread each
+    try:
+        tiny_model(pos_emb="rope")
+        tiny_model(pos_emb="rope")  # the same thread count: nothing more to warm
+    finally:
+        torch.set_num_threads(threads)
+    table = TINY["block_size"] * TINY["n_embd"] // TINY["n_head"] // 2  # RoPE's (T, D/2) angles
+    grain = 32_768  # at::internal::GRAIN_SIZE: torch gives a thread no fewer elements of an op than this
+    assert sizes[0] >= 3 * grain and sizes[1:] == [table, table]
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="the race needs two threads")

@@ -26,6 +26,11 @@ to run it fast lives here, measured, so the classes there stay readable.
   backward took 3.9× the formula's time at 4×128 (T 128, D 32) and 2× at
   6×384 (T 256, D 64); in fp32 the fused kernel wins (same DEVLOG entry), unless
   it trains with dropout, which it leaves to a slower fallback.
+* **The threads' first op** is a throwaway one. On a 2-core Xeon VM with AMX,
+  the first op torch split over two threads computed the second thread's share
+  wrong in a few processes in a hundred (RoPE's cos table, off by up to
+  1.5e-4, so the whole run took other bits); every later op was right. Any
+  op split over every thread takes that first share (DEVLOG.md).
 """
 
 from __future__ import annotations
@@ -35,6 +40,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+
+_threads_warmed = 0  # the thread count warm_up_threads last ran with
+
+
+def warm_up_threads() -> None:
+    """Run one throwaway op on every intra-op thread, once per thread count, before any result that counts."""
+    global _threads_warmed
+    threads = torch.get_num_threads()
+    if threads > 1 and threads != _threads_warmed:
+        torch.ones(threads << 16).cos()  # 64 K elements a thread: torch splits it over all of them
+        _threads_warmed = threads
 
 
 def _random_bytes(shape: torch.Size) -> Tensor:

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tinyllm.core.config import GPTConfig
-from tinyllm.core.kernels import dropout, embedding, fused_attention, fused_attention_is_slow
+from tinyllm.core.kernels import dropout, embedding, fused_attention, fused_attention_is_slow, warm_up_threads
 from tinyllm.errors import TinyLLMError
 
 # ----------------------------------------------------------------------------- dropout
@@ -406,6 +406,7 @@ class GPT(nn.Module):
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
+        warm_up_threads()  # before RoPE's table: a CPU VM got the threads' first op wrong now and then (kernels.py)
         self.config = config
         self.embed_tokens = Embedding(config.vocab_size, config.n_embd)
         self.embed_positions = (
