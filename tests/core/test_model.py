@@ -457,22 +457,37 @@ def test_a_compiled_model_in_training_draws_the_eager_masks_in_the_eager_order()
     torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)
 
 
-def test_building_a_model_first_runs_one_op_over_every_thread_once_per_thread_count(monkeypatch):
-    """The threads' first op is a throwaway one, split over all of them, before RoPE's table (kernels.py)."""
-    sizes: list[int] = []
-    real_cos = torch.Tensor.cos
-    monkeypatch.setattr(torch.Tensor, "cos", lambda t: sizes.append(t.numel()) or real_cos(t))
-    monkeypatch.setattr(kernels, "_threads_warmed", 0)
+def test_building_a_model_first_runs_one_op_over_every_cpu_thread_once_per_thread_count(monkeypatch):
+    """The threads' first op is a throwaway one on the CPU, split over all of them, before RoPE's table
+    (kernels.py), even when the first model is built on "meta" (as reading an export's shapes does)."""
+    calls: list[tuple[int, str]] = []
+    real_cos, inside = torch.Tensor.cos, []
+
+    def cos(t: torch.Tensor) -> torch.Tensor:  # a device context calls the method again from within: count it once
+        if not inside:
+            calls.append((t.numel(), t.device.type))
+        inside.append(t)
+        try:
+            return real_cos(t)
+        finally:
+            inside.pop()
+
+    monkeypatch.setattr(torch.Tensor, "cos", cos)
+    monkeypatch.setattr(kernels, "_threads_warmed", (0, 0))
     threads = torch.get_num_threads()
     torch.set_num_threads(3)  # the test runner's workers take one thread each
     try:
+        with torch.device("meta"):
+            tiny_model(pos_emb="rope")
         tiny_model(pos_emb="rope")
-        tiny_model(pos_emb="rope")  # the same thread count: nothing more to warm
+        tiny_model(pos_emb="rope")  # the same process and thread count: nothing more to warm
     finally:
         torch.set_num_threads(threads)
     table = TINY["block_size"] * TINY["n_embd"] // TINY["n_head"] // 2  # RoPE's (T, D/2) angles
-    grain = 32_768  # at::internal::GRAIN_SIZE: torch gives a thread no fewer elements of an op than this
-    assert sizes[0] >= 3 * grain and sizes[1:] == [table, table]
+    grain = 32_768  # at::internal::GRAIN_SIZE: no op's grain is larger, so 3 × this is split over 3 threads
+    (size, device), *tables = calls
+    assert size >= 3 * grain and device == "cpu"
+    assert tables == [(table, "meta"), (table, "cpu"), (table, "cpu")]
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="the race needs two threads")

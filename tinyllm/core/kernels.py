@@ -29,12 +29,13 @@ to run it fast lives here, measured, so the classes there stay readable.
 * **The threads' first op** is a throwaway one. On a 2-core Xeon VM with AMX,
   the first op torch split over two threads computed the second thread's share
   wrong in a few processes in a hundred (RoPE's cos table, off by up to
-  1.5e-4, so the whole run took other bits); every later op was right. Any
-  op split over every thread takes that first share (DEVLOG.md).
+  1.5e-4, so the whole run took other bits); every later op was right. An
+  elementwise op split over every thread takes that first share (DEVLOG.md).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -42,16 +43,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-_threads_warmed = 0  # the thread count warm_up_threads last ran with
+_threads_warmed: tuple[int, int] = (0, 0)  # (process, thread count) warm_up_threads last ran in
 
 
 def warm_up_threads() -> None:
-    """Run one throwaway op on every intra-op thread, once per thread count, before any result that counts."""
+    """Run one throwaway op on every CPU intra-op thread, once per process and thread count, before any result
+    that counts. (Whether a new thread count brings the fault back was not measured: warming again is cheap.)"""
     global _threads_warmed
-    threads = torch.get_num_threads()
-    if threads > 1 and threads != _threads_warmed:
-        torch.ones(threads << 16).cos()  # 64 K elements a thread: torch splits it over all of them
-        _threads_warmed = threads
+    key = (os.getpid(), torch.get_num_threads())  # a forked child has threads of its own
+    if key[1] > 1 and key != _threads_warmed:
+        # On the CPU whatever the default device (a model first built on "meta" warms nothing), and 64 K
+        # elements a thread: more than any op's grain, so torch splits it over all of them.
+        torch.ones(key[1] * 65_536, device="cpu").cos()
+        _threads_warmed = key
 
 
 def _random_bytes(shape: torch.Size) -> Tensor:
