@@ -17,7 +17,7 @@ import math
 import pytest
 import torch
 
-from tests.helpers.models import PRESET_NAMES, TINY, prompt_tensor, sharp_model
+from tests.helpers.models import PRESET_NAMES, TINY, prompt_tensor, sharp_model, torch_threads
 from tinyllm.core.generate import check_sampling, generate, generate_tokens, make_generators, sample_next
 from tinyllm.core.model import GPT
 from tinyllm.core.tokenizers import CharTokenizer
@@ -30,10 +30,8 @@ TOL = 1e-5
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     # Tiny models: thread start-up and contention cost more than they save on a small shared CPU.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with torch_threads(1):
+        yield
 
 
 def reference_greedy(model: GPT, prompt: torch.Tensor, n: int, keep: int | None = None) -> tuple[list[list[int]], float]:

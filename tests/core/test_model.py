@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.helpers.models import NEW_ERA_NAMES, PRESET_NAMES, TINY, recipe_arch
-from tinyllm.core.config import GPTConfig
+from tests.helpers.models import NEW_ERA_NAMES, PRESET_NAMES, TINY, recipe_arch, torch_threads
 from tinyllm.core import kernels
+from tinyllm.core.config import GPTConfig
 from tinyllm.core.kernels import embedding_backward
 from tinyllm.core.model import GPT, Dropout, Embedding, LayerNorm, RMSNorm, RotaryEmbedding
 from tinyllm.errors import TinyLLMError
@@ -474,15 +474,11 @@ def test_building_a_model_first_runs_one_op_over_every_cpu_thread_once_per_threa
 
     monkeypatch.setattr(torch.Tensor, "cos", cos)
     monkeypatch.setattr(kernels, "_threads_warmed", (0, 0))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(3)  # the test runner's workers take one thread each
-    try:
+    with torch_threads(3):  # the test runner's workers take one thread each
         with torch.device("meta"):
             tiny_model(pos_emb="rope")
         tiny_model(pos_emb="rope")
         tiny_model(pos_emb="rope")  # the same process and thread count: nothing more to warm
-    finally:
-        torch.set_num_threads(threads)
     table = TINY["block_size"] * TINY["n_embd"] // TINY["n_head"] // 2  # RoPE's (T, D/2) angles
     grain = 32_768  # at::internal::GRAIN_SIZE: no op's grain is larger, so 3 × this is split over 3 threads
     (size, device), *tables = calls
@@ -502,13 +498,9 @@ def test_a_compiled_embeddings_gradient_is_the_eager_one_every_time():
         (lookup(idx) * upstream).sum().backward()
         return table.weight.grad.clone()
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # the test runner's workers take one thread each, and one thread has no race
-    try:
+    with torch_threads(2):  # the test runner's workers take one thread each, and one thread has no race
         eager, compiled = gradient(table), torch.compile(table)
         assert all(torch.equal(gradient(compiled), eager) for _ in range(3))
-    finally:
-        torch.set_num_threads(threads)
     assert isinstance(table, nn.Embedding) and torch.equal(table(idx), F.embedding(idx, table.weight))
 
 

@@ -8,6 +8,8 @@ is far from uniform, and the next token depends on the whole context.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,17 @@ def recipe_arch(name: str, **overrides: Any) -> GPTConfig:
             key, value = flag.removeprefix("--model.arch.").split("=", 1)
             arch[key] = yaml.safe_load(value)
     return GPTConfig(**{**arch, **overrides})
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op thread count set to ``n`` inside, and put back after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 TINY = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=11, dropout=0.0)
 
 
