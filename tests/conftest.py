@@ -248,10 +248,13 @@ def exports(runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 # Shared fixtures that train several runs cost 10-40 s per worker: a test that uses one is slow by that alone.
+# Every such test goes to one worker (pyproject's --dist loadgroup), so that only that worker trains them.
 TRAINING_FIXTURES = {"fit_run", "runs", "exports"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks into the test ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.xdist_group("trained-runs"))

@@ -16,7 +16,7 @@ from tests.helpers.corpora import documents, write_folder
 def test_tokenizers_table_compares_bits_per_byte(tmp_path: Path):
     corpus = write_folder(tmp_path / "corpus", ["ROMEO: " + d for d in documents(60, seed=2)])
     proc = run_cli("experiment", "tokenizers", "--config", TINY, "--tokenizers", "[char, bpe:300]", "--minutes",
-                   "0.1", "--inputs", corpus, "--out", "res", cwd=tmp_path, timeout=300)  # fmt: skip
+                   "0.04", "--inputs", corpus, "--out", "res", cwd=tmp_path, timeout=300)  # fmt: skip
     assert proc.returncode == 0, describe(proc)
     rows = json.loads((tmp_path / "res/tokenizers.json").read_text())["rows"]
     assert [r["tokenizer"] for r in rows] == ["char", "bpe:300"] and rows[1]["vocab_size"] == 300
