@@ -42,6 +42,8 @@ def recipe_arch(name: str, **overrides: Any) -> GPTConfig:
             key, value = flag.removeprefix("--model.arch.").split("=", 1)
             arch[key] = yaml.safe_load(value)
     return GPTConfig(**{**arch, **overrides})
+
+
 @contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     """torch's intra-op thread count set to ``n`` inside, and put back after."""

@@ -50,12 +50,12 @@ def warm_up_threads() -> None:
     """Run one throwaway op on every CPU intra-op thread, once per process and thread count, before any result
     that counts. (Whether a new thread count brings the fault back was not measured: warming again is cheap.)"""
     global _threads_warmed
-    key = (os.getpid(), torch.get_num_threads())  # a forked child has threads of its own
-    if key[1] > 1 and key != _threads_warmed:
+    pid, threads = os.getpid(), torch.get_num_threads()  # a forked child has threads of its own
+    if threads > 1 and (pid, threads) != _threads_warmed:
         # On the CPU whatever the default device (a model first built on "meta" warms nothing), and 64 K
         # elements a thread: more than any op's grain, so torch splits it over all of them.
-        torch.ones(key[1] * 65_536, device="cpu").cos()
-        _threads_warmed = key
+        torch.ones(threads * 65_536, device="cpu").cos()
+        _threads_warmed = (pid, threads)
 
 
 def _random_bytes(shape: torch.Size) -> Tensor:
