@@ -65,8 +65,9 @@ def test_notebook_runs_under_jupyter_and_resumes_after_a_disconnect(tmp_path: Pa
     run_dir = tmp_path / "tinyllm-run"
     last = run_dir / "checkpoints/quick/last.ckpt"
     try:
-        # The machine goes away at step 6 (a SIGKILL, as Colab's disconnect): the checkpoint of step 4 is on "Drive".
-        first = execute(NOTEBOOK, tmp_path, faults_env(6), **params,
+        # The machine goes away at step 6 (a SIGKILL, as Colab's disconnect), and no later cell runs: the checkpoint
+        # of step 4 is on "Drive".
+        first = execute(NOTEBOOK, tmp_path, faults_env(6), until="tinyllm fit", **params,
                         EXTRA_ARGS=f"{TINY_ARGS} --trainer.callbacks+=faults.KillAt")  # fmt: skip
         board = cell_running(first, "%tensorboard")
         assert any("text/html" in out.get("data", {}) for out in board.outputs), text_of(board)

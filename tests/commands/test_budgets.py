@@ -29,7 +29,10 @@ def test_the_ladder_trains_each_budget_and_writes_the_table(tmp_path: Path):
     assert proc.returncode == 0, describe(proc)
     (row,) = json.loads((tmp_path / "res/budgets.json").read_text())["rows"]
     assert row["name"] == "budget-0.08min-seed1337" and row["seed"] == 1337 and row["steps"] > 0 and row["val_loss"] > 0
-    assert row["train_s"] <= 0.08 * 60 and row["wall_s"] > row["train_s"]
+    # The run's own clock, near its budget, and the whole process longer. That the last step, evaluation and checkpoint
+    # fit inside the budget is tests/training/test_budget.py's, on a fake clock: on this real one, another test's
+    # compiles on the same cores can slow the last step past the budget's margin.
+    assert 0.5 * 0.08 * 60 <= row["train_s"] <= 0.08 * 60 + 1 and row["wall_s"] > row["train_s"]
     assert row["tokens"] == row["steps"] * 8 * 32  # batch 8 x block 32, no accumulation
     assert row["arch"]["dropout"] == 0.1 and row["options"][-1] == "--model.arch.dropout=0.1"  # the rung's own option
     table = (tmp_path / "res/budgets.md").read_text()

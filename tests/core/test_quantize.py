@@ -112,13 +112,16 @@ def _graph_count() -> int:
     return counters["stats"]["unique_graphs"]
 
 
+# Compiling a decoder costs seconds per layer (Inductor's C++ compiles): two layers where layers must differ (the
+# int8 products are counted per layer), one elsewhere.
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "quantize"), [("modern", False), ("modern", True), ("vanilla", True)])
-def test_compiled_decoder_equals_eager_and_never_recompiles_while_generating(name, quantize):
+@pytest.mark.parametrize(("name", "quantize", "n_layer"),
+                         [("modern", False, 1), ("modern", True, 2), ("vanilla", True, 1)])
+def test_compiled_decoder_equals_eager_and_never_recompiles_while_generating(name, quantize, n_layer):
     from torch._inductor.utils import run_and_get_code
 
     torch._dynamo.reset()
-    model = sharp_model(name, block_size=12)
+    model = sharp_model(name, block_size=12, n_layer=n_layer)
     if quantize:
         quantize_int8(model)
     decoder, codes = run_and_get_code(compile_decoder, model, 2)
@@ -169,9 +172,10 @@ def test_compiled_decoders_of_several_models_in_one_process_each_decode_their_ow
     own (a step function with a code object of its own, compiled as one graph), or one model runs another's graph:
     loudly for another architecture, silently for one that differs in a constant (the soft cap)."""
     torch._dynamo.reset()
-    models = [sharp_model("modern", seed=0), sharp_model("modern+softcap", seed=1),
-              sharp_model("modern+softcap", seed=1, logit_softcap=2.0), sharp_model("vanilla", seed=2, vocab_size=13),
-              sharp_model("modern+value_embeds", seed=3)]
+    models = [sharp_model("modern+softcap", seed=1, n_layer=1),
+              sharp_model("modern+softcap", seed=1, n_layer=1, logit_softcap=2.0),
+              sharp_model("vanilla", seed=2, n_layer=1, vocab_size=13),
+              sharp_model("modern+value_embeds", seed=3, n_layer=1)]
     decoders = [compile_decoder(m) for m in models]
     prompt = prompt_tensor(1, 4)
     for model, decoder in zip(models, decoders):
@@ -181,7 +185,7 @@ def test_compiled_decoders_of_several_models_in_one_process_each_decode_their_ow
 @pytest.mark.slow
 def test_compiled_decoder_reads_weights_changed_in_place():
     torch._dynamo.reset()
-    model = sharp_model("modern", block_size=12)
+    model = sharp_model("modern", block_size=12, n_layer=1)
     quantize_int8(model)
     decoder = compile_decoder(model)
     prompt = prompt_tensor(1, 3)

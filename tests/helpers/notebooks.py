@@ -18,13 +18,18 @@ def parameters_index(nb: nbformat.NotebookNode) -> int:
     return index
 
 
-def execute(path: Path, cwd: Path, env: dict[str, str], timeout: int = 300, **parameters: Any) -> nbformat.NotebookNode:
-    """Run every cell of ``path`` in a fresh kernel started in ``cwd`` with ``env``.
+def execute(path: Path, cwd: Path, env: dict[str, str], timeout: int = 300, until: str | None = None,
+            **parameters: Any) -> nbformat.NotebookNode:
+    """Run every cell of ``path`` in a fresh kernel started in ``cwd`` with ``env``; with ``until``, only the
+    cells up to the first code cell whose source holds it (where the machine goes away).
 
     ``parameters`` become a cell right after the ``parameters`` cell, as papermill
     injects them; a cell that raises fails the run (nbclient's CellExecutionError).
     """
     nb = nbformat.read(path, as_version=4)
+    if until is not None:
+        last = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and until in c.source)
+        nb.cells = nb.cells[: last + 1]
     if parameters:
         source = "\n".join(f"{name} = {value!r}" for name, value in parameters.items())
         cell = nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]})
