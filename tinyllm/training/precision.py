@@ -99,7 +99,8 @@ def measured_choice(candidates: tuple[str, ...], probe: Probe, cache_key: str) -
         except OSError:
             where = "measured now"
     best = min(candidates, key=seconds.get)
-    timings = ", ".join(f"{p} {seconds[p]:.3f} s/step" for p in candidates)
+    # Three significant digits: a tiny model's steps take milliseconds, and 0.007 against 0.007 hid the winner.
+    timings = ", ".join(f"{p} {seconds[p]:#.3g} s/step" for p in candidates)
     return best, f"fastest on this CPU for this model and batch: {timings} ({where})"
 
 
