@@ -28,8 +28,9 @@ def execute(path: Path, cwd: Path, env: dict[str, str], timeout: int = 300, unti
     """
     nb = nbformat.read(path, as_version=4)
     if until is not None:
-        last = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and until in c.source)
-        nb.cells = nb.cells[: last + 1]
+        found = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and until in c.source]
+        assert found, f"{path.name} has no code cell that holds {until!r}"
+        nb.cells = nb.cells[: found[0] + 1]
     if parameters:
         source = "\n".join(f"{name} = {value!r}" for name, value in parameters.items())
         cell = nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]})

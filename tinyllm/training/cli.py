@@ -24,10 +24,8 @@ YAML can drop it by accident:
 
 from __future__ import annotations
 
-import ctypes
 import inspect
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -49,6 +47,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 import yaml
 
 from tinyllm.core.checkpoint import checkpoint_hparams, checkpoint_step, read_checkpoint
+from tinyllm.core.kernels import reuse_freed_memory
 from tinyllm.core.tokenizers import stored_spec
 from tinyllm.errors import Stopped, TinyLLMError, one_line
 from tinyllm.files import check_writable_folder
@@ -421,27 +420,6 @@ def _one_line_thread_error(args: threading.ExceptHookArgs) -> None:
 def report_thread_errors_in_one_line() -> None:
     """Install :func:`_one_line_thread_error` (once: a process may build several CLIs)."""
     threading.excepthook = _one_line_thread_error
-
-
-# glibc's mallopt parameters (malloc.h), and the largest mmap threshold it accepts on a 64-bit system.
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-MMAP_THRESHOLD_MAX = 32 * 2**20
-
-
-def reuse_freed_memory() -> bool:
-    """Keep freed blocks of up to 32 MB for the process to reuse, rather than return them to the OS (glibc only).
-
-    By default glibc maps each block from 128 KB up (a threshold that rises with the blocks freed) to pages
-    of its own and unmaps them on free, so every training step's activations fault in fresh zeroed pages:
-    a compiled step of the 6×384 model took 0.489-0.525 s that way against 0.459-0.485 s with them kept
-    (DEVLOG.md). With the threshold at its maximum and no trimming, the heap keeps them; the memory stays
-    with the process, and its peak rose a few percent.
-    Returns False where the C library is not glibc (macOS, musl), which is left as it is.
-    """
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    libc = ctypes.CDLL(None)  # the C library this process already runs on
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 def build_cli(args: list[str] | None, run: bool = True) -> TinyLLMCLI:
