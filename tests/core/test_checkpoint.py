@@ -12,6 +12,7 @@ from tests.helpers.cli import (
     assert_one_line_error,
     run_cli,
 )
+from tinyllm.core.checkpoint import read_checkpoint
 from tinyllm.errors import TinyLLMError
 from tinyllm.formats.load import load_model
 
@@ -47,3 +48,24 @@ def test_checkpoint_with_foreign_pickles_is_refused(runs, tmp_path: Path, kind: 
     proc = run_cli("generate", "--ckpt_path", evil, "--max_new_tokens", "5", cwd=tmp_path)
     assert_one_line_error(proc, "refused to load", "evil.ckpt")
     assert not marker.exists(), "unpickling ran code from the checkpoint"
+
+
+@pytest.mark.parametrize("content", [b"hello\n", bytes(range(256)) * 4, b"PK\x03\x04 this is not a checkpoint"],
+                         ids=["text", "random-bytes", "zip-header-only"])  # fmt: skip
+def test_a_file_that_is_no_checkpoint_is_named_so(tmp_path: Path, content: bytes):
+    path = tmp_path / "notes.ckpt"
+    path.write_bytes(content)
+    with pytest.raises(TinyLLMError, match="is not a checkpoint") as err:
+        read_checkpoint(path)
+    assert "\n" not in str(err.value) and "notes.ckpt" in str(err.value)
+
+
+def test_a_damaged_archive_is_one_line(runs, tmp_path: Path):
+    """A zip whose pickle record is damaged (its end intact, so it still looks like an archive) is one line too."""
+    data = bytearray(Path(runs["char"]).read_bytes())
+    data[64:4096] = bytes(4096 - 64)  # the archive's first record: the pickled dict
+    path = tmp_path / "damaged.ckpt"
+    path.write_bytes(bytes(data))
+    with pytest.raises(TinyLLMError) as err:
+        read_checkpoint(path)
+    assert "\n" not in str(err.value) and "damaged.ckpt" in str(err.value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -198,6 +199,16 @@ BAD_INPUTS = [
     pytest.param(["fit", "--model.arch.norm", "batchnorm"], ["norm", "batchnorm", "rmsnorm"], id="unknown-norm"),
     pytest.param(["fit", "--data.path", "does/not/exist.txt"], ["does/not/exist.txt"], id="missing-data-file"),
     pytest.param(["validate", "--ckpt_path", "checkpoints/tiny/missing.ckpt"], ["missing.ckpt"], id="missing-checkpoint"),
+    pytest.param(["validate", "--ckpt_path", "last"], ["no checkpoints/tiny/last.ckpt"], id="validate-last-of-no-run"),
+    pytest.param(["validate"], ["--ckpt_path"], id="validate-without-a-checkpoint"),
+    pytest.param(["validate", "--ckpt_path", "."], ["not an exported model"], id="validate-a-plain-folder"),
+    pytest.param(["fit", "--trainer.max_time", "abc"], ["abc"], id="unreadable-time-budget"),
+    pytest.param(["fit", "--trainer.max_time", "00:00:00:00"], ["time budget of zero"], id="zero-time-budget"),
+    pytest.param(["fit", "--trainer.max_steps", "-5"], ["max_steps"], id="negative-max-steps"),
+    pytest.param(["fit", "--trainer.val_check_interval", "0"], ["val_check_interval"], id="zero-eval-interval"),
+    pytest.param(["fit", "--trainer.accelerator", "gpu"], ["gpu"], id="gpu-on-a-cpu-machine"),
+    pytest.param(["fit", "--name", "../elsewhere"], ["--name", "../elsewhere"], id="run-name-outside"),
+    pytest.param(["fit", "--name", ""], ["--name"], id="empty-run-name"),
 ]  # fmt: skip
 
 
@@ -259,7 +270,7 @@ def test_random_windows_differ_between_ranks():
 def test_corrupt_checkpoint_for_validate_is_one_line(tmp_path: Path):
     (tmp_path / "broken.ckpt").write_bytes(b"PK\x03\x04 this is not a checkpoint")
     proc = run_main("validate", "--config", TINY, "--ckpt_path", "broken.ckpt", cwd=tmp_path)
-    assert_one_line_error(proc, "broken.ckpt", "not a readable checkpoint")
+    assert_one_line_error(proc, "broken.ckpt", "not a checkpoint")
 
 
 def test_bad_callback_option_in_the_config_is_one_line(tmp_path: Path):
@@ -291,6 +302,15 @@ def test_a_second_fit_into_a_used_run_folder_is_refused_and_changes_nothing(fit_
     proc = run_main("fit", "--config", TINY, "--model.lr", "0.01", cwd=fit_copy)
     assert_one_line_error(proc, "checkpoints/tiny", "--ckpt_path last", "--name")
     assert _checksums(fit_copy) == before  # checkpoints and logs byte for byte
+
+
+@pytest.mark.parametrize("ckpt_path", [[], ["--ckpt_path", "last"]], ids=["new-run", "resume-with-nothing-saved"])
+def test_logs_whose_checkpoints_were_moved_away_are_not_taken_over(fit_copy: Path, ckpt_path: list[str]):
+    shutil.rmtree(fit_copy / "checkpoints")
+    before = _checksums(fit_copy)
+    proc = run_main("fit", "--config", TINY, *ckpt_path, cwd=fit_copy)
+    assert_one_line_error(proc, "logs/tiny", "no checkpoint to resume", "--name")
+    assert _checksums(fit_copy) == before
 
 
 @pytest.mark.slow

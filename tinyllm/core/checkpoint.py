@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.metadata
 import math
 import pickle
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
 def read_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
     """The checkpoint dict, loaded safely, with one-line errors for every way it can be wrong."""
     p = resolve_checkpoint(path)
+    if not zipfile.is_zipfile(p):  # torch.save writes a zip archive: anything else is not a checkpoint
+        raise TinyLLMError(f"{p} is not a checkpoint (torch.save writes a zip archive; this file is not one, or it "
+                           "is cut short): pass a .ckpt file that `tinyllm fit` wrote")  # fmt: skip
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -85,7 +89,7 @@ def read_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
             f"refused to load {p}: it holds pickled objects other than tensors and plain data "
             f"({str(e).splitlines()[-1][:120]}); only use checkpoints from sources you trust"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as e:  # KeyError: a damaged archive's records
         cause = str(e).split(". ")[0][:90]  # torch's first sentence; the rest is advice for its own developers
         raise TinyLLMError(f"{p} is not a readable checkpoint (corrupt or truncated: {cause}): move it away and "
                            "pass another checkpoint, or start the run again") from None  # fmt: skip

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import shutil
 import signal
 import socket
@@ -43,7 +44,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 import yaml
 
 from tinyllm.core.checkpoint import checkpoint_hparams, checkpoint_step, read_checkpoint
@@ -102,15 +103,26 @@ class RunFolders:
         return Path("logs") / self.name
 
     def holds_a_run(self) -> list[str]:
-        """The checkpoints already there (empty for a new run).
+        """What an earlier run left: its checkpoints, else its TensorBoard events with curves in them.
 
-        Logs alone do not make a run: a start that failed before its first
-        checkpoint leaves an events file, and a new run purges it from view.
+        Logs alone are a run too: one whose checkpoints were moved away, or
+        that was stopped before its first save; a new run would hide their
+        curves and replace their config.yaml. An events file without a value
+        is a start that failed at set-up (Lightning opens the file first).
         """
-        return [str(p) for p in sorted(self.checkpoints.glob("*.ckpt"))]
+        return [str(p) for p in sorted(self.checkpoints.glob("*.ckpt"))] or [
+            str(p) for p in sorted(self.logs.glob("events.out.tfevents.*")) if holds_values(p)
+        ]
 
-    def has_logs(self) -> bool:
-        return any(self.logs.glob("events.out.tfevents.*"))
+
+def holds_values(events: Path) -> bool:
+    """Does the TensorBoard events file record any value (a scalar, a text, hyperparameters)?"""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader  # only for a folder in use
+
+    try:
+        return any(event.summary.value for event in EventFileLoader(str(events)).Load())
+    except Exception:  # a damaged events file still belongs to someone: keep it
+        return True
 
 
 class TinyLLMCLI(LightningCLI):
@@ -137,6 +149,9 @@ class TinyLLMCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
         sub = self.config.get("subcommand")
+        if sub:
+            check_run_name(self.config[sub].name)
+            check_trainer_options(self.config[sub].trainer)
         self.resume_step = check_ckpt_path(self.config[sub], sub) if sub else None  # a refusal here changes nothing
         if sub == "fit" and not self.config[sub].trainer.fast_dev_run:
             hold_the_run(RunFolders(self.config[sub].name))
@@ -172,9 +187,8 @@ class TinyLLMCLI(LightningCLI):
             self.save_config_callback = None  # without a log folder it would write config.yaml into the cwd
         elif logger is None or logger is True:  # the default: TensorBoard in logs/<name>/, continued on resume
             # On resume, TensorBoard hides what the killed run logged after its checkpoint (purge_step), so each
-            # curve stays one line; a fresh start hides the leftovers of a start that never saved a checkpoint.
-            purge_step = self.resume_step if self.resume_step is not None else (0 if run.has_logs() else None)
-            logger = TensorBoardLogger("logs", name=run.name, version="", purge_step=purge_step)
+            # curve stays one line. A fresh start never meets old logs: refuse_a_second_run saw to that.
+            logger = TensorBoardLogger("logs", name=run.name, version="", purge_step=self.resume_step)
         return super().instantiate_trainer(callbacks=callbacks, plugins=plugins, logger=logger, **kwargs)
 
     def auto_precision(self, cfg: dict[str, Any]) -> str:
@@ -198,6 +212,7 @@ class TinyLLMCLI(LightningCLI):
 
 _HELD: dict[Path, FileLock] = {}  # the runs this process trains: held until it exits
 RANK_VARIABLES = ("RANK", "NODE_RANK", "LOCAL_RANK", "SLURM_PROCID")
+RUN_NAME_PART = re.compile(r"[A-Za-z0-9_.-]+")
 WHERE_A_RUN_WRITES = "run name (--name) or working directory"  # checkpoints/NAME and logs/NAME, relative to it
 
 
@@ -231,6 +246,25 @@ def hold_the_run(run: RunFolders) -> None:
     _HELD[key] = lock
 
 
+def check_run_name(name: str) -> None:
+    """A run name is a folder below checkpoints/ and logs/ (``quick``, ``swaps-cpu/modern-1337``), never outside them."""
+    parts = name.replace("\\", "/").split("/")
+    if not name or name.startswith("/") or any(p in ("", ".", "..") or not RUN_NAME_PART.fullmatch(p) for p in parts):
+        raise TinyLLMError(f"--name {name!r} is not a run name: use letters, digits, '.', '-' and '_', with '/' between "
+                           "folders, e.g. --name quick or --name tries/quick-2")  # fmt: skip
+
+
+def check_trainer_options(trainer: Any) -> None:
+    """Options Lightning would accept and then fail on (a division by zero) or obey by doing nothing."""
+    interval = trainer.get("val_check_interval")
+    if isinstance(interval, (int, float)) and not isinstance(interval, bool) and interval <= 0:
+        raise TinyLLMError(f"--trainer.val_check_interval must be a positive number of batches (or a fraction of "
+                           f"one epoch in (0, 1]), got {interval}")  # fmt: skip
+    budget = trainer.get("max_time")
+    if isinstance(budget, str) and re.fullmatch(r"[0:]+", budget.strip()):
+        raise TinyLLMError(f"--trainer.max_time {budget} is a time budget of zero: give DD:HH:MM:SS, e.g. 00:00:05:00")
+
+
 def run_machinery(run: RunFolders, every_n_steps: int) -> list[Callback]:
     """The callbacks every run has, in the order correctness needs: "best" before the resume checkpoint."""
     best = ModelCheckpoint(dirpath=str(run.checkpoints), filename="best", monitor=VAL_LOSS, mode="min",
@@ -258,6 +292,13 @@ def check_ckpt_path(cfg: Any, subcommand: str) -> int | None:
     if subcommand == "fit" and cfg.get("ckpt_path") is None:
         refuse_a_second_run(cfg.name)
     path = resolve_ckpt_path(cfg)
+    if path is None and subcommand == "fit" and cfg.get("ckpt_path") == "last":
+        refuse_a_second_run(cfg.name)  # nothing to resume: a new run, into folders that must be empty
+    if path is None and subcommand == "validate":  # Lightning would evaluate the untrained model, and exit 0
+        where = RunFolders(cfg.name).checkpoints / "last.ckpt"
+        raise TinyLLMError(f"there is no {where} to validate: pass --ckpt_path last|best|FILE|FOLDER, with the "
+                           "run's --name" if cfg.get("ckpt_path") == "last" else
+                           "validate needs a checkpoint: pass --ckpt_path last|best|FILE|FOLDER (an exported folder)")  # fmt: skip
     if path is None:
         return None
     path, ckpt = read_checkpoint(path)  # weights_only=True, one-line errors
@@ -274,11 +315,19 @@ def check_ckpt_path(cfg: Any, subcommand: str) -> int | None:
 
 
 def refuse_a_second_run(name: str) -> None:
-    """A new ``fit`` never writes into a folder that holds another run's checkpoints."""
-    if found := RunFolders(name).holds_a_run():
+    """A new ``fit`` never writes into a folder that holds another run's checkpoints or logs."""
+    if any(os.environ.get(v, "0") != "0" for v in RANK_VARIABLES):
+        return  # under DDP rank 0 checked before it started the others, and writes what they would meet
+    found = RunFolders(name).holds_a_run()
+    if found and found[0].endswith(".ckpt"):
         raise TinyLLMError(
             f"{found[0]} already belongs to the run {name!r}: resume it with --ckpt_path last, or start "
             "a new run with another --name (nothing was changed)"
+        )
+    if found:
+        raise TinyLLMError(
+            f"{RunFolders(name).logs} holds the logs of an earlier run {name!r} and there is no checkpoint to resume: "
+            "move that folder away, or start a new run with another --name (nothing was changed)"
         )
 
 
@@ -300,10 +349,11 @@ def resolve_ckpt_path(cfg: Any) -> Path | None:
     if ckpt_path == "last":
         last = run.checkpoints / "last.ckpt"
         return last if last.exists() else None  # else Lightning starts fresh; before_fit says so
+    if Path(ckpt_path).is_dir():  # an exported folder was turned into a .ckpt before this: this is another folder
+        raise TinyLLMError(f"{ckpt_path} is a folder but not an exported model: pass a .ckpt file in it, or "
+                           f"--name NAME --ckpt_path last for the run checkpoints/NAME")  # fmt: skip
     if not Path(ckpt_path).is_file():
-        raise TinyLLMError(
-            f"checkpoint {ckpt_path} is not a file: pass a .ckpt file, or 'last' to resume the run's newest"
-        )
+        raise TinyLLMError(f"checkpoint {ckpt_path} is not a file: pass a .ckpt file, or 'last' for the run's newest")
     return Path(ckpt_path)
 
 
@@ -448,6 +498,13 @@ def build_cli(args: list[str] | None, run: bool = True) -> TinyLLMCLI:
             raise TinyLLMError(one_line(str(e))) from None
         except OSError as e:  # a disk or folder that failed outside a checkpoint save (a log file, say)
             raise TinyLLMError(describe_os_error(e)) from None
+        except MisconfigurationException as e:  # Lightning's refusal of a trainer option (max_time "abc", a GPU on a CPU)
+            raise TinyLLMError(one_line(str(e))) from None
+        except SystemExit as e:
+            if isinstance(e.__context__, KeyboardInterrupt):  # Lightning handles Ctrl-C, then exits with status 1
+                saved = "; the steps done (if any) are saved in last.ckpt: resume with --ckpt_path last"
+                raise Stopped(f"interrupted (Ctrl-C){saved if args and args[0] == 'fit' else ''}", 130) from None
+            raise
         except SIGTERMException:  # a SystemExit with no status: the process would exit 0, silently
             raise Stopped("stopped by SIGTERM; the steps done (if any) are saved in last.ckpt: resume with "
                           "--ckpt_path last",
