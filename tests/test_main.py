@@ -147,3 +147,21 @@ def test_an_output_folder_the_os_refuses_is_one_line_before_any_work(tmp_path: P
     line = assert_one_line_error(proc, "cannot", str(out.parent))
     assert any(cause in line for cause in ("Not a directory", "No such file or directory")), line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "corpus.txt"]  # nothing else was written
+
+
+def test_an_error_raised_in_a_data_loader_worker_is_its_own_message(monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]):  # fmt: skip
+    import tinyllm.__main__ as entry
+    from torch.utils.data import DataLoader, IterableDataset
+
+    from tinyllm.errors import TinyLLMError
+
+    class Damaged(IterableDataset):
+        def __iter__(self):
+            raise TinyLLMError("train_000001.bin is damaged: prepare the dataset again")
+
+    monkeypatch.setattr(entry, "run", lambda argv: next(iter(DataLoader(Damaged(), batch_size=None, num_workers=1))))
+    with pytest.raises(SystemExit) as exit_:
+        entry.main(["fit"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == "tinyllm: error: train_000001.bin is damaged: prepare the dataset again\n"

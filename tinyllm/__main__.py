@@ -105,7 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         run(sys.argv[1:] if argv is None else argv)
     except TinyLLMError as e:
-        print(f"tinyllm: error: {e}", file=sys.stderr)
+        # Raised in a DataLoader worker, it arrives re-raised with the worker's traceback before its message.
+        message = (str(e).rstrip().splitlines() or [""])[-1].removeprefix(f"{TinyLLMError.__module__}.TinyLLMError: ")
+        print(f"tinyllm: error: {message}", file=sys.stderr)
         sys.exit(2)
     except OSError as e:  # a file the operating system refused where no command foresaw it: still one line
         print(f"tinyllm: error: {e.filename or 'a file'}: {e.strerror or e}: check the path, its permissions and "

@@ -11,6 +11,7 @@ from tests.helpers.cli import (
     assert_one_line_error,
     describe,
     run_cli,
+    run_main,
 )
 
 
@@ -52,3 +53,11 @@ def test_unknown_device_for_generate_is_one_line(fit_run: FitRun, tmp_path: Path
     proc = run_cli("generate", "--ckpt_path", fit_run.dir / "checkpoints/tiny/last.ckpt", "--device", "gpu",
                    "--max_new_tokens", "2", cwd=tmp_path)  # fmt: skip
     assert_one_line_error(proc, "--device")
+
+
+@pytest.mark.parametrize(("option", "value"), [("--max_new_tokens", "0"), ("--temperature", "-1"), ("--top_k", "0"),
+                                               ("--top_p", "1.5")])  # fmt: skip
+def test_a_bad_sampling_option_is_refused_before_any_text(fit_run: FitRun, tmp_path: Path, option: str, value: str):
+    proc = run_main("generate", "--ckpt_path", fit_run.dir / "checkpoints/tiny/last.ckpt", option, value, cwd=tmp_path)
+    assert_one_line_error(proc, option.removeprefix("--"))
+    assert proc.stdout == ""  # the prompt is not printed first: the error has its line to itself

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
-
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import FitRun
 from tests.helpers.cli import (
     assert_one_line_error,
     run_cli,
+    run_main,
 )
 
 
@@ -20,3 +21,30 @@ def test_plot_turns_the_run_logs_into_a_png(fit_run: FitRun, tmp_path: Path):
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     proc = run_cli("plot", "--logdir", tmp_path, cwd=tmp_path)  # a folder with no TensorBoard events
     assert_one_line_error(proc, "no TensorBoard event files")
+
+
+def _logs(folder: Path, purge_step: int | None = None) -> Path:
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(folder), purge_step=purge_step)
+    for step in range(5):
+        writer.add_scalar("train_loss", 4.0 - step / 10, step)
+    writer.close()
+    return folder
+
+
+def test_plot_writes_a_png_where_it_says_and_refuses_other_formats(tmp_path: Path):
+    logs = _logs(tmp_path / "logs")
+    proc = run_main("plot", "--logdir", logs, "--out", tmp_path, cwd=tmp_path)  # a folder: curves.png in it
+    assert proc.returncode == 0 and f"wrote {tmp_path / 'curves.png'}" in proc.stdout, proc.stderr
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert_one_line_error(run_main("plot", "--logdir", logs, "--out", tmp_path / "c.xyz", cwd=tmp_path), ".png")
+    assert not (tmp_path / "c.xyz").exists()
+
+
+def test_plot_of_logs_whose_steps_were_all_purged_is_one_line(tmp_path: Path):
+    logs = _logs(tmp_path / "logs")
+    from torch.utils.tensorboard import SummaryWriter
+
+    SummaryWriter(str(logs), purge_step=0).close()  # a restart from step 0 that logged nothing: every point hidden
+    assert_one_line_error(run_main("plot", "--logdir", logs, cwd=tmp_path), "no train_loss or val_loss")

@@ -90,6 +90,18 @@ def test_shards_pickle_as_paths_not_data(tmp_path: Path):
     np.testing.assert_array_equal(back[0][:10], np.arange(10) % 3)
 
 
+def test_a_token_id_beyond_the_vocabulary_is_named_with_its_shard(tmp_path: Path):
+    folder = make_folder(tmp_path / "ds", np.arange(2500) % 3, np.arange(300) % 3)
+    shard = folder / "train_000001.bin"
+    damaged = np.fromfile(shard, dtype="<u2")
+    damaged[10] = 40_000  # a flipped byte: an id the embedding table has no row for
+    damaged.tofile(shard)
+    shards = pickle.loads(pickle.dumps(open_dataset(folder).shards("train")))  # as a DataLoader worker gets them
+    np.testing.assert_array_equal(shards[1][:10], np.arange(1000, 1010) % 3)  # the windows before it still read
+    with pytest.raises(TinyLLMError, match="train_000001.bin holds token id 40000 .* vocabulary of 3.* prepare"):
+        shards[1][5:20]
+
+
 def test_meta_json_is_sorted_and_deterministic(tmp_path: Path):
     a = meta_bytes({"b": 1, "a": {"y": 2, "x": "é"}})
     assert a == meta_bytes({"a": {"x": "é", "y": 2}, "b": 1})

@@ -209,6 +209,7 @@ BAD_INPUTS = [
     pytest.param(["fit", "--trainer.accelerator", "gpu"], ["gpu"], id="gpu-on-a-cpu-machine"),
     pytest.param(["fit", "--name", "../elsewhere"], ["--name", "../elsewhere"], id="run-name-outside"),
     pytest.param(["fit", "--name", ""], ["--name"], id="empty-run-name"),
+    pytest.param(["fit", "--model.arch.block_size", "0"], ["model.arch.block_size", "got 0"], id="zero-context"),
 ]  # fmt: skip
 
 
@@ -278,7 +279,7 @@ def test_bad_callback_option_in_the_config_is_one_line(tmp_path: Path):
     # The sample prompt holds a character Tiny Shakespeare lacks: refused at start-up, not at the first sample.
     (tmp_path / "prompt.yaml").write_text(text.replace("samples:\n", 'samples:\n  prompt: "ROMEO§"\n'))
     proc = run_main("fit", "--config", "prompt.yaml", cwd=tmp_path)
-    assert_one_line_error(proc, "§")
+    assert_one_line_error(proc, "§", "--samples.prompt", "--samples null")
     assert not list(tmp_path.rglob("*.ckpt"))
     (tmp_path / "every.yaml").write_text(text + "save_every_n_steps: 0\n")
     proc = run_main("fit", "--config", "every.yaml", cwd=tmp_path)

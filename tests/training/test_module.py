@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -26,15 +27,18 @@ def test_the_model_compiles_with_compats_options(monkeypatch: pytest.MonkeyPatch
     assert seen == [{"options": {"cpp.simdlen": 256}}]
 
 
-@pytest.mark.parametrize("compile", [False, True])
-def test_a_nan_loss_is_one_line_that_says_what_to_change(compile: bool, monkeypatch: pytest.MonkeyPatch):
+@pytest.mark.parametrize(("compile", "precision"), [(False, "bf16-mixed"), (True, "bf16-mixed"), (False, "32-true")])
+def test_a_nan_loss_is_one_line_that_says_what_to_change(compile: bool, precision: str,
+                                                        monkeypatch: pytest.MonkeyPatch):  # fmt: skip
     lit = GPTLitModule(TINY, compile=compile)  # compiling is lazy: nothing is compiled until a forward
+    lit.trainer = SimpleNamespace(precision=precision, global_step=0)  # what of its trainer the message reads
     monkeypatch.setattr(lit, "loss", lambda batch: torch.tensor(float("nan")))
     batch = (torch.zeros(2, 8, dtype=torch.long), torch.zeros(2, 8, dtype=torch.long))
     with pytest.raises(TinyLLMError) as excinfo:
         lit.training_step(batch, 0)
     message = one_line_error(excinfo)
-    assert message.startswith("the loss became nan at step 0: ") and "--trainer.precision 32-true" in message
+    assert message.startswith("the loss became nan at step 0: ") and "lower the learning rate" in message
+    assert ("--trainer.precision 32-true" in message) == (precision != "32-true")  # no advice to do what it does
     assert ("--model.compile" in message) == compile  # compiled, torch's own kernels are the first suspect
 
 

@@ -6,7 +6,7 @@ import sys
 from typing import Literal
 
 from tinyllm.core.generate import generate as generate_text
-from tinyllm.core.generate import pick_device, prepare_decoding
+from tinyllm.core.generate import check_request, pick_device, prepare_decoding
 from tinyllm.errors import TinyLLMError
 from tinyllm.formats.load import load_model
 
@@ -56,6 +56,7 @@ def generate(
         compile: torch.compile the cached decode step (tens of seconds once; for long generations).
         demo: the original project's five sampling settings, one after another.
     """
+    check_request(max_new_tokens, temperature, top_k, top_p)  # before the prompt is printed
     if compile and not kv_cache:
         raise TinyLLMError("--compile speeds up the cached decode step: use it with --kv_cache true")
     loaded = load_model(ckpt_path, pick_device(device))

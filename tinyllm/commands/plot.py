@@ -27,7 +27,7 @@ def read_scalars(logdir: str | Path) -> dict[str, list[tuple[int, float]]]:
 
 def plot_run(logdir: str | Path, out: str | Path, title: str | None = None) -> Path:
     """Loss (train and val) on the left, learning rate on the right; returns the PNG's path."""
-    series = read_scalars(logdir)
+    series = {tag: points for tag, points in read_scalars(logdir).items() if points}  # a purged series can be empty
     if TRAIN_LOSS not in series and VAL_LOSS not in series:
         raise TinyLLMError(f"{logdir} has no train_loss or val_loss curves to plot")
     fig = Figure(figsize=(11, 4))  # no pyplot: no GUI backend, no global figure state
@@ -59,10 +59,14 @@ def plot(logdir: str, out: str | None = None, title: str | None = None) -> None:
 
     Args:
         logdir: a run's log folder, e.g. logs/quick.
-        out: the PNG to write (default: <logdir>/curves.png).
+        out: the PNG to write, or a folder to write curves.png in (default: <logdir>/curves.png).
         title: the figure's title (default: the log folder).
     """
     out_path = Path(out) if out else Path(logdir) / "curves.png"
+    if out_path.is_dir():
+        out_path = out_path / "curves.png"
+    if out_path.suffix.lower() != ".png":
+        raise TinyLLMError(f"--out {out} is not a .png file: name the picture to write, e.g. --out curves.png")
     check_writable_folder(out_path.parent, "--out")
     written = plot_run(logdir, out_path, title)
     print(f"wrote {written}")

@@ -187,7 +187,7 @@ class PreparedDataset:
 
     def shards(self, split: str) -> Shards:
         """The split's shards, in order (nothing is read until a window is asked for)."""
-        return Shards([self.path / s["file"] for s in self.meta["splits"][split]["shards"]], self.dtype)
+        return Shards([self.path / s["file"] for s in self.meta["splits"][split]["shards"]], self.dtype, self.vocab_size)
 
 
 class ShardFile:
@@ -199,8 +199,8 @@ class ShardFile:
     way added about 350 MB of resident memory on a 1 GB corpus; a read of the window's bytes adds none.
     """
 
-    def __init__(self, path: Path, dtype: np.dtype) -> None:
-        self.path, self.dtype = Path(path), np.dtype(dtype)
+    def __init__(self, path: Path, dtype: np.dtype, vocab_size: int | None = None) -> None:
+        self.path, self.dtype, self.vocab_size = Path(path), np.dtype(dtype), vocab_size
         self._len = self.path.stat().st_size // self.dtype.itemsize
         self._fd: int | None = None
 
@@ -216,17 +216,22 @@ class ShardFile:
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDONLY)
         size = self.dtype.itemsize
-        return np.frombuffer(os.pread(self._fd, max(0, stop - start) * size, start * size), dtype=self.dtype)
+        window = np.frombuffer(os.pread(self._fd, max(0, stop - start) * size, start * size), dtype=self.dtype)
+        if self.vocab_size is not None and window.size and int(window.max()) >= self.vocab_size:
+            # A damaged shard would otherwise surface as an IndexError deep inside the embedding.
+            raise TinyLLMError(f"{self.path} holds token id {int(window.max())} near token {start}, beyond the "
+                               f"vocabulary of {self.vocab_size}: the shard is damaged; prepare the dataset again")  # fmt: skip
+        return window
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         whole = self[:]
         return whole if dtype is None else whole.astype(dtype)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "dtype": self.dtype}  # an open descriptor does not travel: reopened on use
+        return {"path": self.path, "dtype": self.dtype, "vocab_size": self.vocab_size}  # a descriptor does not travel
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], state["dtype"])
+        self.__init__(state["path"], state["dtype"], state.get("vocab_size"))
 
     def __del__(self) -> None:
         if getattr(self, "_fd", None) is not None:
@@ -240,13 +245,13 @@ class Shards(Sequence):
     files instead of copying them.
     """
 
-    def __init__(self, paths: list[Path], dtype: np.dtype) -> None:
-        self.paths, self.dtype = [Path(p) for p in paths], np.dtype(dtype)
+    def __init__(self, paths: list[Path], dtype: np.dtype, vocab_size: int | None = None) -> None:
+        self.paths, self.dtype, self.vocab_size = [Path(p) for p in paths], np.dtype(dtype), vocab_size
         self._files: list[ShardFile] | None = None
 
     def _open(self) -> list[ShardFile]:
         if self._files is None:
-            self._files = [ShardFile(p, self.dtype) for p in self.paths]
+            self._files = [ShardFile(p, self.dtype, self.vocab_size) for p in self.paths]
         return self._files
 
     def __getitem__(self, i: int) -> ShardFile:  # type: ignore[override]
@@ -259,10 +264,11 @@ class Shards(Sequence):
         return [len(f) for f in self._open()]
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"paths": self.paths, "dtype": self.dtype}
+        return {"paths": self.paths, "dtype": self.dtype, "vocab_size": self.vocab_size}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.paths, self.dtype, self._files = state["paths"], state["dtype"], None
+        self.vocab_size = state.get("vocab_size")
 
 
 def _why(e: BaseException) -> str:

@@ -40,6 +40,13 @@ def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -
         raise TinyLLMError(f"top_p must be in (0, 1], got {top_p}")
 
 
+def check_request(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
+    """The options of one generation, checked before any work (or any text) is done."""
+    if max_new_tokens < 1:
+        raise TinyLLMError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    check_sampling(temperature, top_k, top_p)
+
+
 def sample_next(
     logits: Tensor, temperature: float, top_k: int | None, top_p: float | None, generators: list[torch.Generator]
 ) -> Tensor:
@@ -119,11 +126,9 @@ def generate_tokens(
     (see :func:`compile_decoder`) replaces the model for the one-token cached
     steps only; prefill and recompute always run the model itself.
     """
-    if max_new_tokens < 1:
-        raise TinyLLMError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    check_request(max_new_tokens, temperature, top_k, top_p)
     if prompt.dim() != 2 or prompt.size(1) == 0:
         raise TinyLLMError("the prompt is empty: give at least one token")
-    check_sampling(temperature, top_k, top_p)
     block, keep = model.config.block_size, max(1, model.config.block_size // 2)
     generators = make_generators(seed, prompt.size(0), prompt.device)
     cache = model.new_cache(prompt.size(0)) if kv_cache else None

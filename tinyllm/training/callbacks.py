@@ -395,7 +395,11 @@ class GenerationSamples(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Tokenize the prompt once, now: a character the vocabulary lacks fails at start-up, not at step 500.
         self._tokenizer = tokenizer_of_run(trainer, pl_module)
-        self._prompt_ids = self._tokenizer.encode(self.prompt)
+        try:
+            self._prompt_ids = self._tokenizer.encode(self.prompt)
+        except TinyLLMError as e:  # the default "ROMEO:" meets a corpus without those characters
+            raise TinyLLMError(f"the samples' prompt {self.prompt!r} does not fit this corpus ({str(e).split(';')[0]}): give one from "
+                               "its text with --samples.prompt TEXT, or switch samples off with --samples null") from None  # fmt: skip
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":

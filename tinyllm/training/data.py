@@ -261,8 +261,11 @@ class ShakespeareDataModule(L.LightningDataModule):
         spec = None if self.prepared else parse_tokenizer_spec(tokenizer)  # a misspelt one fails here, before any work
         if val_tokens is not None and val_tokens < 1:
             raise TinyLLMError(f"data.val_tokens must be at least 1 (or null: the whole split), got {val_tokens}")
-        if batch_size < 1 or block_size < 1 or (val_batch_size is not None and val_batch_size < 1):
-            raise TinyLLMError("data.batch_size, data.val_batch_size and data.block_size must be at least 1")
+        if block_size < 1:  # linked from the model's context: that is the option a user sets
+            raise TinyLLMError(f"model.arch.block_size must be at least 1, got {block_size}")
+        if batch_size < 1 or (val_batch_size is not None and val_batch_size < 1):
+            raise TinyLLMError(f"data.batch_size and data.val_batch_size must be at least 1, got {batch_size} and "
+                               f"{val_batch_size}")  # fmt: skip
         if not 0.0 < val_fraction < 1.0:
             raise TinyLLMError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
         if not 0.0 <= bpe_dropout < 1.0:

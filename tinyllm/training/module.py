@@ -122,10 +122,9 @@ class GPTLitModule(L.LightningModule):
             # A TinyLLMError: ExceptionCheckpoint saves nothing for it, so last.ckpt stays the last good state.
             # Compiled, the cause may be torch's own, as Inductor's AVX-512 bf16 backward was (compat.py).
             first = "run without --model.compile, " if self.hparams.get("compile") else ""
-            raise TinyLLMError(
-                f"the loss became {loss.item()} at step {self.global_step}: {first}lower the learning rate or use "
-                "--trainer.precision 32-true; the last good checkpoint is kept"
-            )
+            fp32 = "" if str(self.trainer.precision).startswith("32") else " or use --trainer.precision 32-true"
+            raise TinyLLMError(f"the loss became {loss.item()} at step {self.global_step}: {first}lower the learning "
+                               f"rate{fp32}; the last good checkpoint is kept")  # fmt: skip
         self.flops_per_batch = self.flops_per_token * batch[0].numel()
         self.log(TRAIN_LOSS, loss, prog_bar=True)
         return loss
