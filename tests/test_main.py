@@ -82,6 +82,12 @@ def test_a_commands_help_comes_from_its_docstring(tmp_path: Path):
     assert "softmax temperature; 0 is greedy" in proc.stdout  # the Args: line of --temperature
 
 
+@pytest.mark.parametrize("command", ["fit", "validate", "generate"])
+def test_every_usage_line_names_the_program_as_it_is_typed(tmp_path: Path, command: str):
+    proc = run_main(command, "--help", cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.startswith(f"usage: python -m tinyllm [options] {command}"), proc.stdout[:200]
+
+
 @pytest.mark.parametrize("args,mention", [
     (["no-such-command"], "no-such-command"),
     (["generate"], "ckpt_path"),

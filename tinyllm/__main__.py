@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from jsonargparse import ArgumentError, ArgumentParser
 
-from tinyllm.errors import Stopped, TinyLLMError, one_line
+from tinyllm.errors import PROG, Stopped, TinyLLMError, one_line
 
 # name -> "module:function", or a group of them (`bench generate`, `bench train`)
 COMMANDS: dict[str, str | dict[str, str]] = {
@@ -60,7 +60,7 @@ def build_parser(only: str | None = None) -> ArgumentParser:
     Building a command's parser imports its module: ``only`` keeps ``generate``
     from importing the modules of the others, Lightning among them.
     """
-    parser = ArgumentParser(prog="python -m tinyllm", description=__doc__.splitlines()[0], exit_on_error=False)
+    parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0], exit_on_error=False)
     add_commands(parser, {only: COMMANDS[only]} if only is not None else COMMANDS)
     return parser
 

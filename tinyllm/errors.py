@@ -14,6 +14,9 @@ class ConfigError(TinyLLMError, ValueError):
     """An impossible or unknown model/data configuration."""
 
 
+PROG = "python -m tinyllm"  # how every usage line names the program
+
+
 class Stopped(Exception):
     """A run stopped from outside (SIGTERM) after saving its state: one line, and the signal's exit status."""
 

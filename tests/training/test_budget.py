@@ -6,13 +6,12 @@ The runs use a fake clock (tests/helpers/probes.py: FakeClock): a step takes 0.1
 
 from __future__ import annotations
 
-import pytest
-
 from pathlib import Path
 
+import pytest
 import torch
 
-from tests.helpers.cli import TINY, describe, faults_env, read_scalars, run_cli
+from tests.helpers.cli import TINY, assert_one_line_error, describe, faults_env, read_scalars, run_cli
 
 BUDGET_S = 6
 RUN = ["fit", "--config", TINY, "--trainer.max_steps", "-1", "--trainer.max_time", f"00:00:00:{BUDGET_S:02d}",
@@ -49,6 +48,13 @@ def test_a_killed_time_budget_run_resumes_within_the_same_budget(tmp_path: Path)
     saved = torch.load(tmp_path / CKPT / "last.ckpt", weights_only=True)
     # The checkpoint before the kill (step 32) holds the time used: 32 steps of 0.1 s and two evaluations.
     assert saved["global_step"] == 32 and 3.2 <= _timer_elapsed(saved) < 3.5
+    assert saved["callbacks"]["TimeBudget"] == {"budget_s": BUDGET_S}
+    # Another budget would make the learning rate jump (it follows the share of the budget used): refused.
+    longer = [a if a != f"00:00:00:{BUDGET_S:02d}" else "00:00:01:00" for a in RUN]
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    refused = run_cli(*longer, "--ckpt_path", "last", cwd=tmp_path, env=faults_env(10**9), timeout=120)
+    assert_one_line_error(refused, "time budget of 6 s", "60 s", "--trainer.max_time")
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
     resumed = run_cli(*RUN, "--ckpt_path", "last", cwd=tmp_path, env=faults_env(10**9), timeout=120)
     assert resumed.returncode == 0, describe(resumed)
     final = torch.load(tmp_path / CKPT / "last.ckpt", weights_only=True)

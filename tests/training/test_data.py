@@ -575,11 +575,13 @@ def test_val_bytes_per_token(tmp_path: Path, token_cache: Path, data_dir: Path):
     assert _prepared_dm(folder).val_bytes_per_token == 2.5
 
 
-def test_a_prepared_folder_brings_its_own_tokenizer(tmp_path: Path):
+def test_a_prepared_folder_brings_its_own_tokenizer(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     folder = _numbered(tmp_path, vocab_size=30, tokenizer={"kind": "char", "chars": "abcdefghijklmnopqrstuvwxyz.,;\n"})
     for kind in ("gpt2", "char", "bpe"):  # data.tokenizer is ignored (evaluate passes the checkpoint's name)
         dm = ShakespeareDataModule(path=str(folder), tokenizer=kind)
         assert dm.vocab_size == 30 and dm.tokenizer.name == "char" and dm.tokenizer.vocab_size == 30
+        said = capsys.readouterr().err
+        assert ("holds char tokens: training with its tokenizer, not data.tokenizer" in said) == (kind != "char")
     with pytest.raises(TinyLLMError) as e:
         ShakespeareDataModule(path=str(folder)).splits()
     assert "prepared" in one_line_error(e)

@@ -63,3 +63,15 @@ def test_a_compiled_model_evaluates_the_last_shorter_batch_with_the_first_batchs
     torch._dynamo.reset()
     assert len(graphs) == 1  # the 2-window batch would have compiled a second graph
     torch.testing.assert_close(lit.val_loss.compute(), expected)  # the padding rows count for nothing
+
+
+@pytest.mark.parametrize(("saved", "words"), [
+    ({"kind": "gpt2"}, ["checkpoint gpt2, run char"]),
+    ({"kind": "char", "chars": "xyz"}, ["both char, learned from different text"]),
+])  # fmt: skip
+def test_a_checkpoint_of_another_tokenizer_is_named_by_its_kind(saved: dict[str, str], words: list[str]):
+    lit = GPTLitModule(TINY, tokenizer={"kind": "char", "chars": "abc"})
+    with pytest.raises(TinyLLMError) as excinfo:
+        lit.on_load_checkpoint({"hyper_parameters": {"tokenizer": saved, "arch": TINY.to_dict()}})
+    message = one_line_error(excinfo)
+    assert all(w in message for w in words) and "'chars'" not in message, message  # kinds, not a state's dump

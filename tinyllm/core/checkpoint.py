@@ -129,6 +129,12 @@ def budget_seconds_used(ckpt: dict[str, Any]) -> float | None:
     return float(timer["time_elapsed"]["train"]) if timer else None
 
 
+def budget_seconds(ckpt: dict[str, Any]) -> float | None:
+    """The time budget (``--trainer.max_time``, in seconds) the run was trained on; None without one, or if unsaved."""
+    state = (ckpt.get("callbacks") or {}).get("TimeBudget") or {}
+    return float(state["budget_s"]) if state.get("budget_s") is not None else None
+
+
 def train_batches_done(ckpt: dict[str, Any]) -> int:
     """Training micro-batches consumed: where the data stream resumes."""
     return int((ckpt.get(DATA_STATE) or {}).get("train_batches_done", 0))

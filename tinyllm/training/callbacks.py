@@ -245,6 +245,11 @@ class TimeBudget(L.Callback):
         """The share of the budget used, 0 → 1, as of the last training batch (0 without a budget)."""
         return self._share
 
+    def state_dict(self) -> dict[str, Any]:
+        # The budget itself, so that a resume with another one is refused: its learning rate would jump.
+        budget = self.timer.time_elapsed() + (self.timer.time_remaining() or 0.0) if self.timer else None
+        return {"budget_s": round(budget, 3) if budget is not None else None}
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.timer = budget_timer(trainer)
         self.eval_batch_s = self.step_s = 0.0

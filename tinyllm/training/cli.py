@@ -41,16 +41,16 @@ from filelock import FileLock, Timeout
 from jsonargparse import ArgumentError, lazy_instance
 from jsonargparse.typing import PositiveInt
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint, Timer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 import yaml
 
-from tinyllm.core.checkpoint import checkpoint_hparams, checkpoint_step, read_checkpoint
+from tinyllm.core.checkpoint import budget_seconds, checkpoint_hparams, checkpoint_step, read_checkpoint
 from tinyllm.core.kernels import reuse_freed_memory
 from tinyllm.core.tokenizers import stored_spec
-from tinyllm.errors import Stopped, TinyLLMError, one_line
+from tinyllm.errors import PROG, Stopped, TinyLLMError, one_line
 from tinyllm.files import check_writable_folder
 from tinyllm.training.callbacks import (
     AtomicCheckpointIO, AttentionImages, GenerationSamples, ResumeCheckpoint, RNGState, StepProgressBar, TimeBudget,
@@ -305,6 +305,7 @@ def check_ckpt_path(cfg: Any, subcommand: str) -> int | None:
     differ, theirs, ours = settings_differences(ckpt, cfg)
     if subcommand == "fit":
         check_same_tokenizer(path, ckpt, cfg)
+        check_same_budget(path, ckpt, cfg.trainer.get("max_time"))
         if differ:
             raise TinyLLMError(f"{path} was trained with other settings than the config ({describe(differ, theirs, ours)}): "
                                "resume with the config it was trained with, or start a new run with another --name")  # fmt: skip
@@ -383,6 +384,17 @@ def check_same_tokenizer(path: Path, ckpt: dict[str, Any], cfg: Any) -> None:
     if spec is not None and spec != cfg.data.tokenizer:
         raise TinyLLMError(f"{path} was trained with the {spec} tokenizer, the config asks for {cfg.data.tokenizer}: "
                            "resume with the config it was trained with, or start a new run with another --name")  # fmt: skip
+
+
+def check_same_budget(path: Path, ckpt: dict[str, Any], max_time: Any) -> None:
+    """A time-budget run resumes with its budget: the learning rate follows the share of it used."""
+    saved = budget_seconds(ckpt)
+    ours = Timer(max_time).time_remaining() if max_time else None  # Lightning's reading of --trainer.max_time
+    if saved is not None and (ours is None or abs(ours - saved) > 0.01):
+        asked = f"{ours:g} s" if ours is not None else "none"
+        raise TinyLLMError(f"{path} was trained on a time budget of {saved:g} s, the config gives {asked}: resume "
+                           "with the --trainer.max_time it was trained with (its learning rate follows the share "
+                           "of the budget used), or start a new run with another --name")  # fmt: skip
 
 
 def describe(keys: list[str], theirs: dict[str, Any], ours: dict[str, Any]) -> str:
@@ -492,7 +504,8 @@ def build_cli(args: list[str] | None, run: bool = True) -> TinyLLMCLI:
                 run=run,
                 seed_everything_default=1337,
                 save_config_kwargs={"overwrite": True},  # a resumed run re-saves its config
-                parser_kwargs={"exit_on_error": False, "fit": {"description": FIT_DESCRIPTION}},
+                parser_kwargs={"exit_on_error": False, "prog": PROG,
+                               "fit": {"description": FIT_DESCRIPTION}},
             )
         except ArgumentError as e:
             raise TinyLLMError(one_line(str(e))) from None

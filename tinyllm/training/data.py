@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import sys
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 
 from tinyllm.compat import training_batches_processed
 from tinyllm.core.dataset import PreparedDataset, is_dataset, open_dataset, split_text, token_dtype
-from tinyllm.core.tokenizers import (BPETokenizer, Tokenizer, build_tokenizer, parse_tokenizer_spec,
+from tinyllm.core.tokenizers import (BPETokenizer, Tokenizer, build_tokenizer, parse_tokenizer_spec, stored_spec,
                                      tokenizer_from_state, unmerge)
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import atomic_write_bytes, cache_dirs, resolve_data_dir, shakespeare_path
@@ -301,6 +302,10 @@ class ShakespeareDataModule(L.LightningDataModule):
         """The prepared folder ``path`` (checked: format version, shards present and whole)."""
         if self._dataset is None:
             self._dataset = open_dataset(str(self.path))
+            folder_spec = stored_spec(self._dataset.tokenizer_state())
+            if folder_spec != self.tokenizer_kind:  # the folder's tokens were cut by its own: that one is used
+                print(f"tinyllm: {self.path} holds {folder_spec} tokens: training with its tokenizer, not "
+                      f"data.tokenizer {self.tokenizer_kind}", file=sys.stderr)  # fmt: skip
         return self._dataset
 
     def _load(self) -> tuple[str, Tokenizer]:

@@ -23,6 +23,7 @@ from tinyllm.compat import training_compile_options
 from tinyllm.core.config import GPTConfig
 from tinyllm.core.model import GPT
 from tinyllm.core.optim import OptimizerName, build_optimizer
+from tinyllm.core.tokenizers import stored_spec
 from tinyllm.errors import TinyLLMError
 from tinyllm.training.metrics import TRAIN_LOSS, VAL_BPB, VAL_LOSS, VAL_PPL
 from tinyllm.training.schedule import BudgetClock, Schedule, Shape
@@ -180,7 +181,7 @@ class GPTLitModule(L.LightningModule):
         for key, ours in (("tokenizer", self.hparams.get("tokenizer")), ("arch", self.hparams["arch"])):
             theirs = saved.get(key)
             if theirs is not None and ours is not None and theirs != ours:
-                diff = _describe_difference(theirs, ours)
+                diff = _describe_tokenizers(theirs, ours) if key == "tokenizer" else _describe_difference(theirs, ours)
                 raise TinyLLMError(
                     f"the checkpoint's {key} differs from this run's ({diff}): use the config the checkpoint "
                     "was trained with, or start a new run with another --name"
@@ -193,6 +194,11 @@ def _describe_difference(theirs: Any, ours: Any) -> str:
         shown = [f"{k}: checkpoint {_short(theirs.get(k))} vs run {_short(ours.get(k))}" for k in keys[:3]]
         return "; ".join(shown)
     return f"checkpoint {_short(theirs)} vs run {_short(ours)}"
+
+
+def _describe_tokenizers(theirs: dict[str, Any], ours: dict[str, Any]) -> str:
+    a, b = stored_spec(theirs), stored_spec(ours)
+    return f"checkpoint {a}, run {b}" if a != b else f"both {a}, learned from different text"
 
 
 def _short(value: Any) -> str:
