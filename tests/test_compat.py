@@ -164,3 +164,18 @@ def test_compiled_bf16_attention_trains_with_the_eager_gradients():
     for name, grad in eager.items():
         assert torch.isfinite(compiled[name]).all(), name
         torch.testing.assert_close(compiled[name], grad, atol=1e-4, rtol=1e-2, msg=name)
+
+
+def test_lightnings_own_leafspec_deprecation_is_silenced_and_nothing_else():
+    import warnings
+
+    from tinyllm.compat import ignore_lightnings_own_deprecations
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        ignore_lightnings_own_deprecations()
+        # Lightning 2.6's words (lightning/pytorch/utilities/_pytree.py), as torch 2.13 deprecates LeafSpec
+        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec) and "
+                      "treespec.is_leaf()` instead.", FutureWarning)  # fmt: skip
+        warnings.warn("another deprecation", FutureWarning)
+    assert [str(w.message) for w in seen] == ["another deprecation"]

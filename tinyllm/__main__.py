@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from jsonargparse import ArgumentError, ArgumentParser
 
+from tinyllm.compat import ignore_lightnings_own_deprecations
 from tinyllm.errors import PROG, Stopped, TinyLLMError, one_line
 
 # name -> "module:function", or a group of them (`bench generate`, `bench train`)
@@ -102,6 +103,7 @@ def run(argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    ignore_lightnings_own_deprecations()  # export, card and bench reach Lightning's utilities outside the CLI too
     try:
         run(sys.argv[1:] if argv is None else argv)
     except TinyLLMError as e:

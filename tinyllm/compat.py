@@ -10,6 +10,7 @@ Lightning, so the plain-PyTorch layer can use it too.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -55,3 +56,8 @@ def training_compile_options() -> dict[str, Any]:
     config, not a public API. It touches CPU kernels only, so a GPU run is unchanged.
     """
     return {"cpp.simdlen": 256} if torch.backends.cpu.get_cpu_capability() == "AVX512" else {}
+
+
+def ignore_lightnings_own_deprecations() -> None:
+    """Lightning 2.6's own use of a torch API that torch 2.13 deprecates (``LeafSpec``): nothing for a user to act on."""
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")

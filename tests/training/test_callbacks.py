@@ -98,3 +98,14 @@ def test_throughput_reports_a_steady_rate_as_steady(monkeypatch: pytest.MonkeyPa
             assert logged["train/device/mfu"] == pytest.approx(0.4), seen
             assert logged["train/device/items_per_sec"] == pytest.approx(64), seen
     assert logged["train/lengths"] == 20 * 16
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("bf16-mixed", torch.bfloat16), ("16-mixed", torch.float16),
+                                                  ("32-true", torch.float32)])  # fmt: skip
+def test_throughput_asks_for_the_peak_of_the_dtype_the_run_multiplies_in(monkeypatch: pytest.MonkeyPatch,
+                                                                         precision: str, dtype: torch.dtype):  # fmt: skip
+    asked = []
+    monkeypatch.setattr("tinyllm.training.callbacks.get_available_flops", lambda device, d: asked.append(d) or 1e12)
+    trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu")), world_size=1, precision=precision)
+    TokenThroughput().setup(trainer, SimpleNamespace(), "fit")
+    assert asked == [dtype]  # a bf16 GPU run against the bf16 peak, not the fp32 one

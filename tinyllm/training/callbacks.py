@@ -33,6 +33,12 @@ from tinyllm.errors import TinyLLMError
 from tinyllm.files import atomic_write_bytes
 
 
+def compute_dtype(precision: str | int) -> torch.dtype:
+    """The dtype a Lightning precision multiplies in: the peak MFU is measured against."""
+    text = str(precision)
+    return torch.bfloat16 if text.startswith("bf16") else torch.float16 if text.startswith("16") else torch.float32
+
+
 class TokenThroughput(L.Callback):
     """Training tokens/s, and MFU when the device's peak FLOP/s is known, logged as ``train/device/*``.
 
@@ -47,7 +53,7 @@ class TokenThroughput(L.Callback):
         self.peak_flops, self.window_size = peak_flops, window_size
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        peak = self.peak_flops or get_available_flops(trainer.strategy.root_device, torch.get_default_dtype())
+        peak = self.peak_flops or get_available_flops(trainer.strategy.root_device, compute_dtype(trainer.precision))
         self.meter = Throughput(available_flops=peak, world_size=trainer.world_size, window_size=self.window_size)
         self.elapsed, self.batches, self.windows, self.tokens = 0.0, 0, 0, 0
 

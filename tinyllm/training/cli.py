@@ -47,6 +47,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 import yaml
 
+from tinyllm.compat import ignore_lightnings_own_deprecations
 from tinyllm.core.checkpoint import budget_seconds, checkpoint_hparams, checkpoint_step, read_checkpoint
 from tinyllm.core.kernels import reuse_freed_memory
 from tinyllm.core.tokenizers import stored_spec
@@ -494,8 +495,7 @@ def build_cli(args: list[str] | None, run: bool = True) -> TinyLLMCLI:
         # ModelCheckpoint warns of any file in its folder, and a new run's folder already holds its lock.
         # A folder that holds another run is refused before this (refuse_a_second_run).
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
-        # Lightning 2.6's own use of a torch API that torch 2.13 deprecates: nothing for the user to act on.
-        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+        ignore_lightnings_own_deprecations()
         try:
             return TinyLLMCLI(
                 GPTLitModule,

@@ -89,7 +89,7 @@ class GPTLitModule(L.LightningModule):
         self.val_loss = MeanMetric()
         self.val_rows = 0  # windows in a full validation batch: a compiled model's shorter last one is padded to it
         self.flops_per_token = self.model.flops_per_token()
-        self.flops_per_batch = 0  # read by Lightning's ThroughputMonitor for MFU
+        self.flops_per_batch = 0  # read by TokenThroughput (callbacks.py) for MFU
         if compile:
             self.model.compile(options=training_compile_options())  # in place: parameter names (and checkpoints) stay the same
 
