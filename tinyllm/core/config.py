@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from tinyllm.errors import ConfigError
 
@@ -21,11 +21,11 @@ MLPKind = Literal["relu", "gelu", "relu2", "swiglu"]
 PosEmb = Literal["learned", "rope"]
 AttnKernel = Literal["manual", "sdpa"]
 
-_CHOICES = {
-    "norm": ("layernorm", "rmsnorm"),
-    "mlp": ("relu", "gelu", "relu2", "swiglu"),
-    "pos_emb": ("learned", "rope"),
-    "attention": ("manual", "sdpa"),
+_CHOICES = {  # the Literal types' values, for the messages that refuse anything else
+    "norm": get_args(Norm),
+    "mlp": get_args(MLPKind),
+    "pos_emb": get_args(PosEmb),
+    "attention": get_args(AttnKernel),
 }
 
 

@@ -28,7 +28,7 @@ from tinyllm.errors import TinyLLMError
 from tinyllm.training.metrics import TRAIN_LOSS, VAL_BPB, VAL_LOSS, VAL_PPL
 from tinyllm.training.schedule import BudgetClock, Schedule, Shape
 
-IGNORE_INDEX = -100  # F.cross_entropy leaves targets of this value out of its mean
+IGNORE_INDEX = -100  # targets of this value (padding) are left out of the loss's mean
 
 
 class GPTLitModule(L.LightningModule):
@@ -115,7 +115,7 @@ class GPTLitModule(L.LightningModule):
         """Mean next-token cross-entropy of ``batch`` = (x, y), y being x shifted by one: what training minimises."""
         x, y = batch
         logits = self(x)  # (B, T, vocab)
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1), ignore_index=IGNORE_INDEX)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss = self.loss(batch)
