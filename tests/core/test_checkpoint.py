@@ -55,7 +55,7 @@ def test_checkpoint_with_foreign_pickles_is_refused(runs, tmp_path: Path, kind: 
 def test_a_file_that_is_no_checkpoint_is_named_so(tmp_path: Path, content: bytes):
     path = tmp_path / "notes.ckpt"
     path.write_bytes(content)
-    with pytest.raises(TinyLLMError, match="is not a checkpoint") as err:
+    with pytest.raises(TinyLLMError, match="is not a readable checkpoint .*another kind of file") as err:
         read_checkpoint(path)
     assert "\n" not in str(err.value) and "notes.ckpt" in str(err.value)
 

@@ -80,8 +80,9 @@ def read_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
     """The checkpoint dict, loaded safely, with one-line errors for every way it can be wrong."""
     p = resolve_checkpoint(path)
     if not zipfile.is_zipfile(p):  # torch.save writes a zip archive: anything else is not a checkpoint
-        raise TinyLLMError(f"{p} is not a checkpoint (torch.save writes a zip archive; this file is not one, or it "
-                           "is cut short): pass a .ckpt file that `tinyllm fit` wrote")  # fmt: skip
+        raise TinyLLMError(f"{p} is not a readable checkpoint (not the zip archive torch.save writes: corrupt, "
+                           "truncated or another kind of file): move it away and pass another checkpoint, or start "
+                           "the run again")  # fmt: skip
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

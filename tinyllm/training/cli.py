@@ -188,8 +188,10 @@ class TinyLLMCLI(LightningCLI):
             self.save_config_callback = None  # without a log folder it would write config.yaml into the cwd
         elif logger is None or logger is True:  # the default: TensorBoard in logs/<name>/, continued on resume
             # On resume, TensorBoard hides what the killed run logged after its checkpoint (purge_step), so each
-            # curve stays one line. A fresh start never meets old logs: refuse_a_second_run saw to that.
-            logger = TensorBoardLogger("logs", name=run.name, version="", purge_step=self.resume_step)
+            # curve stays one line. A plain fresh start never meets old logs (refuse_a_second_run); --ckpt_path
+            # last with nothing left to resume (a damaged last.ckpt moved away) starts over and hides them all.
+            purge_step = self.resume_step if self.resume_step is not None else (0 if run.holds_a_run() else None)
+            logger = TensorBoardLogger("logs", name=run.name, version="", purge_step=purge_step)
         return super().instantiate_trainer(callbacks=callbacks, plugins=plugins, logger=logger, **kwargs)
 
     def auto_precision(self, cfg: dict[str, Any]) -> str:
@@ -237,9 +239,7 @@ def hold_the_run(run: RunFolders) -> None:
         lock = FileLock(run.checkpoints / ".lock", timeout=0)
         lock.acquire()
     except Timeout:
-        holder = owner.read_text().strip() if owner.is_file() else "another process"
-        raise TinyLLMError(f"the run {run.name!r} is already training ({holder}): wait for it to finish or stop it, "
-                           "or train another --name") from None  # fmt: skip
+        raise already_training(run) from None
     except OSError as e:
         raise TinyLLMError(f"cannot lock {run.checkpoints / '.lock'} ({e.strerror or e}): choose a writable folder "
                            "with --name, or run from another working directory") from None  # fmt: skip
@@ -264,6 +264,26 @@ def check_trainer_options(trainer: Any) -> None:
     budget = trainer.get("max_time")
     if isinstance(budget, str) and re.fullmatch(r"[0:]+", budget.strip()):
         raise TinyLLMError(f"--trainer.max_time {budget} is a time budget of zero: give DD:HH:MM:SS, e.g. 00:00:05:00")
+
+
+def already_training(run: RunFolders) -> TinyLLMError:
+    owner = run.checkpoints / ".lock.owner"
+    holder = owner.read_text().strip() if owner.is_file() else "another process"
+    return TinyLLMError(f"the run {run.name!r} is already training ({holder}): wait for it to finish or stop it, "
+                        "or train another --name")  # fmt: skip
+
+
+def refuse_if_training(run: RunFolders) -> None:
+    """Refuse now if another process holds the run's lock (test and release: this process takes it later)."""
+    if (run.checkpoints / ".lock").is_file() and run.checkpoints.resolve() not in _HELD:
+        lock = FileLock(run.checkpoints / ".lock", timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise already_training(run) from None
+        except OSError:
+            return  # hold_the_run says what is wrong with the folder
+        lock.release()
 
 
 def run_machinery(run: RunFolders, every_n_steps: int) -> list[Callback]:
@@ -293,8 +313,6 @@ def check_ckpt_path(cfg: Any, subcommand: str) -> int | None:
     if subcommand == "fit" and cfg.get("ckpt_path") is None:
         refuse_a_second_run(cfg.name)
     path = resolve_ckpt_path(cfg)
-    if path is None and subcommand == "fit" and cfg.get("ckpt_path") == "last":
-        refuse_a_second_run(cfg.name)  # nothing to resume: a new run, into folders that must be empty
     if path is None and subcommand == "validate":  # Lightning would evaluate the untrained model, and exit 0
         where = RunFolders(cfg.name).checkpoints / "last.ckpt"
         raise TinyLLMError(f"there is no {where} to validate: pass --ckpt_path last|best|FILE|FOLDER, with the "
@@ -327,6 +345,7 @@ def refuse_a_second_run(name: str) -> None:
             "a new run with another --name (nothing was changed)"
         )
     if found:
+        refuse_if_training(RunFolders(name))  # a run still before its first checkpoint: say that, not this
         raise TinyLLMError(
             f"{RunFolders(name).logs} holds the logs of an earlier run {name!r} and there is no checkpoint to resume: "
             "move that folder away, or start a new run with another --name (nothing was changed)"
@@ -513,12 +532,12 @@ def build_cli(args: list[str] | None, run: bool = True) -> TinyLLMCLI:
             raise TinyLLMError(describe_os_error(e)) from None
         except MisconfigurationException as e:  # Lightning's refusal of a trainer option (max_time "abc", a GPU on a CPU)
             raise TinyLLMError(one_line(str(e))) from None
+        except SIGTERMException:  # a SystemExit with no status: the process would exit 0, silently
+            raise Stopped("stopped by SIGTERM; the steps done (if any) are saved in last.ckpt: resume with "
+                          "--ckpt_path last",
+                          128 + signal.SIGTERM) from None  # fmt: skip
         except SystemExit as e:
             if isinstance(e.__context__, KeyboardInterrupt):  # Lightning handles Ctrl-C, then exits with status 1
                 saved = "; the steps done (if any) are saved in last.ckpt: resume with --ckpt_path last"
                 raise Stopped(f"interrupted (Ctrl-C){saved if args and args[0] == 'fit' else ''}", 130) from None
             raise
-        except SIGTERMException:  # a SystemExit with no status: the process would exit 0, silently
-            raise Stopped("stopped by SIGTERM; the steps done (if any) are saved in last.ckpt: resume with "
-                          "--ckpt_path last",
-                          128 + signal.SIGTERM) from None  # fmt: skip
