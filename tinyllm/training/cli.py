@@ -215,7 +215,6 @@ class TinyLLMCLI(LightningCLI):
 
 _HELD: dict[Path, FileLock] = {}  # the runs this process trains: held until it exits
 RANK_VARIABLES = ("RANK", "NODE_RANK", "LOCAL_RANK", "SLURM_PROCID")
-RUN_NAME_PART = re.compile(r"[A-Za-z0-9_.-]+")
 WHERE_A_RUN_WRITES = "run name (--name) or working directory"  # checkpoints/NAME and logs/NAME, relative to it
 
 
@@ -250,9 +249,9 @@ def hold_the_run(run: RunFolders) -> None:
 def check_run_name(name: str) -> None:
     """A run name is a folder below checkpoints/ and logs/ (``quick``, ``swaps-cpu/modern-1337``), never outside them."""
     parts = name.replace("\\", "/").split("/")
-    if not name or name.startswith("/") or any(p in ("", ".", "..") or not RUN_NAME_PART.fullmatch(p) for p in parts):
-        raise TinyLLMError(f"--name {name!r} is not a run name: use letters, digits, '.', '-' and '_', with '/' between "
-                           "folders, e.g. --name quick or --name tries/quick-2")  # fmt: skip
+    if not name.strip() or name.startswith(("/", "~")) or any(p.strip() in ("", ".", "..") for p in parts):
+        raise TinyLLMError(f"--name {name!r} is not a run name: give a folder name below checkpoints/ and logs/, "
+                           "with '/' between folders if any, e.g. --name quick or --name tries/quick-2")  # fmt: skip
 
 
 def check_trainer_options(trainer: Any) -> None:
