@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import LLAMA_RUNS, RUNS
+from tests.helpers.names import missing_names
 from tinyllm.formats.load import export
 from tinyllm.formats.load import load_model
 
@@ -22,6 +23,7 @@ def test_model_card_is_generated_from_the_checkpoint(runs, exports, name):
     assert "| optimizer steps | 4 |" in card
     assert sha256_of(exports[name] / "model.safetensors") in card and sha256_of(runs[name]) in card
     assert "## Intended use and limits" in card and "| context | 32 tokens |" in card
+    assert missing_names(card) == []  # the functions it tells a reader to call exist
     if name in LLAMA_RUNS:
         assert "`LlamaForCausalLM`" in card and "Checked at export: transformers" in card
     assert ("GPT-2's byte-level BPE" in card) == (name == "bpe")

@@ -3,7 +3,7 @@
 Recompute (the cache off) and the KV cache (on) run through the same loop and
 see the same tokens at the same absolute positions, so their logits agree to
 float rounding and, with the model's own float weights, greedy text is
-identical (int8 weights, ``tinyllm.quantize``, round a prompt and a decode
+identical (int8 weights, ``tinyllm.core.quantize``, round a prompt and a decode
 step differently). The only difference is what is fed
 to the model: the whole window, or just the newest token.
 

@@ -341,7 +341,7 @@ def _files_section(export: ExportFacts) -> list[str]:
         *[f"| `{f}` | {fmt_bytes(size)} |" for f, size in export.files.items()],
         "",
         "The folder holds no pickled data: safetensors and JSON only. tinyllm loads it with "
-        "`tinyllm.formats.folder.load_export` (or `--ckpt_path` on this folder) with the same logits as the "
+        "`tinyllm.formats.load.load_model` (or `--ckpt_path` on this folder) with the same logits as the "
         "checkpoint; `config.json` keeps tinyllm's own config under the `tinyllm` key.",
         "",
     ]
