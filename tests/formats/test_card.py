@@ -27,6 +27,7 @@ def test_model_card_is_generated_from_the_checkpoint(runs, exports, name):
     if name in LLAMA_RUNS:
         assert "`LlamaForCausalLM`" in card and "Checked at export: transformers" in card
     assert ("GPT-2's byte-level BPE" in card) == (name == "bpe")
+    assert ("trained from scratch with tinyllm on GPT-2 BPE tokens" in card) == (loaded.tokenizer.name == "gpt2")
     if name == "next_era":  # every switch named, and not passed off as a Llama
         assert "| MLP | ReLU²" in card and "**not** a Llama" in card
         assert "| also | QK-norm, zero-initialised output projections, value embeddings, residual/x0 scalars, " \
@@ -66,3 +67,16 @@ def test_export_card_front_matter_is_read_by_huggingface_hub(runs, tmp_path: Pat
     assert results["loss"].dataset_name == "Tiny Shakespeare"
     assert results["loss"].dataset_split == "the last 10% of Tiny Shakespeare"  # what was measured, in words
     assert f"**{measured:.4f}**" in card.text  # the body states the same figure
+
+
+@pytest.mark.parametrize(("spec", "words"), [("char", "on characters."), ("bpe:260", "on the tokens of a byte-level "
+                                             "BPE learned from its training text.")])  # fmt: skip
+def test_the_cards_first_line_names_the_kind_of_token(spec: str, words: str):
+    from types import SimpleNamespace
+
+    from tinyllm.core.tokenizers import build_tokenizer
+    from tinyllm.formats.card import _title
+
+    tokenizer = build_tokenizer(spec, "to be, or not to be: that is the question. " * 40)
+    title = _title("tiny", SimpleNamespace(num_parameters=lambda: 1000), tokenizer, {}, None)
+    assert words in title[2], title[2]
