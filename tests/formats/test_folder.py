@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,24 @@ def test_export_refuses_to_overwrite_other_files_and_reexports_in_place(runs, ex
     assert (again / "model.safetensors").read_bytes() == (exports["char"] / "model.safetensors").read_bytes()
     export(again, again, verify=False)
     assert load_model(again).metrics == load_model(runs["char"]).metrics
+
+
+def test_an_export_that_fails_at_its_last_rename_leaves_the_earlier_export_whole(runs, tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch):  # fmt: skip
+    out = export(runs["char"], tmp_path / "out", verify=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if str(src).endswith(".tmp"):  # the new folder's rename into place: the disk goes away here
+            raise OSError(5, "Input/output error")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr("tinyllm.formats.folder.os.replace", failing_replace)
+    with pytest.raises(OSError):
+        export(runs["char"], out, verify=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # nothing set aside or half-built left
 
 
 def test_folders_that_are_not_exports_are_refused_in_one_line(exports, tmp_path: Path):

@@ -173,6 +173,7 @@ def write_export(
     config = model.config
     model = model.eval()
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    old = out.with_name(f".{out.name}.old")  # an earlier export, while the new one is renamed into place
     try:
         os.chmod(tmp, 0o777 & ~umask())
         save_file(export_state(model), tmp / WEIGHTS, metadata={"format": "pt"})
@@ -194,11 +195,15 @@ def write_export(
         (tmp / CARD).write_text(card, encoding="utf-8")
         for name in FILES:  # safetensors writes 0600; give every file the usual permissions
             os.chmod(tmp / name, 0o666 & ~umask())
-        if out.exists():
-            shutil.rmtree(out)  # an earlier export of only our files (checked above)
+        if out.exists():  # an earlier export of only our files (checked above): set aside until the new one is in
+            shutil.rmtree(old, ignore_errors=True)  # left by an export killed between the two renames
+            os.replace(out, old)
         os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not out.exists():
+            os.replace(old, out)  # the earlier export back in place, whole
         raise
     return out
 
