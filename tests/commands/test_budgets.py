@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
 import json
 from pathlib import Path
+
+import pytest
 
 from tests.helpers.cli import TINY, assert_one_line_error, describe, run_cli, run_main
 from tinyllm.commands.budgets import budgets, max_time, nats_per_byte, seed_options, write_table
@@ -71,3 +71,16 @@ def test_every_seeded_experiment_refuses_seeds_it_cannot_pair(command: str, seed
     with pytest.raises(TinyLLMError, match=r"^--seeds must list distinct seeds"):
         run(seeds=seeds, out=str(tmp_path / "out"))
     assert not any(tmp_path.iterdir())  # refused before any run or folder
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    ([1, 2], ["holds a list"]),
+    ({"label": "nanoGPT", "run": "baby", "val_loss": 1.88, "steps": 2000, "tokens": 1536000}, ["'wall_s'"]),
+    ({"label": "nanoGPT", "run": "baby", "val_loss": "low", "steps": 2000, "tokens": 1, "wall_s": 1}, ["'val_loss'"]),
+])  # fmt: skip
+def test_a_reference_row_is_checked_before_any_rung_trains(tmp_path: Path, content: object, words: list[str]):
+    (tmp_path / "ref.json").write_text(json.dumps(content))
+    proc = run_main("experiment", "budgets", "--config", TINY, "--minutes", "[0.08]", "--reference", "ref.json",
+                    "--out", "out", cwd=tmp_path)  # fmt: skip
+    assert_one_line_error(proc, "--reference", *words)
+    assert not (tmp_path / "checkpoints").exists()  # refused before the first rung

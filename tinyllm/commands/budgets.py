@@ -116,6 +116,22 @@ def write_table(rows: list[dict[str, Any]], config: str, reference: dict[str, An
     path.write_text("\n".join(lines).rstrip() + "\n")
 
 
+REFERENCE_FIELDS = {"label": str, "run": str, "val_loss": float, "steps": int, "tokens": int, "wall_s": float}
+
+
+def check_reference(path: str, ref: Any) -> None:
+    """The reference row's fields, checked before any rung trains (the table is written after the last one)."""
+    if not isinstance(ref, dict):
+        raise TinyLLMError(f"--reference {path} holds a {type(ref).__name__}, not an object with the fields "
+                           f"{', '.join(REFERENCE_FIELDS)}")  # fmt: skip
+    for key, kind in REFERENCE_FIELDS.items():
+        value = ref.get(key)
+        numeric = kind is not str and isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (isinstance(value, str) if kind is str else numeric):
+            raise TinyLLMError(f"--reference {path} needs {key!r} as a {'text' if kind is str else 'number'}, "
+                               f"got {value!r}")  # fmt: skip
+
+
 SEED_OPTIONS = ("--seed_everything", "SEED", "--data.seed", "SEED")  # every rung's first options
 
 
@@ -158,6 +174,7 @@ def budgets(
             ref = json.loads(Path(reference).read_text())
         except (OSError, ValueError) as e:
             raise TinyLLMError(f"--reference {reference} is not a readable JSON file ({e})") from None
+        check_reference(reference, ref)
     check_writable_folder(Path(out), "--out")
     keys = [f"{m:g}" for m in minutes]
     unknown = sorted(key for key in rung_set if key not in keys)
