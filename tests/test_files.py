@@ -171,3 +171,14 @@ def test_corrupt_tiktoken_cache_is_not_used(data_dir: Path, empty_dir: Path, no_
     with pytest.raises(TinyLLMError) as e:
         gpt2_ranks_path(empty_dir)
     assert "gpt2.tiktoken" in one_line_error(e)
+
+
+def test_a_record_is_written_whole_and_a_damaged_one_is_one_line(tmp_path: Path):
+    from tinyllm.files import read_record, write_record
+
+    write_record(tmp_path / "results.json", {"val_loss": [[0, 4.2]], "steps": 24})
+    assert read_record(tmp_path / "results.json") == {"val_loss": [[0, 4.2]], "steps": 24}
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temporary file left beside it
+    (tmp_path / "results.json").write_text('{"val_loss": [[0, 4.')  # a plain write cut short
+    with pytest.raises(TinyLLMError, match="results.json is damaged .*delete it to measure that run again"):
+        read_record(tmp_path / "results.json")

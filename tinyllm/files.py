@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tinyllm.errors import TinyLLMError
 
@@ -82,6 +84,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_record(path: Path, value: Any) -> None:
+    """A run's record (its figures, its arguments) as JSON, written whole or not at all."""
+    atomic_write_bytes(path, (json.dumps(value, indent=2) + "\n").encode())
+
+
+def read_record(path: Path) -> Any:
+    """A record :func:`write_record` wrote; one line when it was damaged (an older, non-atomic write cut short)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise TinyLLMError(f"{path} is damaged ({str(e)[:80]}): delete it to measure that run again") from None
 
 
 def check_writable_folder(folder: Path, option: str) -> None:

@@ -41,7 +41,7 @@ from matplotlib.figure import Figure
 from tinyllm.commands.budgets import check_seeds
 from tinyllm.commands.plot import read_scalars
 from tinyllm.errors import TinyLLMError
-from tinyllm.files import check_writable_folder
+from tinyllm.files import check_writable_folder, read_record, write_record
 from tinyllm.training.cli import RunFolders, build_cli
 from tinyllm.training.metrics import TOKENS_PER_S, VAL_LOSS
 
@@ -134,22 +134,21 @@ def train_one(config: str, variant: str, seed: int) -> dict[str, Any]:
     name, folders = run_name(variant, seed), RunFolders(run_path(config, variant, seed))
     run_dir = folders.checkpoints
     args_file, done, clock = run_dir / "args.json", run_dir / "results.json", run_dir / "seconds.txt"
-    text = json.dumps(args, indent=1)
-    if args_file.exists() and args_file.read_text() != text:
+    if args_file.exists() and read_record(args_file) != args:
         raise TinyLLMError(f"{run_dir} holds a run of another {experiment_name(config)!r} configuration: move it "
                            "away, or run this experiment from another working directory")  # fmt: skip
     if done.exists():
         print(f"experiment: {name} already finished ({done})", file=sys.stderr)
-        return json.loads(done.read_text())
+        return read_record(done)
     run_dir.mkdir(parents=True, exist_ok=True)
-    args_file.write_text(text)
+    write_record(args_file, args)
     print(f"experiment: training {name}", file=sys.stderr)
     t0 = time.perf_counter()
     try:
         cli = build_cli(["fit", *args, "--ckpt_path", "last"])
     finally:  # the run's time adds up over interrupted processes
-        seconds = time.perf_counter() - t0 + (float(clock.read_text()) if clock.exists() else 0.0)
-        clock.write_text(f"{seconds:.1f}\n")
+        seconds = time.perf_counter() - t0 + (float(read_record(clock)) if clock.exists() else 0.0)
+        write_record(clock, round(seconds, 1))
     scalars = read_scalars(folders.logs)
     if VAL_LOSS not in scalars:
         raise TinyLLMError(f"{name} logged no {VAL_LOSS}: check {folders.logs}")
@@ -163,7 +162,7 @@ def train_one(config: str, variant: str, seed: int) -> dict[str, Any]:
     }  # fmt: skip
     if result["steps"] < cli.trainer.max_steps:
         raise TinyLLMError(f"{name} stopped at step {result['steps']}: re-run the same command to resume it")
-    done.write_text(json.dumps(result, indent=2) + "\n")
+    write_record(done, result)
     return result
 
 

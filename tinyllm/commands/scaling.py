@@ -33,7 +33,7 @@ from tinyllm.commands.budgets import run_rung, seed_options
 from tinyllm.core.config import GPTConfig
 from tinyllm.core.model import GPT
 from tinyllm.errors import TinyLLMError
-from tinyllm.files import check_writable_folder
+from tinyllm.files import check_writable_folder, read_record, write_record
 from tinyllm.training.cli import RunFolders
 from tinyllm.training.precision import cpu_name
 
@@ -61,7 +61,7 @@ def point(config: str, size: str, minutes: float, seed: int) -> dict[str, Any]:
     extra = [*shape_args(size), *seed_options(seed), "--samples", "null"]
     done = RunFolders(name).checkpoints / "scaling.json"
     if done.exists():
-        row = json.loads(done.read_text())
+        row = read_record(done)
         if row.get("config") != config or row.get("options") != extra:
             raise TinyLLMError(f"{done.parent} holds a run of another configuration: move it away, or run the "
                                "experiment from another working directory")  # fmt: skip
@@ -70,8 +70,7 @@ def point(config: str, size: str, minutes: float, seed: int) -> dict[str, Any]:
     with torch.device("meta"):  # the count, without the weights
         row["parameters"] = GPT(GPTConfig.from_dict(row["arch"])).num_parameters()
     row.update(size=size, seed=seed, config=config)
-    done.parent.mkdir(parents=True, exist_ok=True)
-    done.write_text(json.dumps(row, indent=2) + "\n")
+    write_record(done, row)
     return row
 
 
