@@ -179,3 +179,12 @@ def test_lightnings_own_leafspec_deprecation_is_silenced_and_nothing_else():
                       "treespec.is_leaf()` instead.", FutureWarning)  # fmt: skip
         warnings.warn("another deprecation", FutureWarning)
     assert [str(w.message) for w in seen] == ["another deprecation"]
+
+
+def test_unrepeated_sampler_shares_the_windows_without_padding():
+    from torch.utils.data import DistributedSampler
+
+    shares = [list(compat.unrepeated_sampler(range(7), num_replicas=3, rank=r)) for r in range(3)]
+    assert shares == [[0, 3, 6], [1, 4], [2, 5]]  # torch's own would pad the last two to 3 with repeats
+    # Lightning leaves a DistributedSampler in place instead of wrapping it in one that pads
+    assert isinstance(compat.unrepeated_sampler(range(7), 3, 0), DistributedSampler)

@@ -4,7 +4,8 @@ Each is a name with a leading underscore that the installed version may
 rename or drop without notice. tests/test_compat.py checks every one of them
 against the installed Lightning and torch, and fails loudly when one
 changes; a second test checks that no private name is used anywhere else in
-the package. Lightning objects come in as arguments: this module imports no
+the package. Lightning objects come in as arguments, and the one Lightning
+class used is imported where it is used: importing this module imports no
 Lightning, so the plain-PyTorch layer can use it too.
 """
 
@@ -35,6 +36,20 @@ def save_last_checkpoint(checkpoint: Any, trainer: Any) -> None:
 def training_batches_processed(trainer: Any) -> int:
     """Training batches consumed since the run began, over every resume (saved in, and restored from, checkpoints)."""
     return int(trainer.fit_loop.epoch_loop.batch_progress.total.processed)
+
+
+def unrepeated_sampler(dataset: Any, num_replicas: int, rank: int) -> Any:
+    """Each process's share of ``dataset`` for evaluation: every num_replicas-th item from ``rank``, none repeated.
+
+    torch's ``DistributedSampler``, which Lightning puts in by default, pads the
+    last share with repeats so all are equal, and a repeated window would count
+    twice in the val loss. Lightning's ``UnrepeatedDistributedSampler`` does not
+    pad; it lives in ``lightning.pytorch.overrides``, outside its documented API.
+    Being a ``DistributedSampler``, Lightning leaves it in place.
+    """
+    from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+    return UnrepeatedDistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
 
 
 def int8_weight_matmul(x: Tensor, weight: Tensor, scale: Tensor) -> Tensor:

@@ -20,6 +20,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from tinyllm.core.defaults import TEMPERATURE, TOP_K
 from tinyllm.core.generate import generate, pick_device, prepare_decoding
 from tinyllm.core.model import GPT, KVCache
 from tinyllm.errors import TinyLLMError
@@ -53,7 +54,8 @@ def time_generation(
     for n in lengths:
         row: dict[str, Any] = {"new_tokens": n}
         for kv in (True, False) if recompute else (True,):
-            runs = [generate(model, prompt, n, temperature=0.8, top_k=200, seed=1, kv_cache=kv, decoder=decoder)
+            runs = [generate(model, prompt, n, temperature=TEMPERATURE, top_k=TOP_K, seed=1, kv_cache=kv,
+                             decoder=decoder)
                     for _ in range(repeats)]
             best = min(runs, key=lambda g: g.seconds)
             key = "cached" if kv else "recompute"

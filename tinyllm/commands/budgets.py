@@ -28,6 +28,7 @@ import yaml
 
 from tinyllm.commands.plot import read_scalars
 from tinyllm.core.checkpoint import budget_seconds_used, checkpoint_hparams, checkpoint_step, read_checkpoint, train_batches_done
+from tinyllm.core.defaults import SEED
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import check_writable_folder
 from tinyllm.training.metrics import TOKENS_PER_S, VAL_BPB, VAL_LOSS
@@ -148,7 +149,7 @@ def check_seeds(seeds: list[int]) -> None:
 def budgets(
     config: str = "configs/cpu.yaml",
     minutes: list[float] = [1, 5],
-    seeds: list[int] = [1337],
+    seeds: list[int] = [SEED],
     set: list[str] = [],
     rung_set: dict[str, list[str]] = {},
     reference: str | None = None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tinyllm.core.defaults import SEED
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import check_writable_folder
 from tinyllm.formats.card import example_prompt, model_card
@@ -18,7 +19,7 @@ def card(
     samples: int = 2,
     max_new_tokens: int = 300,
     prompt: str | None = None,
-    seed: int = 1337,
+    seed: int = SEED,
     data: str | None = None,
     data_path: str | None = None,
     data_dir: str | None = None,
@@ -31,7 +32,7 @@ def card(
         out: the Markdown file to write.
         samples: generated samples shown on the card.
         max_new_tokens: tokens per sample.
-        prompt: the samples' prompt (default "ROMEO:" where the vocabulary allows).
+        prompt: the samples' prompt (default: tinyllm's usual prompt where the vocabulary allows).
         seed: sample i is drawn with seed + i.
         data: a line describing the training data.
         data_path: the text it was trained on, if not Tiny Shakespeare.

@@ -40,6 +40,7 @@ from matplotlib.figure import Figure
 
 from tinyllm.commands.budgets import check_seeds
 from tinyllm.commands.plot import read_scalars
+from tinyllm.core.defaults import SEED
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import check_writable_folder, read_record, write_record
 from tinyllm.training.cli import RunFolders, build_cli
@@ -266,7 +267,7 @@ def run_swaps(config: str, seeds: list[int], variants: list[str], out: Path) -> 
 
 def swaps(
     config: str = "configs/swaps_cpu.yaml",
-    seeds: list[int] = [1337],
+    seeds: list[int] = [SEED],
     variants: list[str] = list(GPT2_TO_LLAMA),
     out: str = "results",
 ) -> None:

@@ -9,6 +9,7 @@ from typing import Literal
 
 from safetensors import safe_open
 
+from tinyllm.core.defaults import SEED, TEMPERATURE, TOP_K
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import check_writable_folder, fmt_bytes
 from tinyllm.formats.card import example_prompt
@@ -57,7 +58,7 @@ def export(
     if measure:
         prompt = example_prompt(loaded.tokenizer)
         measured = measure_now(loaded.model, loaded.tokenizer, data_path, data_dir, 0.1, prompt, samples=1,
-                               max_new_tokens=200, seed=1337)  # fmt: skip
+                               max_new_tokens=200, seed=SEED)  # fmt: skip
         print(f"measured now: val loss {measured.val_loss:.4f} over {measured.val_tokens:,} tokens of {measured.corpus}")
     out = write_export(loaded.model, loaded.tokenizer, out_dir, loaded.training, data, verify, data_dir, repo_id, measured)
     _, section, config = read_export_config(out)
@@ -86,7 +87,8 @@ def _export_gguf(ckpt_path: str, out_dir: Path, dtype: str, data_dir: str | None
         raise TinyLLMError(f"cannot write {target} ({e.strerror}): choose another --out_dir") from None
     print(f"exported {loaded.model.num_parameters():,} parameters to {path} ({fmt_bytes(path.stat().st_size)}, "
           f"GGUF {dtype}, llama architecture)")  # fmt: skip
-    print(f'next: llama-cli -m {path} -p "{example_prompt(loaded.tokenizer)}" -n 200 --temp 0.8   (llama.cpp)')
+    prompt = example_prompt(loaded.tokenizer)
+    print(f'next: llama-cli -m {path} -p "{prompt}" -n 200 --temp {TEMPERATURE} --top-k {TOP_K}   (llama.cpp)')
 
 
 def _magic(path: Path) -> bytes:

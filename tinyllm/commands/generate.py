@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Literal
 
+from tinyllm.core.defaults import PROMPT, SEED, TEMPERATURE, TOP_K
 from tinyllm.core.generate import generate as generate_text
 from tinyllm.core.generate import check_request, pick_device, prepare_decoding
 from tinyllm.errors import TinyLLMError
@@ -22,12 +23,12 @@ DEMO_SETTINGS = [
 
 def generate(
     ckpt_path: str,
-    prompt: str = "ROMEO:",
+    prompt: str = PROMPT,
     max_new_tokens: int = 500,
-    temperature: float = 0.8,
-    top_k: int | None = 200,
+    temperature: float = TEMPERATURE,
+    top_k: int | None = TOP_K,
     top_p: float | None = None,
-    seed: int | None = 1337,
+    seed: int | None = SEED,
     kv_cache: bool = True,
     num_samples: int = 1,
     stream: bool = True,

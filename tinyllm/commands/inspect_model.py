@@ -14,6 +14,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from tinyllm.core.defaults import LOOK_PROMPT
 from tinyllm.core.figures import attention_grid, cache_figure, labels_of, logit_lens_figure, rope_figure
 from tinyllm.core.insides import attention_maps, cache_cost, logit_lens, rope_curves
 from tinyllm.core.model import GPT
@@ -22,7 +23,7 @@ from tinyllm.errors import TinyLLMError
 from tinyllm.files import check_writable_folder
 from tinyllm.formats.load import load_model
 
-DEFAULT_PROMPT = "ROMEO:\nBut soft, what light through yonder window breaks?\nJULIET:\nAy me"
+DEFAULT_PROMPT = LOOK_PROMPT + "\nJULIET:\nAy me"
 
 
 def _save(fig: Figure, path: Path) -> Path:

@@ -31,6 +31,7 @@ from matplotlib.figure import Figure
 
 from tinyllm.commands.budgets import run_rung, seed_options
 from tinyllm.core.config import GPTConfig
+from tinyllm.core.defaults import SEED
 from tinyllm.core.model import GPT
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import check_writable_folder, read_record, write_record
@@ -221,7 +222,7 @@ def scaling(
     minutes: list[float] = [0.5, 1, 2],
     ask: list[float] = [5, 30],
     min_steps: int = 100,
-    seed: int = 1337,
+    seed: int = SEED,
     out: str = "results",
 ) -> None:
     """The size that fits a budget: a grid of model sizes at several time budgets, a Chinchilla fit and its frontier.

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 from tinyllm.commands.budgets import check_seeds, mean_sd, run_rung, seed_options
 from tinyllm.commands.prepare import prepare
+from tinyllm.core.defaults import SEED
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import check_writable_folder, shakespeare_path
 from tinyllm.training.precision import cpu_name
@@ -70,7 +71,7 @@ def tokenizers(
     config: str = "configs/cpu.yaml",
     tokenizers: list[str] = ["char", "bpe:257", "bpe:1024", "bpe:4096", "gpt2"],
     minutes: float = 5,
-    seeds: list[int] = [1337],
+    seeds: list[int] = [SEED],
     inputs: str | None = None,
     data: str = "data/tokenizers",
     out: str = "results",

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tinyllm.core.checkpoint import best_checkpoint_state
+from tinyllm.core.defaults import PROMPT, TEMPERATURE, TOP_K
 from tinyllm.core.model import GPT
 from tinyllm.core.tokenizers import Tokenizer
 from tinyllm.files import fmt_bytes, sha256_of
@@ -58,8 +59,8 @@ def _fmt_count(n: int) -> str:
 
 
 def example_prompt(tokenizer: Tokenizer) -> str:
-    if tokenizer.name != "char" or all(ch in tokenizer.chars for ch in "ROMEO:"):
-        return "ROMEO:"
+    if tokenizer.name != "char" or all(ch in tokenizer.chars for ch in PROMPT):
+        return PROMPT
     return next((ch for ch in tokenizer.chars if ch.isalpha()), tokenizer.chars[0])
 
 
@@ -273,7 +274,7 @@ def _use_section(name: str, model: GPT, tokenizer: Tokenizer, export: ExportFact
             f'model = AutoModelForCausalLM.from_pretrained("{name}")',
             f'ids = tokenizer("{prompt}", return_tensors="pt").input_ids',
             f"out = model.generate(ids, max_new_tokens={max(1, c.block_size - 16)}, do_sample=True, "
-            "temperature=0.8, top_k=200)",
+            f"temperature={TEMPERATURE}, top_k={TOP_K})",
             "print(tokenizer.decode(out[0]))",
             "```",
             "",

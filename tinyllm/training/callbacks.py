@@ -24,6 +24,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from tqdm import tqdm
 
 from tinyllm.compat import evaluation_follows_batch, save_last_checkpoint
+from tinyllm.core.defaults import LOOK_PROMPT, PROMPT, SEED, TEMPERATURE, TOP_K
 from tinyllm.core.figures import attention_grid, labels_of
 from tinyllm.core.generate import check_sampling, generate
 from tinyllm.core.insides import attention_maps, evaluating
@@ -383,12 +384,12 @@ class GenerationSamples(L.Callback):
 
     def __init__(
         self,
-        prompt: str = "ROMEO:",
+        prompt: str = PROMPT,
         max_new_tokens: int = 200,
         every_n_evals: int = 1,
-        temperature: float = 0.8,
-        top_k: int | None = 200,
-        seed: int = 1337,
+        temperature: float = TEMPERATURE,
+        top_k: int | None = TOP_K,
+        seed: int = SEED,
     ) -> None:
         check_sampling(temperature, top_k, None)
         if max_new_tokens < 1 or every_n_evals < 1 or not prompt:
@@ -408,7 +409,7 @@ class GenerationSamples(L.Callback):
         self._tokenizer = tokenizer_of_run(trainer, pl_module)
         try:
             self._prompt_ids = self._tokenizer.encode(self.prompt)
-        except TinyLLMError as e:  # the default "ROMEO:" meets a corpus without those characters
+        except TinyLLMError as e:  # the default PROMPT meets a corpus without those characters
             raise TinyLLMError(f"the samples' prompt {self.prompt!r} does not fit this corpus ({str(e).split(';')[0]}): give one from "
                                "its text with --samples.prompt TEXT, or switch samples off with --samples null") from None  # fmt: skip
 
@@ -442,7 +443,7 @@ class AttentionImages(L.Callback):
     numbers and restores the model's mode, so a run with it ends with exactly the weights of a run without it.
     """
 
-    def __init__(self, prompt: str = "ROMEO:\nBut soft, what light through yonder window breaks?") -> None:
+    def __init__(self, prompt: str = LOOK_PROMPT) -> None:
         if not prompt:
             raise TinyLLMError("AttentionImages needs a prompt")
         self.prompt = prompt

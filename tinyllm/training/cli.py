@@ -49,6 +49,7 @@ import yaml
 
 from tinyllm.compat import ignore_lightnings_own_deprecations
 from tinyllm.core.checkpoint import budget_seconds, checkpoint_hparams, checkpoint_step, read_checkpoint
+from tinyllm.core.defaults import SEED
 from tinyllm.core.kernels import reuse_freed_memory
 from tinyllm.core.tokenizers import stored_spec
 from tinyllm.errors import PROG, Stopped, TinyLLMError, one_line
@@ -68,7 +69,7 @@ OPTIONAL_CALLBACKS: dict[str, tuple[type[Callback], dict[str, Any] | None]] = {
     "lr_monitor": (LearningRateMonitor, {"logging_interval": "step"}),
     "throughput": (TokenThroughput, {}),
     "progress_bar": (StepProgressBar, {}),
-    "samples": (GenerationSamples, {"prompt": "ROMEO:", "max_new_tokens": 200}),
+    "samples": (GenerationSamples, {}),
     "attention_images": (AttentionImages, None),  # None: off unless switched on
 }
 TRAINER_DEFAULTS = {
@@ -520,7 +521,7 @@ def build_cli(args: list[str] | None, run: bool = True) -> TinyLLMCLI:
                 ShakespeareDataModule,
                 args=expand_configs(args) if args is not None else None,
                 run=run,
-                seed_everything_default=1337,
+                seed_everything_default=SEED,
                 save_config_kwargs={"overwrite": True},  # a resumed run re-saves its config
                 parser_kwargs={"exit_on_error": False, "prog": PROG,
                                "fit": {"description": FIT_DESCRIPTION}},

@@ -35,13 +35,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import lightning as L
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
-from tinyllm.compat import training_batches_processed
+from tinyllm.compat import training_batches_processed, unrepeated_sampler
 from tinyllm.core.dataset import PreparedDataset, is_dataset, open_dataset, split_text, token_dtype
+from tinyllm.core.defaults import SEED
 from tinyllm.core.tokenizers import (BPETokenizer, Tokenizer, build_tokenizer, parse_tokenizer_spec, stored_spec,
                                      tokenizer_from_state, unmerge)
 from tinyllm.errors import TinyLLMError
@@ -253,7 +253,7 @@ class ShakespeareDataModule(L.LightningDataModule):
         val_batch_size: int | None = None,
         val_fraction: float = 0.1,
         val_tokens: int | None = 1_048_576,
-        seed: int = 1337,
+        seed: int = SEED,
         bpe_dropout: float = 0.0,
         num_workers: int = 0,
     ) -> None:
@@ -405,11 +405,8 @@ class ShakespeareDataModule(L.LightningDataModule):
         windows = self.val_windows()
         sampler = None
         if self.trainer is not None and self.trainer.world_size > 1:
-            # Each process takes every world_size-th window and no window twice. (Lightning's own
-            # DistributedSampler pads the last shard with repeats, which would count some windows twice.)
-            sampler = UnrepeatedDistributedSampler(
-                windows, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
-            )
+            # Each process takes every world_size-th window and no window twice.
+            sampler = unrepeated_sampler(windows, self.trainer.world_size, self.trainer.global_rank)
         return DataLoader(windows, batch_size=self.val_batch_size, shuffle=False, sampler=sampler,
                           num_workers=self.num_workers, generator=torch.Generator())  # fmt: skip
 

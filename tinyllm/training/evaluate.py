@@ -6,6 +6,7 @@ from pathlib import Path
 
 import lightning as L
 
+from tinyllm.core.defaults import TEMPERATURE, TOP_K
 from tinyllm.core.generate import generate
 from tinyllm.core.model import GPT
 from tinyllm.core.tokenizers import Tokenizer
@@ -34,8 +35,9 @@ def measure(model: GPT, tokenizer: Tokenizer, data_path: str | None, data_dir: s
     texts = []
     for i in range(samples):
         g = generate(model.eval(), ids, max_new_tokens, decode=tokenizer.decode, seed=seed + i,
-                     temperature=0.8, top_k=200)  # fmt: skip
-        texts.append((f"prompt {prompt!r}, temperature 0.8, top-k 200, seed {seed + i}", prompt + g.texts[0]))
+                     temperature=TEMPERATURE, top_k=TOP_K)  # fmt: skip
+        settings = f"prompt {prompt!r}, temperature {TEMPERATURE}, top-k {TOP_K}, seed {seed + i}"
+        texts.append((settings, prompt + g.texts[0]))
     corpus = Path(data_path).name if data_path else "Tiny Shakespeare"
     split = f"the last {val_fraction:.0%} of {corpus}"
     return Measured(float(metrics[VAL_LOSS]), val_tokens, split, texts, corpus, None if data_path else TINY_SHAKESPEARE_HUB)
