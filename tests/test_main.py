@@ -82,10 +82,13 @@ def test_a_commands_help_comes_from_its_docstring(tmp_path: Path):
     assert "softmax temperature; 0 is greedy" in proc.stdout  # the Args: line of --temperature
 
 
-@pytest.mark.parametrize("command", ["fit", "validate", "generate"])
-def test_every_usage_line_names_the_program_as_it_is_typed(tmp_path: Path, command: str):
-    proc = run_main(command, "--help", cwd=tmp_path)
-    assert proc.returncode == 0 and proc.stdout.startswith(f"usage: python -m tinyllm [options] {command}"), proc.stdout[:200]
+@pytest.mark.parametrize("name", ["fit", "validate", "generate"])
+def test_every_usage_line_names_the_program_and_the_description_is_the_docstring(tmp_path: Path, name: str):
+    proc = run_main(name, "--help", cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.startswith(f"usage: python -m tinyllm [options] {name}"), proc.stdout[:200]
+    # The description is the command function's docstring (Lightning's own would describe its Trainer method).
+    doc = " ".join(inspect.getdoc(command(COMMANDS[name])).split("\n\nArgs:")[0].split())
+    assert doc in " ".join(proc.stdout.split()), proc.stdout[-1500:]
 
 
 @pytest.mark.parametrize("args,mention", [
@@ -98,8 +101,9 @@ def test_bad_commands_and_options_are_one_line(tmp_path: Path, args: list[str], 
     assert_one_line_error(run_main(*args, cwd=tmp_path), mention)
 
 
-def test_generate_and_its_help_import_no_lightning(fit_run, tmp_path: Path):
-    # The registry imports only the command it runs: generate starts without Lightning's seconds of imports.
+def test_generate_and_the_help_import_no_lightning(fit_run, tmp_path: Path):
+    # The registry imports only the command it runs (none to list them all): generate and --help start without
+    # Lightning's seconds of imports.
     import subprocess
     import sys
 
@@ -107,7 +111,7 @@ def test_generate_and_its_help_import_no_lightning(fit_run, tmp_path: Path):
     script = ("import sys\nfrom tinyllm.__main__ import main\n"
               "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
               "print('LIGHTNING', any(m.split('.')[0] in ('lightning', 'pytorch_lightning') for m in sys.modules))")  # fmt: skip
-    for args in (["generate", "--help"], ["generate", "--ckpt_path", str(ckpt), "--max_new_tokens", "5"]):
+    for args in (["--help"], ["generate", "--help"], ["generate", "--ckpt_path", str(ckpt), "--max_new_tokens", "5"]):
         proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=tmp_path,
                               timeout=120)  # fmt: skip
         assert proc.stdout.strip().splitlines()[-1] == "LIGHTNING False", describe(proc)

@@ -1,4 +1,4 @@
-"""tinyllm: a ~10M-parameter GPT trained from scratch on Tiny Shakespeare, from GPT-2 to LLaMA one swap at a time.
+"""tinyllm: train a small GPT from scratch (on Tiny Shakespeare first), from GPT-2 to LLaMA one swap at a time.
 
 The package is layered; each layer imports only the ones above it in this list:
 

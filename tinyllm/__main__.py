@@ -10,12 +10,16 @@ cause ends in one line on stderr and exit status 2.
 
 from __future__ import annotations
 
+import ast
 import importlib
-import inspect
+import importlib.util
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 from jsonargparse import ArgumentError, ArgumentParser
+
+import tinyllm
 
 from tinyllm.compat import ignore_lightnings_own_deprecations
 from tinyllm.errors import PROG, Stopped, TinyLLMError, one_line
@@ -45,28 +49,40 @@ def command(target: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), name)
 
 
+def docstring(target: str) -> str:
+    """The docstring of the function ``module:function`` (of the module, for ``module``), read from its source.
+
+    Reading, not importing: the full command list then costs no module's imports (Lightning's take seconds).
+    """
+    module, _, name = target.partition(":")
+    tree: ast.AST = ast.parse(Path(importlib.util.find_spec(module).origin).read_text(encoding="utf-8"))
+    if name:
+        tree = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == name)
+    return ast.get_docstring(tree) or ""
+
+
 def summary(target: str | dict[str, str]) -> str:
     """A command's one-line help: the first line of its docstring (of its module's, for a group)."""
-    if isinstance(target, dict):
-        first = next(iter(target.values()))
-        doc = importlib.import_module(first.partition(":")[0]).__doc__
-    else:
-        doc = command(target).__doc__
-    return inspect.cleandoc(doc or "").splitlines()[0] if doc else ""
+    doc = docstring(next(iter(target.values())).partition(":")[0] if isinstance(target, dict) else target)
+    return doc.splitlines()[0] if doc else ""
 
 
 def build_parser(only: str | None = None) -> ArgumentParser:
-    """The parser of every registered command (or of the command ``only``), from the functions' signatures and docstrings.
+    """The parser of the command ``only``, from its function's signature and docstring; without ``only``, the list.
 
-    Building a command's parser imports its module: ``only`` keeps ``generate``
-    from importing the modules of the others, Lightning among them.
+    Adding a command's options imports its module: ``only`` keeps ``generate``
+    from importing the modules of the others, Lightning among them, and the
+    list of every command (``--help``) imports none.
     """
-    parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0], exit_on_error=False)
-    add_commands(parser, {only: COMMANDS[only]} if only is not None else COMMANDS)
+    parser = ArgumentParser(prog=PROG, description=tinyllm.__doc__.splitlines()[0], exit_on_error=False)
+    if only is None:
+        add_commands(parser, COMMANDS, with_options=False)
+    else:
+        add_commands(parser, {only: COMMANDS[only]})
     return parser
 
 
-def add_commands(parser: ArgumentParser, commands: dict[str, Any]) -> None:
+def add_commands(parser: ArgumentParser, commands: dict[str, Any], with_options: bool = True) -> None:
     """Add ``commands`` as subcommands of ``parser`` (jsonargparse wants each level added before the next)."""
     subcommands = parser.add_subcommands(dest="command", required=True)
     for name, target in commands.items():
@@ -74,12 +90,11 @@ def add_commands(parser: ArgumentParser, commands: dict[str, Any]) -> None:
         if isinstance(target, dict):
             sub = ArgumentParser(prog=prog, description=summary(target), exit_on_error=False)
             subcommands.add_subcommand(name, sub, help=summary(target))
-            add_commands(sub, target)
+            add_commands(sub, target, with_options)
             continue
-        fn = command(target)
-        sub = ArgumentParser(prog=prog, description=inspect.getdoc(fn).split("\n\nArgs:")[0], exit_on_error=False)
-        if name not in LIGHTNING_COMMANDS:
-            sub.add_function_arguments(fn, as_group=False)
+        sub = ArgumentParser(prog=prog, description=docstring(target).split("\n\nArgs:")[0], exit_on_error=False)
+        if with_options and name not in LIGHTNING_COMMANDS:
+            sub.add_function_arguments(command(target), as_group=False)
         subcommands.add_subcommand(name, sub, help=summary(target))
 
 

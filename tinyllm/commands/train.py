@@ -6,6 +6,7 @@ exported folder as ``--ckpt_path``, handed to Lightning as a temporary .ckpt.
 
 from __future__ import annotations
 
+import inspect
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -21,14 +22,28 @@ from tinyllm.training.cli import build_cli
 
 
 def fit(args: list[str]) -> None:
-    """Train a model: fit --config configs/quick.yaml [--name NAME] [--ckpt_path last] (options: fit --help)."""
-    build_cli(["fit", *args])
+    """Train a model: fit --config configs/quick.yaml [--name NAME] [--ckpt_path last] (options: fit --help).
+
+    A run is a name: checkpoints/<name>/ and logs/<name>/.
+
+    Length: --trainer.max_steps N, or a time budget --trainer.max_time DD:HH:MM:SS (or both: whichever
+    ends first). A time-budget run finishes by its deadline: the learning rate decays over the time,
+    and the last evaluation and checkpoint fit inside it. --ckpt_path last resumes a run. A step-defined
+    run resumes bit for bit. A time-defined run resumes within the same budget (the time used is in the
+    checkpoint), but not bit for bit: how many steps fit, and the learning rate at each, depend on the
+    machine's speed in each process.
+    """
+    build_cli(["fit", *args], description=inspect.getdoc(fit))
 
 
 def validate(args: list[str]) -> None:
-    """Val loss of a checkpoint over the whole held-out split: validate --config C --ckpt_path last|best|FILE|FOLDER."""
+    """Val loss of a checkpoint over the whole held-out split: validate --config C --ckpt_path last|best|FILE|FOLDER.
+
+    last and best are the run's (--name) own checkpoints; FOLDER is an exported folder, handed to Lightning as a
+    temporary .ckpt.
+    """
     with lightning_checkpoint_args(args) as lightning_args:
-        build_cli(["validate", *lightning_args])
+        build_cli(["validate", *lightning_args], description=inspect.getdoc(validate))
 
 
 @contextmanager

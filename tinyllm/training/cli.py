@@ -77,14 +77,6 @@ TRAINER_DEFAULTS = {
     "trainer.check_val_every_n_epoch": None,  # evaluate every val_check_interval batches instead
     "trainer.log_every_n_steps": 10,
 }
-FIT_DESCRIPTION = """Train a model. A run is a name: checkpoints/<name>/ and logs/<name>/.
-
-Length: --trainer.max_steps N, or a time budget --trainer.max_time DD:HH:MM:SS (or both: whichever
-ends first). A time-budget run finishes by its deadline: the learning rate decays over the time,
-and the last evaluation and checkpoint fit inside it. --ckpt_path last resumes a run. A step-defined
-run resumes bit for bit. A time-defined run resumes within the same budget (the time used is in the
-checkpoint), but not bit for bit: how many steps fit, and the learning rate at each, depend on the
-machine's speed in each process."""
 CHECKPOINT_MODEL_KEYS = (
     "arch", "lr", "min_lr", "warmup_steps", "weight_decay", "betas", "schedule", "decay_fraction", "optimizer", "muon_lr"
 )  # a resume must match
@@ -504,8 +496,11 @@ def report_thread_errors_in_one_line() -> None:
     threading.excepthook = _one_line_thread_error
 
 
-def build_cli(args: list[str] | None, run: bool = True) -> TinyLLMCLI:
-    """tinyllm's LightningCLI. ``run=False`` only builds model, data and trainer from ``--config`` args."""
+def build_cli(args: list[str] | None, run: bool = True, description: str | None = None) -> TinyLLMCLI:
+    """tinyllm's LightningCLI. ``run=False`` only builds model, data and trainer from ``--config`` args.
+
+    ``description``: what ``--help`` shows for the subcommand ``args[0]`` (its function's docstring).
+    """
     report_thread_errors_in_one_line()
     reuse_freed_memory()  # a CPU step's activations would otherwise fault in fresh pages every step
     with warnings.catch_warnings():
@@ -524,7 +519,7 @@ def build_cli(args: list[str] | None, run: bool = True) -> TinyLLMCLI:
                 seed_everything_default=SEED,
                 save_config_kwargs={"overwrite": True},  # a resumed run re-saves its config
                 parser_kwargs={"exit_on_error": False, "prog": PROG,
-                               "fit": {"description": FIT_DESCRIPTION}},
+                               **({args[0]: {"description": description}} if description and args else {})},
             )
         except ArgumentError as e:
             raise TinyLLMError(one_line(str(e))) from None
