@@ -18,8 +18,10 @@ from tinyllm.formats.load import load_model
 def test_export_command_then_generate_and_validate_on_the_folder(runs, tmp_path: Path):
     run_dir = runs["char"].parents[2]
     out = tmp_path / "shared-char"
-    proc = run_cli("export", "--ckpt_path", runs["char"], "--out_dir", out, "--verify", "false", cwd=run_dir)
+    proc = run_cli("export", "--ckpt_path", runs["char"], "--out_dir", out, "--verify", "false", "--val_fraction", "0.2",
+                   cwd=run_dir)  # fmt: skip
     assert proc.returncode == 0, describe(proc)
+    assert "the last 20% of Tiny Shakespeare" in (out / "README.md").read_text(encoding="utf-8")  # measured there
     assert "LlamaForCausalLM" in proc.stdout and "35,008 parameters" in proc.stdout
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "README.md"]
@@ -38,3 +40,4 @@ def test_export_command_then_generate_and_validate_on_the_folder(runs, tmp_path:
     assert len(reported) == 1, val.stdout
     value = float(reported[0].replace("│", " ").split()[1])
     assert value == pytest.approx(load_model(runs["char"]).metrics["best_val_loss"], rel=1e-5)
+

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tinyllm.core.defaults import SEED
+from tinyllm.core.defaults import SEED, VAL_FRACTION
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import check_writable_folder
 from tinyllm.formats.card import example_prompt, model_card
@@ -23,7 +23,7 @@ def card(
     data: str | None = None,
     data_path: str | None = None,
     data_dir: str | None = None,
-    val_fraction: float = 0.1,
+    val_fraction: float = VAL_FRACTION,
 ) -> None:
     """Write a model card for a checkpoint, with its val loss over the whole held-out split and samples, measured now.
 

@@ -9,7 +9,7 @@ from typing import Literal
 
 from safetensors import safe_open
 
-from tinyllm.core.defaults import SEED, TEMPERATURE, TOP_K
+from tinyllm.core.defaults import SEED, TEMPERATURE, TOP_K, VAL_FRACTION
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import check_writable_folder, fmt_bytes
 from tinyllm.formats.card import example_prompt
@@ -31,6 +31,7 @@ def export(
     repo_id: str | None = None,
     measure: bool = True,
     data_path: str | None = None,
+    val_fraction: float = VAL_FRACTION,
 ) -> None:
     """Share a checkpoint: a folder that transformers loads (weights, config, tokenizer, model card) or a GGUF file.
 
@@ -46,6 +47,7 @@ def export(
         repo_id: USER/NAME that the card's usage lines load.
         measure: measure the val loss (whole held-out split) and a sample now, for the card and its model-index.
         data_path: the text it was trained on, if not Tiny Shakespeare (for the measurement).
+        val_fraction: as --data.val_fraction in training (for the measurement).
     """
     if format == "gguf":
         _export_gguf(ckpt_path, Path(out_dir), dtype, data_dir)
@@ -57,7 +59,7 @@ def export(
     measured = None
     if measure:
         prompt = example_prompt(loaded.tokenizer)
-        measured = measure_now(loaded.model, loaded.tokenizer, data_path, data_dir, 0.1, prompt, samples=1,
+        measured = measure_now(loaded.model, loaded.tokenizer, data_path, data_dir, val_fraction, prompt, samples=1,
                                max_new_tokens=200, seed=SEED)  # fmt: skip
         print(f"measured now: val loss {measured.val_loss:.4f} over {measured.val_tokens:,} tokens of {measured.corpus}")
     out = write_export(loaded.model, loaded.tokenizer, out_dir, loaded.training, data, verify, data_dir, repo_id, measured)

@@ -70,6 +70,7 @@ from tinyllm.core.dataset import (
     FORMAT, META_NAME, SPLITS, TOKENIZER_JSON, VERSION, ShardWriter, dtype_name, read_meta, token_dtype, write_meta,
     open_dataset, train_chars,
 )  # fmt: skip
+from tinyllm.core.defaults import VAL_FRACTION
 from tinyllm.core.tokenizers import CharTokenizer, Tokenizer, parse_tokenizer_spec, tokenizer_from_state, train_bpe
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import fmt_bytes
@@ -88,7 +89,7 @@ def prepare(
     inputs: str | list[str],
     out: str,
     tokenizer: str = "char",
-    val_fraction: float = 0.1,
+    val_fraction: float = VAL_FRACTION,
     text_field: str = "text",
     shard_tokens: int = DEFAULT_SHARD_TOKENS,
     workers: int | None = None,

@@ -9,4 +9,5 @@ SEED = 1337  # nanoGPT's: training, the data windows and the samples start here
 PROMPT = "ROMEO:"  # a speaker's name, as every speech of Tiny Shakespeare begins
 TEMPERATURE = 0.8  # nanoGPT's sample.py: a little sharper than the model's own distribution
 TOP_K = 200  # ... among the 200 most likely tokens only (all of them, for a character vocabulary)
+VAL_FRACTION = 0.1  # the trailing part of a text held out for validation; a measurement after training must match
 LOOK_PROMPT = "ROMEO:\nBut soft, what light through yonder window breaks?"  # what attention pictures look at

@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 
 from tinyllm.compat import training_batches_processed, unrepeated_sampler
 from tinyllm.core.dataset import PreparedDataset, is_dataset, open_dataset, split_text, token_dtype
-from tinyllm.core.defaults import SEED
+from tinyllm.core.defaults import SEED, VAL_FRACTION
 from tinyllm.core.tokenizers import (BPETokenizer, Tokenizer, build_tokenizer, parse_tokenizer_spec, stored_spec,
                                      tokenizer_from_state, unmerge)
 from tinyllm.errors import TinyLLMError
@@ -251,7 +251,7 @@ class ShakespeareDataModule(L.LightningDataModule):
         block_size: int = 256,
         batch_size: int = 64,
         val_batch_size: int | None = None,
-        val_fraction: float = 0.1,
+        val_fraction: float = VAL_FRACTION,
         val_tokens: int | None = 1_048_576,
         seed: int = SEED,
         bpe_dropout: float = 0.0,
