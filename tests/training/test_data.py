@@ -367,7 +367,7 @@ def test_loaders_do_not_touch_global_rng(shakespeare_dm: ShakespeareDataModule):
 
 def test_train_loader_is_the_random_windows_stream(shakespeare_dm: ShakespeareDataModule):
     dm = shakespeare_dm
-    reference = RandomWindows(dm.train_tokens, 32, 4, seed=42, rank=0)
+    reference = RandomWindows(dm.train_ids, 32, 4, seed=42, rank=0)
     for k, (x, y) in enumerate(itertools.islice(iter(dm.train_dataloader()), 3)):
         bx, by = reference.batch(k)
         assert torch.equal(x, bx) and torch.equal(y, by)
@@ -386,7 +386,7 @@ def test_state_dict_round_trip_resumes_at_batch_k(data_dir: Path):
     resumed = list(itertools.islice(iter(dm.train_dataloader()), 2))
 
     ref = fresh()
-    windows = RandomWindows(ref.train_tokens, ref.block_size, ref.batch_size, ref.seed, rank=0)
+    windows = RandomWindows(ref.train_ids, ref.block_size, ref.batch_size, ref.seed, rank=0)
     for k, (x, y) in zip((7, 8), resumed):
         bx, by = windows.batch(k)
         assert torch.equal(x, bx) and torch.equal(y, by)
@@ -440,9 +440,9 @@ def _prepared_dm(folder: Path, **kwargs) -> ShakespeareDataModule:
 def test_a_prepared_folder_is_read_window_by_window_not_loaded(tmp_path: Path):
     dm = _prepared_dm(_numbered(tmp_path))
     assert dm.prepared and dm.vocab_size == 65_536 and dm.tokenizer_state == {"kind": "gpt2"}
-    for shards in (dm.train_tokens, dm.val_tokens):
+    for shards in (dm.train_ids, dm.val_ids):
         assert all(isinstance(s, ShardFile) for s in shards)
-    assert [len(s) for s in dm.train_tokens] == [1000, 1000, 1000, 500]
+    assert [len(s) for s in dm.train_ids] == [1000, 1000, 1000, 500]
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == y.shape == (8, 16) and x.dtype == torch.int64
     assert torch.equal(x[:, 1:], y[:, :-1])
@@ -467,21 +467,21 @@ def test_prepared_batch_k_is_a_pure_function_of_seed_rank_k(tmp_path: Path):
     folder = _numbered(tmp_path)
     a, b = _prepared_dm(folder), _prepared_dm(folder)
     for k in (0, 3, 17):
-        xa, ya = RandomWindows(a.train_tokens, 16, 8, seed=5, rank=0).batch(k)
-        xb, yb = RandomWindows(b.train_tokens, 16, 8, seed=5, rank=0).batch(k)
+        xa, ya = RandomWindows(a.train_ids, 16, 8, seed=5, rank=0).batch(k)
+        xb, yb = RandomWindows(b.train_ids, 16, 8, seed=5, rank=0).batch(k)
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
     first = next(iter(a.train_dataloader()))[0]
-    assert torch.equal(first, RandomWindows(b.train_tokens, 16, 8, seed=5, rank=0).batch(0)[0])
-    assert not torch.equal(first, RandomWindows(b.train_tokens, 16, 8, seed=5, rank=1).batch(0)[0])
-    assert not torch.equal(first, RandomWindows(b.train_tokens, 16, 8, seed=6, rank=0).batch(0)[0])
+    assert torch.equal(first, RandomWindows(b.train_ids, 16, 8, seed=5, rank=0).batch(0)[0])
+    assert not torch.equal(first, RandomWindows(b.train_ids, 16, 8, seed=5, rank=1).batch(0)[0])
+    assert not torch.equal(first, RandomWindows(b.train_ids, 16, 8, seed=6, rank=0).batch(0)[0])
     a.load_state_dict({"train_batches_done": 7})
-    assert torch.equal(next(iter(a.train_dataloader()))[0], RandomWindows(b.train_tokens, 16, 8, 5, 0).batch(7)[0])
+    assert torch.equal(next(iter(a.train_dataloader()))[0], RandomWindows(b.train_ids, 16, 8, 5, 0).batch(7)[0])
 
 
 def test_windows_never_span_two_shards_and_shards_are_drawn_by_size(tmp_path: Path):
     # Shards of 1000, 1000, 1000, 500 and 10 tokens: the last holds no window of 17.
     dm = _prepared_dm(_numbered(tmp_path, n_train=3510))
-    rw = RandomWindows(dm.train_tokens, 16, 64, seed=1, rank=0)
+    rw = RandomWindows(dm.train_ids, 16, 64, seed=1, rank=0)
     used = np.zeros(5, dtype=int)
     for k in range(40):
         x, y = rw.batch(k)
@@ -590,7 +590,7 @@ def test_a_prepared_folder_brings_its_own_tokenizer(tmp_path: Path, capsys: pyte
 def test_prepared_shards_in_worker_processes_match_one_process(tmp_path: Path):
     dm = _prepared_dm(_numbered(tmp_path), num_workers=2)
     got = list(itertools.islice(iter(dm.train_dataloader()), 4))
-    rw = RandomWindows(dm.train_tokens, 16, 8, seed=5, rank=0)
+    rw = RandomWindows(dm.train_ids, 16, 8, seed=5, rank=0)
     for k, (x, y) in enumerate(got):
         bx, by = rw.batch(k)
         assert torch.equal(x, bx) and torch.equal(y, by)
@@ -652,16 +652,16 @@ def test_bpe_dropout_cuts_each_pass_anew_and_batch_k_stays_a_pure_function(small
     windows = loader.dataset
     assert isinstance(windows, ResegmentedWindows)
     per_pass = windows.batches_per_pass
-    assert per_pass == len(dm.train_tokens) // (16 * 4)
+    assert per_pass == len(dm.train_ids) // (16 * 4)
     batches = list(itertools.islice(iter(loader), 2 * per_pass + 1))
     text = split_text(SMALL_TEXT, 0.1)[0]
-    other = ResegmentedWindows(dm.train_tokens, dm.tokenizer.merge_parents(), 0.2, 16, 4, seed=3, rank=0)
+    other = ResegmentedWindows(dm.train_ids, dm.tokenizer.merge_parents(), 0.2, 16, 4, seed=3, rank=0)
     passes = []
     for e in range(3):
         other.batch(e * per_pass)
         passes.append(other.tokens.clone())
         assert dm.tokenizer.decode(passes[-1].tolist()) == text  # the same text, cut another way
-        assert len(passes[-1]) > len(dm.train_tokens)
+        assert len(passes[-1]) > len(dm.train_ids)
     assert not torch.equal(passes[0], passes[1]) and not torch.equal(passes[1], passes[2])
     for k in (2 * per_pass, 0, per_pass + 1, 1):  # in any order: the cut and the windows depend on k only
         x, y = other.batch(k)
@@ -672,7 +672,7 @@ def test_bpe_dropout_resumes_at_batch_k_and_leaves_validation_alone(small_corpus
     dm = _resegmenting_dm(small_corpus)
     plain = ShakespeareDataModule(path=str(small_corpus), tokenizer="bpe:300", block_size=16, batch_size=4, seed=3)
     plain.setup("fit")
-    assert torch.equal(dm.val_tokens, plain.val_tokens) and torch.equal(dm.train_tokens, plain.train_tokens)
+    assert torch.equal(dm.val_ids, plain.val_ids) and torch.equal(dm.train_ids, plain.train_ids)
     per_pass = dm.train_dataloader().dataset.batches_per_pass
     start = per_pass - 3  # the resumed stream crosses into the next pass
     straight = list(itertools.islice(iter(dm.train_dataloader()), start + 15))

@@ -279,7 +279,7 @@ class ShakespeareDataModule(L.LightningDataModule):
         self.val_batch_size = val_batch_size or batch_size
         self.val_fraction, self.seed, self.num_workers = val_fraction, seed, num_workers
         self.bpe_dropout = bpe_dropout
-        self.val_tokens_limit = val_tokens
+        self.val_tokens = val_tokens
         self.train_batches_done = 0  # restored from checkpoints: where the training stream resumes
         self.val_bytes_per_token: float | None = None  # set by setup: UTF-8 bytes per val token, for bits per byte
         self._text: str | None = None
@@ -369,24 +369,24 @@ class ShakespeareDataModule(L.LightningDataModule):
         return train, val
 
     def setup(self, stage: str | None = None) -> None:
+        # The token ids of each split: one tensor, or (a prepared folder) its shards' memory maps,
+        # of which nothing is read until a window is indexed, in every process.
         if self.prepared:
-            # Memory maps: nothing is read until a window is indexed, in every process.
-            self.train_tokens, self.val_tokens = self._shards()
+            self.train_ids, self.val_ids = self._shards()
             ds = self.dataset()
             self.val_bytes_per_token = ds.split_bytes("val") / ds.split_tokens("val")
             return
         splits = self.splits()
-        self.train_tokens = torch.from_numpy(splits.train.astype(np.int64))
-        self.val_tokens = torch.from_numpy(splits.val.astype(np.int64))
+        self.train_ids = torch.from_numpy(splits.train.astype(np.int64))
+        self.val_ids = torch.from_numpy(splits.val.astype(np.int64))
         val_text = split_text(self._load()[0], self.val_fraction)[1]
         self.val_bytes_per_token = len(val_text.encode("utf-8")) / len(splits.val)
 
     def val_windows(self) -> FixedWindows:
         """The validation windows: all of them, or an evenly spaced subset of about ``val_tokens`` tokens."""
-        tokens = self.val_tokens
-        n = len(tokens) if isinstance(tokens, torch.Tensor) else sum(len(t) for t in tokens)
-        limit = self.val_tokens_limit
-        return FixedWindows(tokens, self.block_size, None if limit is None or n <= limit else limit // self.block_size)
+        ids, limit = self.val_ids, self.val_tokens
+        n = len(ids) if isinstance(ids, torch.Tensor) else sum(len(shard) for shard in ids)
+        return FixedWindows(ids, self.block_size, None if limit is None or n <= limit else limit // self.block_size)
 
     def train_dataloader(self) -> DataLoader:
         rank = self.trainer.global_rank if self.trainer is not None else 0
@@ -394,9 +394,9 @@ class ShakespeareDataModule(L.LightningDataModule):
         if self.bpe_dropout:
             tokenizer = self.tokenizer
             assert isinstance(tokenizer, BPETokenizer)  # __init__ allows bpe_dropout with bpe:N only
-            windows = ResegmentedWindows(self.train_tokens, tokenizer.merge_parents(), self.bpe_dropout, *stream)
+            windows = ResegmentedWindows(self.train_ids, tokenizer.merge_parents(), self.bpe_dropout, *stream)
         else:
-            windows = RandomWindows(self.train_tokens, *stream)
+            windows = RandomWindows(self.train_ids, *stream)
         # batch_size=None: the dataset already yields whole batches. A private generator keeps the
         # loader from drawing on the global RNG, which drives dropout and must resume exactly.
         return DataLoader(windows, batch_size=None, num_workers=self.num_workers, generator=torch.Generator())
