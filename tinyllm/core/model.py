@@ -21,8 +21,11 @@ nanochat), each off by default and each measured by ``experiment swaps``:
 The model is plain PyTorch: it knows nothing of Lightning, tokenizers or files.
 Faster paths for particular devices (dropout masks on a CPU, torch's fused
 attention) live beside it in ``kernels.py`` and compute the same functions.
-Names follow the Hugging Face LLaMA layout (``q_proj``, ``gate_proj``,
-``input_norm`` …) so that export is a renaming, not surgery.
+Names follow the Hugging Face LLaMA layout (``q_proj``, ``gate_proj`` …) so
+that export is a renaming, not surgery. The norms are the exception: LLaMA
+calls them ``input_layernorm`` and ``post_attention_layernorm`` whatever
+their kind; here they are ``input_norm`` and ``post_attention_norm``, since
+they may be RMSNorms, and export renames them.
 
 Shapes: B batch, T new tokens, S tokens attended to (cached + new),
 C = n_embd, H = n_head, D = head_dim = C / H.
