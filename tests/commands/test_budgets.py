@@ -84,3 +84,26 @@ def test_a_reference_row_is_checked_before_any_rung_trains(tmp_path: Path, conte
                     "--out", "out", cwd=tmp_path)  # fmt: skip
     assert_one_line_error(proc, "--reference", *words)
     assert not (tmp_path / "checkpoints").exists()  # refused before the first rung
+
+
+def test_a_rung_that_logged_no_val_loss_is_one_line(fit_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import shutil
+    import subprocess
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    from tinyllm.commands import budgets as budgets_module
+    from tinyllm.training.metrics import VAL_LOSS
+
+    def fit_without_validation(command: list[str]) -> subprocess.CompletedProcess:
+        name = command[command.index("--name") + 1]
+        (tmp_path / "checkpoints" / name).mkdir(parents=True)
+        shutil.copy(fit_run.dir / "checkpoints/tiny/last.ckpt", tmp_path / "checkpoints" / name / "last.ckpt")
+        with SummaryWriter(str(tmp_path / "logs" / name)) as writer:
+            writer.add_scalar("train_loss", 3.0, 1)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(budgets_module.subprocess, "run", fit_without_validation)
+    with pytest.raises(TinyLLMError, match=f"logged no {VAL_LOSS}"):
+        budgets_module.run_rung(str(TINY), 0.1, [], "rung")

@@ -158,6 +158,8 @@ def test_experiment_bad_options_are_one_line(tmp_path: Path):
     assert_one_line_error(proc, "gpt5")
     proc = run_main("experiment", "swaps", "--variants", "[vanilla, vanilla]", cwd=tmp_path)
     assert_one_line_error(proc, "twice")
+    proc = run_main("experiment", "swaps", "--variants", "[]", cwd=tmp_path)
+    assert_one_line_error(proc, "--variants is empty")
 
 
 @pytest.mark.slow

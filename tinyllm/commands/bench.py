@@ -26,6 +26,7 @@ from tinyllm.core.model import GPT, KVCache
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import check_writable_folder
 from tinyllm.formats.load import load_model
+from tinyllm.training.callbacks import compute_dtype
 from tinyllm.training.cli import build_cli
 from tinyllm.training.module import GPTLitModule, optimizer_step
 
@@ -238,7 +239,7 @@ def run_bench_train(config_args: list[str], steps: int, warmup: int, rounds: int
     # Both loops run the same arithmetic; MFU is against the matmul peak of that arithmetic's dtype.
     cfg = {"accumulate": trainer.accumulate_grad_batches, "clip": trainer.gradient_clip_val, "precision": precision}
     tokens_per_step = datamodule.batch_size * datamodule.block_size * cfg["accumulate"]
-    dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float32
+    dtype = compute_dtype(precision)
     peak = matmul_peak_flops(dtype)
     # Alternate the two loops (plain, Lightning, plain, …) so neither always pays the first-touch costs;
     # each loop's figure is its best round's median step time.

@@ -57,6 +57,9 @@ def run_rung(config: str, minutes: float, extra: list[str], name: str) -> dict[s
         raise TinyLLMError(f"the {minutes:g}-minute run failed (exit {done.returncode}): see its output above")
     _, last = read_checkpoint(run.checkpoints / "last.ckpt")
     scalars = read_scalars(run.logs)
+    if VAL_LOSS not in scalars:
+        raise TinyLLMError(f"the {minutes:g}-minute run logged no {VAL_LOSS}: check {run.logs} "
+                           "(was validation switched off?)")
     speeds = [v for _, v in scalars.get(TOKENS_PER_S, [])]
     return {
         "budget_min": minutes, "name": name, "val_loss": scalars[VAL_LOSS][-1][1], "steps": checkpoint_step(last),

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 
-from tinyllm.commands.budgets import check_seeds
+from tinyllm.commands.budgets import check_seeds, seed_options
 from tinyllm.commands.plot import read_scalars
 from tinyllm.core.defaults import SEED
 from tinyllm.errors import TinyLLMError
@@ -125,7 +125,7 @@ def run_args(config: str, variant: str, seed: int) -> list[str]:
     """
     base, delta = VARIANTS[variant]
     return ["--config", str(CONFIGS / base), "--config", config, *delta,
-            "--name", run_path(config, variant, seed), "--seed_everything", str(seed), "--data.seed", str(seed),
+            "--name", run_path(config, variant, seed), *seed_options(seed),
             "--early_stopping", "null", "--samples", "null"]  # fmt: skip
 
 
@@ -283,6 +283,8 @@ def swaps(
             it is the baseline of modern+ rows, need vanilla.
         out: where swaps.md, swaps.png and swaps.json go.
     """
+    if not variants:
+        raise TinyLLMError(f"--variants is empty: choose one or more of {', '.join(VARIANTS)}")
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise TinyLLMError(f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(VARIANTS)}")

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 from tinyllm.commands.budgets import check_seeds, mean_sd, run_rung, seed_options
 from tinyllm.commands.prepare import prepare
+from tinyllm.core.dataset import open_dataset
 from tinyllm.core.defaults import SEED
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import check_writable_folder, shakespeare_path
@@ -98,7 +99,7 @@ def tokenizers(
     for tok in tokenizers:
         folder = Path(data) / _folder_name(tok)
         prepare(source, str(folder), tokenizer=tok)  # done already: says so and returns
-        vocab = json.loads((folder / "meta.json").read_text())["vocab_size"]
+        vocab = open_dataset(folder).vocab_size
         runs = [run_rung(config, minutes, ["--data.path", str(folder), *seed_options(seed), "--samples", "null"],
                          name=f"tokenizer-{_folder_name(tok)}-seed{seed}")
                 for seed in seeds]  # fmt: skip

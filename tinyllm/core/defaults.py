@@ -1,7 +1,7 @@
 """The defaults that several parts of tinyllm share, each defined once.
 
 The training samples, ``generate``, ``export`` and the model card all sample
-the same way unless told otherwise, and every seeded thing starts from the
+with the same settings unless told otherwise (each its own length), and every seeded thing starts from the
 same seed, so a sample on a card can be reproduced with ``generate``.
 """
 

@@ -32,6 +32,7 @@ from tinyllm.core.model import GPT
 from tinyllm.core.tokenizers import Tokenizer, tokenizer_from_state
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import atomic_write_bytes
+from tinyllm.training.metrics import THROUGHPUT_PREFIX
 
 
 def compute_dtype(precision: str | int) -> torch.dtype:
@@ -71,7 +72,7 @@ class TokenThroughput(L.Callback):
         self.meter.update(time=self.elapsed, batches=self.batches, samples=self.windows, lengths=self.tokens,
                           flops=getattr(pl_module, "flops_per_batch", 0))  # fmt: skip
         # Lightning writes step metrics every log_every_n_steps; logging each batch costs a small dict.
-        pl_module.log_dict({f"train/{k}": v for k, v in self.meter.compute().items()}, on_step=True, on_epoch=False)
+        pl_module.log_dict({THROUGHPUT_PREFIX + k: v for k, v in self.meter.compute().items()}, on_step=True, on_epoch=False)
 
 
 class StepProgressBar(TQDMProgressBar):

@@ -120,7 +120,7 @@ class GPTLitModule(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss = self.loss(batch)
         if not torch.isfinite(loss):
-            # A TinyLLMError: ExceptionCheckpoint saves nothing for it, so last.ckpt stays the last good state.
+            # A TinyLLMError: ResumeCheckpoint saves nothing for it, so last.ckpt stays the last good state.
             # Compiled, the cause may be torch's own, as Inductor's AVX-512 bf16 backward was (compat.py).
             first = "run without --model.compile, " if self.hparams.get("compile") else ""
             fp32 = "" if str(self.trainer.precision).startswith("32") else " or use --trainer.precision 32-true"
