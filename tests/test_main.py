@@ -89,6 +89,11 @@ def test_every_usage_line_names_the_program_and_the_description_is_the_docstring
     # The description is the command function's docstring (Lightning's own would describe its Trainer method).
     doc = " ".join(inspect.getdoc(command(COMMANDS[name])).split("\n\nArgs:")[0].split())
     assert doc in " ".join(proc.stdout.split()), proc.stdout[-1500:]
+    if name == "fit":  # tinyllm's own run options are documented once, in run_options' docstring
+        from tinyllm.training.cli import run_options
+
+        for line in inspect.getdoc(run_options).split("Args:")[1].strip().splitlines():
+            assert line.split(": ", 1)[1] in " ".join(proc.stdout.split()), line
 
 
 @pytest.mark.parametrize("args,mention", [

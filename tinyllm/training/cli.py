@@ -119,6 +119,15 @@ def holds_values(events: Path) -> bool:
         return True
 
 
+def run_options(name: str = "run", save_every_n_steps: Optional[PositiveInt] = None) -> None:
+    """tinyllm's own options of a run, beside Lightning's (the CLI's help is generated from this signature).
+
+    Args:
+        name: the run: checkpoints/<name>/ and logs/<name>/.
+        save_every_n_steps: last.ckpt every N optimizer steps (default: at every evaluation).
+    """
+
+
 class TinyLLMCLI(LightningCLI):
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -126,13 +135,12 @@ class TinyLLMCLI(LightningCLI):
         return {name: keys for name, keys in LightningCLI.subcommands().items() if name in ("fit", "validate")}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_argument("--name", type=str, default="run", help="the run: checkpoints/<name>/ and logs/<name>/")
-        parser.add_argument("--save_every_n_steps", type=Optional[PositiveInt], default=None,
-                            help="last.ckpt every N optimizer steps (default: at every evaluation)")  # fmt: skip
+        parser.add_function_arguments(run_options, as_group=False)
         for key, (cls, init) in OPTIONAL_CALLBACKS.items():
             default = None if init is None else lazy_instance(cls, **init)
             state = "off by default: give it to switch it on" if init is None else "null switches it off"
-            parser.add_argument(f"--{key}", type=Optional[cls], default=default, help=f"{cls.__name__} ({state})")
+            summary = (inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " ")
+            parser.add_argument(f"--{key}", type=Optional[cls], default=default, help=f"{cls.__name__}: {summary} ({state})")
         # The model's context decides the data windows; the data decides the vocabulary
         # and tokenizer. Linked, so nothing is typed twice or can disagree.
         parser.link_arguments("model.arch.block_size", "data.block_size")
