@@ -30,6 +30,8 @@ from tinyllm.errors import ConfigError, TinyLLMError
 
 MODEL_PREFIX = "model."  # GPTLitModule keeps the GPT in `self.model`
 DATA_STATE = "ShakespeareDataModule"  # Lightning stores a data module's state under its class name
+DATA_POSITION = "train_batches_done"  # ... and in it, where the training stream resumes
+BEST_VAL_LOSS = "best_val_loss"  # the training record's key for the best evaluation
 
 
 @dataclass
@@ -110,7 +112,7 @@ def checkpoint_parts(p: Path, ckpt: dict[str, Any]) -> ModelParts:
         raise TinyLLMError(f"{p} has no tokenizer stored in it: it was not written by `tinyllm fit`")
     weights = {k[len(MODEL_PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(MODEL_PREFIX)}
     best = best_checkpoint_state(ckpt)
-    metrics = {"best_val_loss": float(best["best_model_score"])} if best else {}
+    metrics = {BEST_VAL_LOSS: float(best["best_model_score"])} if best else {}
     return ModelParts(config, weights, hparams["tokenizer"], p, checkpoint_step(ckpt), metrics)
 
 
@@ -138,7 +140,7 @@ def budget_seconds(ckpt: dict[str, Any]) -> float | None:
 
 def train_batches_done(ckpt: dict[str, Any]) -> int:
     """Training micro-batches consumed: where the data stream resumes."""
-    return int((ckpt.get(DATA_STATE) or {}).get("train_batches_done", 0))
+    return int((ckpt.get(DATA_STATE) or {}).get(DATA_POSITION, 0))
 
 
 def as_lightning_checkpoint(model: GPT, tokenizer_state: dict[str, Any], step: int | None) -> dict[str, Any]:

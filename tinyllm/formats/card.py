@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tinyllm.core.checkpoint import best_checkpoint_state
+from tinyllm.core.checkpoint import BEST_VAL_LOSS, best_checkpoint_state
 from tinyllm.core.defaults import PROMPT, TEMPERATURE, TOP_K
 from tinyllm.core.model import GPT
 from tinyllm.core.tokenizers import Tokenizer
@@ -178,7 +178,7 @@ def _model_section(model: GPT, tokenizer: Tokenizer, export: ExportFacts | None)
 
 
 def _val_loss_text(training: dict[str, Any], measured: Measured | None) -> str:
-    step, loss = training.get("step"), training.get("best_val_loss")
+    step, loss = training.get("step"), training.get(BEST_VAL_LOSS)
     if measured is not None:
         return (f"**{measured.val_loss:.4f}** (perplexity {_perplexity(measured.val_loss):.2f}), measured on "
                 f"these weights over the whole held-out split ({measured.split}, {measured.val_tokens:,} tokens) "
@@ -362,7 +362,7 @@ def training_info(p: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
     }
     best = best_checkpoint_state(ckpt)
     if best is not None:
-        info["best_val_loss"] = float(best["best_model_score"])
+        info[BEST_VAL_LOSS] = float(best["best_model_score"])
         info["val_loss_is_these_weights"] = Path(str(best.get("best_model_path", ""))).name == p.name
     return info
 

@@ -31,7 +31,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from tinyllm.core.checkpoint import CHECKPOINT_NAMES, ModelParts
+from tinyllm.core.checkpoint import BEST_VAL_LOSS, CHECKPOINT_NAMES, ModelParts
 from tinyllm.core.model import GPT
 from tinyllm.core.tokenizers import Tokenizer
 from tinyllm.errors import TinyLLMError, one_line
@@ -92,8 +92,8 @@ def export_parts(path: str | Path) -> ModelParts:
         raise TinyLLMError(f"{d / WEIGHTS} is not a readable safetensors file ({one_line(str(e), 120)})") from None
     training = dict(section.get("training") or {})  # re-exporting a folder: its training record carries over
     metrics = {}
-    if isinstance(training.get("best_val_loss"), (int, float)):
-        metrics["best_val_loss"] = float(training["best_val_loss"])
+    if isinstance(training.get(BEST_VAL_LOSS), (int, float)):
+        metrics[BEST_VAL_LOSS] = float(training[BEST_VAL_LOSS])
     weights = state_from_export(tensors, config, d / WEIGHTS)
     return ModelParts(config, weights, section["tokenizer"], d, training.get("step"), metrics, training)
 

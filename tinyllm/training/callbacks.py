@@ -165,7 +165,7 @@ class ResumeCheckpoint(ModelCheckpoint):
 
     EXCEPTION_NAME = "on_exception"
 
-    def __init__(self, dirpath: str, every_n_train_steps: int = 100) -> None:
+    def __init__(self, dirpath: str, every_n_train_steps: int) -> None:
         if every_n_train_steps < 1:
             raise TinyLLMError(f"the checkpoint interval must be at least 1 step, got {every_n_train_steps}")
         super().__init__(

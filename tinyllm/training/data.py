@@ -40,6 +40,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from tinyllm.compat import training_batches_processed, unrepeated_sampler
+from tinyllm.core.checkpoint import DATA_POSITION
 from tinyllm.core.dataset import PreparedDataset, is_dataset, open_dataset, split_text, token_dtype
 from tinyllm.core.defaults import SEED, VAL_FRACTION
 from tinyllm.core.tokenizers import (BPETokenizer, Tokenizer, build_tokenizer, parse_tokenizer_spec, stored_spec,
@@ -416,7 +417,7 @@ class ShakespeareDataModule(L.LightningDataModule):
         done = self.train_batches_done
         if self.trainer is not None:
             done = training_batches_processed(self.trainer)
-        return {"train_batches_done": done}
+        return {DATA_POSITION: done}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.train_batches_done = int(state_dict.get("train_batches_done", 0))
+        self.train_batches_done = int(state_dict.get(DATA_POSITION, 0))
