@@ -11,6 +11,8 @@ from torch import nn
 from tinyllm.errors import TinyLLMError
 
 OptimizerName = Literal["adamw", "muon"]
+BETAS = (0.9, 0.95)  # AdamW's, as GPT-3 and LLaMA train: a shorter second-moment memory than 0.999
+MUON_LR = 0.02  # Muon's rate for the hidden matrices, on its own scale: its updates are orthogonalized
 
 
 def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
@@ -40,8 +42,8 @@ def build_optimizer(
     name: OptimizerName,
     lr: float,
     weight_decay: float,
-    betas: tuple[float, float] = (0.9, 0.95),
-    muon_lr: float = 0.02,
+    betas: tuple[float, float] = BETAS,
+    muon_lr: float = MUON_LR,
 ) -> torch.optim.Optimizer:
     """AdamW (Loshchilov & Hutter, 2019), or Muon (Jordan et al., 2024) + AdamW.
 

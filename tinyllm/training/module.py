@@ -22,7 +22,7 @@ from torchmetrics import MeanMetric
 from tinyllm.compat import training_compile_options
 from tinyllm.core.config import GPTConfig
 from tinyllm.core.model import GPT
-from tinyllm.core.optim import OptimizerName, build_optimizer
+from tinyllm.core.optim import BETAS, MUON_LR, OptimizerName, build_optimizer
 from tinyllm.core.tokenizers import stored_spec
 from tinyllm.errors import TinyLLMError
 from tinyllm.training.metrics import TRAIN_LOSS, VAL_BPB, VAL_LOSS, VAL_PPL
@@ -63,12 +63,12 @@ class GPTLitModule(L.LightningModule):
         min_lr: float | None = None,
         warmup_steps: int = 100,
         weight_decay: float = 0.1,
-        betas: tuple[float, float] = (0.9, 0.95),
+        betas: tuple[float, float] = BETAS,
         schedule: Shape = "cosine",
         decay_fraction: float = 0.2,
         compile: bool = False,
         optimizer: OptimizerName = "adamw",
-        muon_lr: float = 0.02,
+        muon_lr: float = MUON_LR,
     ) -> None:
         super().__init__()
         if isinstance(arch, dict):  # loaded back from a checkpoint's plain-dict hyperparameters
