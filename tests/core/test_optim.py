@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from tinyllm.core.config import GPTConfig
 from tinyllm.core.model import GPT
 from tinyllm.core.optim import MuonWithAdamW, build_optimizer
+from tinyllm.errors import TinyLLMError
 from tests.helpers.models import TINY
 
 
@@ -101,3 +103,13 @@ def test_muon_moves_every_parameter_and_lowers_the_loss():
         opt.zero_grad(set_to_none=True)
     assert losses[-1] < losses[0] * 0.7
     assert all(not torch.equal(before[n], p) for n, p in model.state_dict().items())
+
+
+def test_muon_on_a_torch_without_it_is_refused_with_a_way_out(monkeypatch: pytest.MonkeyPatch):
+    from tinyllm.commands.experiment import swaps
+
+    monkeypatch.delattr(torch.optim, "Muon")
+    with pytest.raises(TinyLLMError, match=r"no torch.optim.Muon .*or use --model.optimizer adamw"):
+        build_optimizer(_model(), "muon", lr=1e-3, weight_decay=0.1)
+    with pytest.raises(TinyLLMError, match=r"no torch.optim.Muon .*or leave modern\+muon out of --variants"):
+        swaps(variants=["modern", "modern+muon"])

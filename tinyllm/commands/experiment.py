@@ -35,12 +35,12 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-import torch
 from matplotlib.figure import Figure
 
 from tinyllm.commands.budgets import check_seeds, seed_options
 from tinyllm.commands.plot import read_scalars
 from tinyllm.core.defaults import SEED
+from tinyllm.core.optim import check_muon
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import check_writable_folder, read_record, write_record
 from tinyllm.training.cli import RunFolders, build_cli
@@ -290,9 +290,8 @@ def swaps(
         raise TinyLLMError(f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(VARIANTS)}")
     if len(set(variants)) != len(variants):
         raise TinyLLMError(f"--variants lists a variant twice: {variants}")
-    if any(v in MUON_VARIANTS for v in variants) and not hasattr(torch.optim, "Muon"):
-        raise TinyLLMError(f"torch {torch.__version__} has no torch.optim.Muon, which modern+muon trains with: "
-                           "upgrade torch (2.9 or newer), or leave modern+muon out of --variants")  # fmt: skip
+    if any(v in MUON_VARIANTS for v in variants):
+        check_muon("leave modern+muon out of --variants")
     check_seeds(seeds)
     config = str(shipped(config))
     check_writable_folder(Path(out), "--out")

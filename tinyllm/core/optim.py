@@ -37,6 +37,13 @@ def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     return groups
 
 
+def check_muon(otherwise: str) -> None:
+    """Refuse Muon on a torch without ``torch.optim.Muon``; ``otherwise`` says how to do without it."""
+    if not hasattr(torch.optim, "Muon"):
+        raise TinyLLMError(f"torch {torch.__version__} has no torch.optim.Muon (it came in torch 2.9): upgrade torch, "
+                           f"or {otherwise}")  # fmt: skip
+
+
 def build_optimizer(
     model: nn.Module,
     name: OptimizerName,
@@ -51,9 +58,8 @@ def build_optimizer(
     """
     if name not in ("adamw", "muon"):
         raise TinyLLMError(f"unknown optimizer {name!r}: use adamw or muon")
-    if name == "muon" and not hasattr(torch.optim, "Muon"):
-        raise TinyLLMError(f"torch {torch.__version__} has no torch.optim.Muon (it came in torch 2.9): upgrade torch, "
-                           "or use --model.optimizer adamw")  # fmt: skip
+    if name == "muon":
+        check_muon("use --model.optimizer adamw")
     groups = parameter_groups(model)
     decayed = {"weight_decay": weight_decay}
     if name == "adamw":
