@@ -1,4 +1,6 @@
-"""Reproducible experiments: ``experiment swaps``, the GPT-2 → LLaMA swaps measured side by side.
+"""Reproducible experiments, each a table (and most a picture) in results/: swaps, budgets, tokenizers, scaling.
+
+``experiment swaps`` measures the GPT-2 → LLaMA swaps side by side:
 
     python -m tinyllm experiment swaps --config configs/swaps_cpu.yaml --seeds "[1337, 1338, 1339]"
 
