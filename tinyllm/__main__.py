@@ -11,6 +11,7 @@ cause ends in one line on stderr and exit status 2.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import importlib.util
 import sys
@@ -20,7 +21,6 @@ from typing import Any, Callable
 from jsonargparse import ArgumentError, ArgumentParser
 
 import tinyllm
-
 from tinyllm.compat import ignore_lightnings_own_deprecations
 from tinyllm.errors import PROG, Stopped, TinyLLMError, one_line
 
@@ -55,10 +55,16 @@ def docstring(target: str) -> str:
     Reading, not importing: the full command list then costs no module's imports (Lightning's take seconds).
     """
     module, _, name = target.partition(":")
-    tree: ast.AST = ast.parse(Path(importlib.util.find_spec(module).origin).read_text(encoding="utf-8"))
+    tree: ast.AST = source_tree(module)
     if name:
         tree = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == name)
     return ast.get_docstring(tree) or ""
+
+
+@functools.cache
+def source_tree(module: str) -> ast.Module:
+    """``module``'s parsed source, once per process (a group's commands share one module)."""
+    return ast.parse(Path(importlib.util.find_spec(module).origin).read_text(encoding="utf-8"))
 
 
 def summary(target: str | dict[str, str]) -> str:
@@ -87,15 +93,16 @@ def add_commands(parser: ArgumentParser, commands: dict[str, Any], with_options:
     subcommands = parser.add_subcommands(dest="command", required=True)
     for name, target in commands.items():
         prog = f"{parser.prog} {name}"
+        line = summary(target)
         if isinstance(target, dict):
-            sub = ArgumentParser(prog=prog, description=summary(target), exit_on_error=False)
-            subcommands.add_subcommand(name, sub, help=summary(target))
+            sub = ArgumentParser(prog=prog, description=line, exit_on_error=False)
+            subcommands.add_subcommand(name, sub, help=line)
             add_commands(sub, target, with_options)
             continue
         sub = ArgumentParser(prog=prog, description=docstring(target).split("\n\nArgs:")[0], exit_on_error=False)
         if with_options and name not in LIGHTNING_COMMANDS:
             sub.add_function_arguments(command(target), as_group=False)
-        subcommands.add_subcommand(name, sub, help=summary(target))
+        subcommands.add_subcommand(name, sub, help=line)
 
 
 def run(argv: list[str]) -> None:

@@ -18,8 +18,8 @@ from tinyllm.formats.load import load_model
 def test_export_command_then_generate_and_validate_on_the_folder(runs, tmp_path: Path):
     run_dir = runs["char"].parents[2]
     out = tmp_path / "shared-char"
-    proc = run_cli("export", "--ckpt_path", runs["char"], "--out_dir", out, "--verify", "false", "--val_fraction", "0.2",
-                   cwd=run_dir)  # fmt: skip
+    proc = run_cli("export", "--ckpt_path", runs["char"], "--out_dir", out, "--verify", "false",
+                   "--val_fraction", "0.2", cwd=run_dir)  # fmt: skip
     assert proc.returncode == 0, describe(proc)
     assert "the last 20% of Tiny Shakespeare" in (out / "README.md").read_text(encoding="utf-8")  # measured there
     assert "LlamaForCausalLM" in proc.stdout and "35,008 parameters" in proc.stdout

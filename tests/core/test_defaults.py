@@ -1,4 +1,4 @@
-"""tinyllm.core.defaults: every sampler starts from the same settings, so a card's sample can be redone with generate."""
+"""tinyllm.core.defaults: every sampler starts from the same settings, so generate can redo a card's sample."""
 
 from __future__ import annotations
 

@@ -42,6 +42,14 @@ def max_time(minutes: float) -> str:
     return f"{seconds // 86400:02d}:{seconds % 86400 // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def finished_run_scalars(logs: Path, run: str) -> dict[str, list[tuple[int, float]]]:
+    """The series a finished run logged; one line, not a KeyError, when it logged no val loss."""
+    scalars = read_scalars(logs)
+    if VAL_LOSS not in scalars:
+        raise TinyLLMError(f"{run} logged no {VAL_LOSS}: check {logs} (was validation switched off?)")
+    return scalars
+
+
 def run_rung(config: str, minutes: float, extra: list[str], name: str) -> dict[str, Any]:
     """One budget: a fit in its own process, then what it reached, read back from its checkpoint and logs."""
     run = RunFolders(name)
@@ -56,10 +64,7 @@ def run_rung(config: str, minutes: float, extra: list[str], name: str) -> dict[s
     if done.returncode != 0:
         raise TinyLLMError(f"the {minutes:g}-minute run failed (exit {done.returncode}): see its output above")
     _, last = read_checkpoint(run.checkpoints / "last.ckpt")
-    scalars = read_scalars(run.logs)
-    if VAL_LOSS not in scalars:
-        raise TinyLLMError(f"the {minutes:g}-minute run logged no {VAL_LOSS}: check {run.logs} "
-                           "(was validation switched off?)")
+    scalars = finished_run_scalars(run.logs, f"the {minutes:g}-minute run")
     speeds = [v for _, v in scalars.get(TOKENS_PER_S, [])]
     return {
         "budget_min": minutes, "name": name, "val_loss": scalars[VAL_LOSS][-1][1], "steps": checkpoint_step(last),

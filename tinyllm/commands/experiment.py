@@ -39,8 +39,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from tinyllm.commands.budgets import check_seeds, seed_options
-from tinyllm.commands.plot import read_scalars
+from tinyllm.commands.budgets import check_seeds, finished_run_scalars, seed_options
 from tinyllm.core.defaults import SEED
 from tinyllm.core.optim import check_muon
 from tinyllm.errors import TinyLLMError
@@ -152,9 +151,7 @@ def train_one(config: str, variant: str, seed: int) -> dict[str, Any]:
     finally:  # the run's time adds up over interrupted processes
         seconds = time.perf_counter() - t0 + (float(read_record(clock)) if clock.exists() else 0.0)
         write_record(clock, round(seconds, 1))
-    scalars = read_scalars(folders.logs)
-    if VAL_LOSS not in scalars:
-        raise TinyLLMError(f"{name} logged no {VAL_LOSS}: check {folders.logs}")
+    scalars = finished_run_scalars(folders.logs, name)
     # Tokens/s of training alone (evaluation excluded), over a sliding window of steps.
     throughput = [v for _, v in scalars.get(TOKENS_PER_S, [])]
     result = {

@@ -1,8 +1,9 @@
 """The defaults that several parts of tinyllm share, each defined once.
 
 The training samples, ``generate``, ``export`` and the model card all sample
-with the same settings unless told otherwise (each its own length), and every seeded thing starts from the
-same seed, so a sample on a card can be reproduced with ``generate``.
+with the same settings unless told otherwise (each its own length), and every
+seeded thing starts from the same seed, so a sample on a card can be
+reproduced with ``generate``.
 """
 
 SEED = 1337  # nanoGPT's: training, the data windows and the samples start here

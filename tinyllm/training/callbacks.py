@@ -72,7 +72,8 @@ class TokenThroughput(L.Callback):
         self.meter.update(time=self.elapsed, batches=self.batches, samples=self.windows, lengths=self.tokens,
                           flops=getattr(pl_module, "flops_per_batch", 0))  # fmt: skip
         # Lightning writes step metrics every log_every_n_steps; logging each batch costs a small dict.
-        pl_module.log_dict({THROUGHPUT_PREFIX + k: v for k, v in self.meter.compute().items()}, on_step=True, on_epoch=False)
+        figures = {THROUGHPUT_PREFIX + k: v for k, v in self.meter.compute().items()}
+        pl_module.log_dict(figures, on_step=True, on_epoch=False)
 
 
 class StepProgressBar(TQDMProgressBar):

@@ -140,7 +140,8 @@ class TinyLLMCLI(LightningCLI):
             default = None if init is None else lazy_instance(cls, **init)
             state = "off by default: give it to switch it on" if init is None else "null switches it off"
             summary = (inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " ")
-            parser.add_argument(f"--{key}", type=Optional[cls], default=default, help=f"{cls.__name__}: {summary} ({state})")
+            text = f"{cls.__name__}: {summary} ({state})"
+            parser.add_argument(f"--{key}", type=Optional[cls], default=default, help=text)
         # The model's context decides the data windows; the data decides the vocabulary
         # and tokenizer. Linked, so nothing is typed twice or can disagree.
         parser.link_arguments("model.arch.block_size", "data.block_size")
