@@ -27,6 +27,8 @@ def test_model_card_is_generated_from_the_checkpoint(runs, exports, name):
     if name in LLAMA_RUNS:
         assert "`LlamaForCausalLM`" in card and "Checked at export: transformers" in card
     assert ("GPT-2's byte-level BPE" in card) == (name == "bpe")
+    if name == "bpe":  # GPT-2's own figures, whatever the tokenizer's attributes are called
+        assert "(50,257 ids; `<|endoftext|>` = 50256)" in card and "(50,000 merges)" in card
     assert ("trained from scratch with tinyllm on GPT-2 BPE tokens" in card) == (loaded.tokenizer.name == "gpt2")
     if name == "next_era":  # every switch named, and not passed off as a Llama
         assert "| MLP | ReLU²" in card and "**not** a Llama" in card

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tests.conftest import FitRun
 from tests.helpers.cli import (
@@ -25,6 +26,7 @@ from tests.helpers.cli import (
     run_main,
 )
 from tinyllm.commands.plot import read_scalars as read_all_scalars  # of a resumed run's two events files
+from tinyllm.training.cli import RunFolders
 from tinyllm.training.metrics import TRAIN_LOSS, VAL_LOSS
 from tinyllm.training.precision import cpu_has_native_bf16
 
@@ -43,6 +45,13 @@ def test_fit_writes_checkpoints_logs_and_config(fit_run: FitRun):
     saved = yaml.safe_load((fit_run.dir / "logs/tiny/config.yaml").read_text())
     assert saved["model"]["arch"]["n_layer"] == 2 and saved["data"]["batch_size"] == 8
     assert saved["trainer"]["max_steps"] == 24
+
+
+def test_run_folders_name_the_files_a_fit_writes(fit_run: FitRun):
+    # Commands find a run's files through RunFolders: its names are the ones Lightning and the CLI write.
+    run = RunFolders("tiny")
+    assert {str(p) for p in (run.last, run.best, run.lock, run.lock_owner, run.config)} <= set(fit_run.files)
+    assert ModelCheckpoint.CHECKPOINT_NAME_LAST + ModelCheckpoint.FILE_EXTENSION == run.last.name
 
 
 def test_fit_prints_no_warning_the_user_cannot_act_on(fit_run: FitRun):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from types import SimpleNamespace
 from typing import Any
 
@@ -10,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.helpers.cli import one_line_error
+from tinyllm.core.checkpoint import TRAINING_HPARAMS
 from tinyllm.core.config import GPTConfig
 from tinyllm.core.model import GPT
 from tinyllm.errors import TinyLLMError
@@ -75,3 +77,9 @@ def test_a_checkpoint_of_another_tokenizer_is_named_by_its_kind(saved: dict[str,
         lit.on_load_checkpoint({"hyper_parameters": {"tokenizer": saved, "arch": TINY.to_dict()}})
     message = one_line_error(excinfo)
     assert all(w in message for w in words) and "'chars'" not in message, message  # kinds, not a state's dump
+
+
+def test_the_recorded_training_hyperparameters_are_the_modules_options():
+    # A new option of the module that shapes training is checked on resume and shown in the model card.
+    options = set(inspect.signature(GPTLitModule.__init__).parameters) - {"self"}
+    assert set(TRAINING_HPARAMS) == options - {"arch", "tokenizer", "compile"}

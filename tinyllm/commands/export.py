@@ -9,7 +9,7 @@ from typing import Literal
 
 from safetensors import safe_open
 
-from tinyllm.core.defaults import SEED, TEMPERATURE, TOP_K, VAL_FRACTION
+from tinyllm.core.defaults import SAMPLE_TOKENS, SEED, TEMPERATURE, TOP_K, VAL_FRACTION
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import check_writable_folder, fmt_bytes
 from tinyllm.formats.card import example_prompt
@@ -60,7 +60,7 @@ def export(
     if measure:
         prompt = example_prompt(loaded.tokenizer)
         measured = measure_now(loaded.model, loaded.tokenizer, data_path, data_dir, val_fraction, prompt, samples=1,
-                               max_new_tokens=200, seed=SEED)  # fmt: skip
+                               max_new_tokens=SAMPLE_TOKENS, seed=SEED)  # fmt: skip
         print(f"measured now: val loss {measured.val_loss:.4f} over {measured.val_tokens:,} tokens of {measured.corpus}")
     out = write_export(loaded.model, loaded.tokenizer, out_dir, loaded.training, data, verify, data_dir, repo_id, measured)
     _, section, config = read_export_config(out)
@@ -90,7 +90,8 @@ def _export_gguf(ckpt_path: str, out_dir: Path, dtype: str, data_dir: str | None
     print(f"exported {loaded.model.num_parameters():,} parameters to {path} ({fmt_bytes(path.stat().st_size)}, "
           f"GGUF {dtype}, llama architecture)")  # fmt: skip
     prompt = example_prompt(loaded.tokenizer)
-    print(f'next: llama-cli -m {path} -p "{prompt}" -n 200 --temp {TEMPERATURE} --top-k {TOP_K}   (llama.cpp)')
+    print(f'next: llama-cli -m {path} -p "{prompt}" -n {SAMPLE_TOKENS} --temp {TEMPERATURE} --top-k {TOP_K}'
+          "   (llama.cpp)")
 
 
 def _magic(path: Path) -> bytes:

@@ -32,6 +32,10 @@ MODEL_PREFIX = "model."  # GPTLitModule keeps the GPT in `self.model`
 DATA_STATE = "ShakespeareDataModule"  # Lightning stores a data module's state under its class name
 DATA_POSITION = "train_batches_done"  # ... and in it, where the training stream resumes
 BEST_VAL_LOSS = "best_val_loss"  # the training record's key for the best evaluation
+# The recorded hyperparameters that shape training, besides the architecture: a resume must match them, and a
+# model card reports them. (The rest, the tokenizer and compile, are checked elsewhere or change no result.)
+TRAINING_HPARAMS = ("optimizer", "lr", "muon_lr", "min_lr", "warmup_steps", "weight_decay", "betas", "schedule",
+                    "decay_fraction")
 
 
 @dataclass
@@ -59,7 +63,9 @@ class LoadedModel:
     training: dict[str, Any] = field(default_factory=dict)
 
 
-CHECKPOINT_NAMES = ("last.ckpt", "best.ckpt")  # what a directory given as a checkpoint means, in order
+LAST_CKPT = "last.ckpt"  # Lightning's ModelCheckpoint.CHECKPOINT_NAME_LAST: the newest state, what a resume reads
+BEST_CKPT = "best.ckpt"  # the lowest val loss so far
+CHECKPOINT_NAMES = (LAST_CKPT, BEST_CKPT)  # what a directory given as a checkpoint means, in order
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -407,6 +407,8 @@ class GPT(nn.Module):
     which token comes next apart from the table that says what a token is.
     """
 
+    init_std = 0.02  # GPT-2's weight scale (reset_parameters); Hugging Face calls it initializer_range
+
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         warm_up_threads()  # before RoPE's table: a CPU VM got the threads' first op wrong now and then (kernels.py)
@@ -455,15 +457,15 @@ class GPT(nn.Module):
         zero matrix, the outer product of its input and its output's gradient, is
         not zero, so they still learn from the first step.
         """
-        residual_std = 0.0 if self.config.zero_init_proj else 0.02 / math.sqrt(2 * self.config.n_layer)
+        residual_std = 0.0 if self.config.zero_init_proj else self.init_std / math.sqrt(2 * self.config.n_layer)
         for name, module in self.named_modules():
             if isinstance(module, nn.Linear):
-                std = residual_std if name.endswith(("o_proj", "down_proj")) else 0.02
+                std = residual_std if name.endswith(("o_proj", "down_proj")) else self.init_std
                 nn.init.normal_(module.weight, mean=0.0, std=std)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Embedding):
-                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+                nn.init.normal_(module.weight, mean=0.0, std=self.init_std)
             elif isinstance(module, (LayerNorm, RMSNorm)):
                 nn.init.ones_(module.weight)
                 if getattr(module, "bias", None) is not None:

@@ -19,18 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tinyllm.core.checkpoint import BEST_VAL_LOSS, best_checkpoint_state
+from tinyllm.core.checkpoint import BEST_VAL_LOSS, TRAINING_HPARAMS, best_checkpoint_state
 from tinyllm.core.defaults import PROMPT, TEMPERATURE, TOP_K
 from tinyllm.core.model import GPT
-from tinyllm.core.tokenizers import Tokenizer
+from tinyllm.core.tokenizers import EOT, Tokenizer
 from tinyllm.files import fmt_bytes, sha256_of
 from tinyllm.errors import TinyLLMError
 from tinyllm.formats.hf_layout import HF_EXTRA, WEIGHTS
 
 TINY_SHAKESPEARE_HUB = "karpathy/tiny_shakespeare"
 LICENSE = "mit"  # the project's; the weights are trained from scratch on public-domain text
-TRAINING_HPARAMS = ("optimizer", "lr", "muon_lr", "min_lr", "warmup_steps", "weight_decay", "betas", "schedule",
-                    "decay_fraction")
 
 
 @dataclass
@@ -239,14 +237,16 @@ def _tokenizer_text(tokenizer: Tokenizer, export: ExportFacts | None) -> str:
         return tok
     if tokenizer.name == "bpe":
         tok = (f"A byte-level BPE of {tokenizer.vocab_size:,} ids trained on the training text with Hugging Face "
-               f"`tokenizers` (`<|endoftext|>` = {tokenizer.eot_id}, between documents).")
+               f"`tokenizers` (`{EOT}` = {tokenizer.eot_id}, between documents).")
         if export:
             tok += " `tokenizer.json` is that tokenizer; `AutoTokenizer` loads it and gives the same ids as tinyllm."
         return tok
-    tok = "GPT-2's byte-level BPE (50,257 ids; `<|endoftext|>` = 50256), through tiktoken's `r50k_base`."
+    tok = (f"GPT-2's byte-level BPE ({tokenizer.vocab_size:,} ids; `{EOT}` = {tokenizer.eot_id}), through "
+           "tiktoken's `r50k_base`.")
     if export:
-        tok += (" `tokenizer.json` was rebuilt from those ranks (50,000 merges); `AutoTokenizer` loads it and "
-                "gives the same ids as tiktoken. One difference: tinyllm treats `<|endoftext|>` typed in a "
+        merges = tokenizer.vocab_size - 256 - 1  # every id but the 256 bytes and the special token
+        tok += (f" `tokenizer.json` was rebuilt from those ranks ({merges:,} merges); `AutoTokenizer` loads it and "
+                f"gives the same ids as tiktoken. One difference: tinyllm treats `{EOT}` typed in a "
                 "prompt as plain text, Hugging Face as the special token.")  # fmt: skip
     return tok
 

@@ -132,7 +132,7 @@ def llama_config(config: GPTConfig, eot_id: int | None) -> dict[str, Any]:
         "attention_dropout": 0.0,
         "mlp_bias": False,
         "tie_word_embeddings": config.tie_embeddings,
-        "initializer_range": 0.02,
+        "initializer_range": GPT.init_std,
         "pretraining_tp": 1,
         "use_cache": True,
         "bos_token_id": eot_id,

@@ -24,7 +24,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from tqdm import tqdm
 
 from tinyllm.compat import evaluation_follows_batch, save_last_checkpoint
-from tinyllm.core.defaults import LOOK_PROMPT, PROMPT, SEED, TEMPERATURE, TOP_K
+from tinyllm.core.defaults import LOOK_PROMPT, PROMPT, SAMPLE_TOKENS, SEED, TEMPERATURE, TOP_K
 from tinyllm.core.figures import attention_grid, labels_of
 from tinyllm.core.generate import check_sampling, generate
 from tinyllm.core.insides import attention_maps, evaluating
@@ -387,7 +387,7 @@ class GenerationSamples(L.Callback):
     def __init__(
         self,
         prompt: str = PROMPT,
-        max_new_tokens: int = 200,
+        max_new_tokens: int = SAMPLE_TOKENS,
         every_n_evals: int = 1,
         temperature: float = TEMPERATURE,
         top_k: int | None = TOP_K,

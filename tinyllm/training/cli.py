@@ -48,7 +48,9 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 import yaml
 
 from tinyllm.compat import ignore_lightnings_own_deprecations
-from tinyllm.core.checkpoint import budget_seconds, checkpoint_hparams, checkpoint_step, read_checkpoint
+from tinyllm.core.checkpoint import (
+    BEST_CKPT, LAST_CKPT, TRAINING_HPARAMS, budget_seconds, checkpoint_hparams, checkpoint_step, read_checkpoint
+)
 from tinyllm.core.defaults import SEED
 from tinyllm.core.kernels import reuse_freed_memory
 from tinyllm.core.tokenizers import stored_spec
@@ -77,9 +79,8 @@ TRAINER_DEFAULTS = {
     "trainer.check_val_every_n_epoch": None,  # evaluate every val_check_interval batches instead
     "trainer.log_every_n_steps": 10,
 }
-CHECKPOINT_MODEL_KEYS = (
-    "arch", "lr", "min_lr", "warmup_steps", "weight_decay", "betas", "schedule", "decay_fraction", "optimizer", "muon_lr"
-)  # a resume must match
+RUN_CONFIG = "config.yaml"  # the file each run's config is saved to, in its log folder
+CHECKPOINT_MODEL_KEYS = ("arch", *TRAINING_HPARAMS)  # a resume must match
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,28 @@ class RunFolders:
     @property
     def logs(self) -> Path:
         return Path("logs") / self.name
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / LAST_CKPT
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / BEST_CKPT
+
+    @property
+    def config(self) -> Path:
+        """The full config of the run, as LightningCLI saved it (``--print_config`` form)."""
+        return self.logs / RUN_CONFIG
+
+    @property
+    def lock(self) -> Path:
+        """Held by the process that trains the run; ``lock_owner`` says which process that is."""
+        return self.checkpoints / ".lock"
+
+    @property
+    def lock_owner(self) -> Path:
+        return self.checkpoints / ".lock.owner"
 
     def holds_a_run(self) -> list[str]:
         """What an earlier run left: its checkpoints, else its TensorBoard events with curves in them.
@@ -211,7 +234,7 @@ class TinyLLMCLI(LightningCLI):
         run = RunFolders(cfg.name)
         if not self.trainer.fast_dev_run:  # Lightning's smoke test writes nothing: it leaves no run behind
             check_output_dirs(self.trainer, self.model.model.num_parameters())
-        if cfg.ckpt_path == "last" and not (run.checkpoints / "last.ckpt").exists():
+        if cfg.ckpt_path == "last" and not run.last.exists():
             print(f"tinyllm: no checkpoint to resume in {run.checkpoints.resolve()}: starting a new run", file=sys.stderr)
 
 
@@ -233,16 +256,16 @@ def hold_the_run(run: RunFolders) -> None:
     key = run.checkpoints.resolve()
     if key in _HELD:
         return
-    owner = run.checkpoints / ".lock.owner"
+    owner = run.lock_owner
     check_writable_folder(run.checkpoints, WHERE_A_RUN_WRITES)
     try:
         run.checkpoints.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(run.checkpoints / ".lock", timeout=0)
+        lock = FileLock(run.lock, timeout=0)
         lock.acquire()
     except Timeout:
         raise already_training(run) from None
     except OSError as e:
-        raise TinyLLMError(f"cannot lock {run.checkpoints / '.lock'} ({e.strerror or e}): choose a writable folder "
+        raise TinyLLMError(f"cannot lock {run.lock} ({e.strerror or e}): choose a writable folder "
                            "with --name, or run from another working directory") from None  # fmt: skip
     owner.write_text(f"process {os.getpid()} on {socket.gethostname()}\n")
     _HELD[key] = lock
@@ -268,7 +291,7 @@ def check_trainer_options(trainer: Any) -> None:
 
 
 def already_training(run: RunFolders) -> TinyLLMError:
-    owner = run.checkpoints / ".lock.owner"
+    owner = run.lock_owner
     holder = owner.read_text().strip() if owner.is_file() else "another process"
     return TinyLLMError(f"the run {run.name!r} is already training ({holder}): wait for it to finish or stop it, "
                         "or train another --name")  # fmt: skip
@@ -276,8 +299,8 @@ def already_training(run: RunFolders) -> TinyLLMError:
 
 def refuse_if_training(run: RunFolders) -> None:
     """Refuse now if another process holds the run's lock (test and release: this process takes it later)."""
-    if (run.checkpoints / ".lock").is_file() and run.checkpoints.resolve() not in _HELD:
-        lock = FileLock(run.checkpoints / ".lock", timeout=0)
+    if run.lock.is_file() and run.checkpoints.resolve() not in _HELD:
+        lock = FileLock(run.lock, timeout=0)
         try:
             lock.acquire()
         except Timeout:
@@ -289,7 +312,7 @@ def refuse_if_training(run: RunFolders) -> None:
 
 def run_machinery(run: RunFolders, every_n_steps: int) -> list[Callback]:
     """The callbacks every run has, in the order correctness needs: "best" before the resume checkpoint."""
-    best = ModelCheckpoint(dirpath=str(run.checkpoints), filename="best", monitor=VAL_LOSS, mode="min",
+    best = ModelCheckpoint(dirpath=str(run.checkpoints), filename=Path(BEST_CKPT).stem, monitor=VAL_LOSS, mode="min",
                            save_top_k=1, enable_version_counter=False)  # fmt: skip
     return [best, ResumeCheckpoint(str(run.checkpoints), every_n_steps), RNGState(), TimeBudget()]
 
@@ -315,7 +338,7 @@ def check_ckpt_path(cfg: Any, subcommand: str) -> int | None:
         refuse_a_second_run(cfg.name)
     path = resolve_ckpt_path(cfg)
     if path is None and subcommand == "validate":  # Lightning would evaluate the untrained model, and exit 0
-        where = RunFolders(cfg.name).checkpoints / "last.ckpt"
+        where = RunFolders(cfg.name).last
         raise TinyLLMError(f"there is no {where} to validate: pass --ckpt_path last|best|FILE|FOLDER, with the "
                            "run's --name" if cfg.get("ckpt_path") == "last" else
                            "validate needs a checkpoint: pass --ckpt_path last|best|FILE|FOLDER (an exported folder)")  # fmt: skip
@@ -363,13 +386,13 @@ def resolve_ckpt_path(cfg: Any) -> Path | None:
     if ckpt_path in (None, "hpc"):
         return None
     if ckpt_path == "best":
-        best = run.checkpoints / "best.ckpt"
+        best = run.best
         if not best.is_file():
             raise TinyLLMError(f"there is no {best}: pass a .ckpt file, or the --name of a run that has evaluated")
         cfg.ckpt_path = str(best)
         return best
     if ckpt_path == "last":
-        last = run.checkpoints / "last.ckpt"
+        last = run.last
         return last if last.exists() else None  # else Lightning starts fresh; before_fit says so
     if Path(ckpt_path).is_dir():  # an exported folder was turned into a .ckpt before this: this is another folder
         raise TinyLLMError(f"{ckpt_path} is a folder but not an exported model: pass a .ckpt file in it, or "
@@ -526,7 +549,7 @@ def build_cli(args: list[str] | None, run: bool = True, description: str | None 
                 args=expand_configs(args) if args is not None else None,
                 run=run,
                 seed_everything_default=SEED,
-                save_config_kwargs={"overwrite": True},  # a resumed run re-saves its config
+                save_config_kwargs={"config_filename": RUN_CONFIG, "overwrite": True},  # a resume re-saves it
                 parser_kwargs={"exit_on_error": False, "prog": PROG,
                                **({args[0]: {"description": description}} if description and args else {})},
             )

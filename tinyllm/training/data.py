@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 
 from tinyllm.compat import training_batches_processed, unrepeated_sampler
 from tinyllm.core.checkpoint import DATA_POSITION
+from tinyllm.core.config import GPTConfig
 from tinyllm.core.dataset import PreparedDataset, is_dataset, open_dataset, split_text, token_dtype
 from tinyllm.core.defaults import SEED, VAL_FRACTION
 from tinyllm.core.tokenizers import (BPETokenizer, Tokenizer, build_tokenizer, parse_tokenizer_spec, stored_spec,
@@ -249,7 +250,7 @@ class ShakespeareDataModule(L.LightningDataModule):
         data_dir: str | None = None,
         path: str | None = None,
         tokenizer: str = "char",
-        block_size: int = 256,
+        block_size: int = GPTConfig.block_size,  # the model's, which the CLI links here
         batch_size: int = 64,
         val_batch_size: int | None = None,
         val_fraction: float = VAL_FRACTION,
