@@ -8,8 +8,17 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.cli import TINY, assert_one_line_error, describe, run_cli, run_main
-from tinyllm.commands.budgets import budgets, max_time, nats_per_byte, seed_options, write_table
+from tinyllm.commands.budgets import (
+    budgets,
+    max_time,
+    nats_per_byte,
+    seed_options,
+    shipped,
+    validation_split,
+    write_table,
+)
 from tinyllm.commands.experiment import swaps
+from tinyllm.commands.scaling import scaling
 from tinyllm.commands.tokenizers import tokenizers
 from tinyllm.errors import TinyLLMError
 
@@ -38,6 +47,7 @@ def test_the_ladder_trains_each_budget_and_writes_the_table(tmp_path: Path):
     table = (tmp_path / "res/budgets.md").read_text()
     assert f"| 0.08 min | **{nats_per_byte(row):.4f}** |" in table and "| baby | 1.9000 |" in table
     assert nats_per_byte(row) == pytest.approx(row["val_loss"], rel=1e-6)  # characters: a token is a byte
+    assert "over the whole validation split, the last 10% of Tiny Shakespeare, in nats" in table
     # A second ladder in the same folder would mix runs: refused.
     again = run_cli("experiment", "budgets", "--config", TINY, "--minutes", "[0.08]", cwd=tmp_path, timeout=120)
     assert_one_line_error(again, "budget-0.08min")
@@ -49,7 +59,8 @@ def test_the_ladder_trains_each_budget_and_writes_the_table(tmp_path: Path):
 def test_the_table_gives_the_mean_and_spread_over_seeds(tmp_path: Path):
     def run(seed: int, loss: float, steps: int) -> dict:
         return {"budget_min": 5, "seed": seed, "val_loss": loss, "steps": steps, "tokens": steps * 2048,
-                "tokens_per_s": 1000.0, "wall_s": 310.0, "options": [*seed_options(seed), "--samples=null"]}
+                "tokens_per_s": 1000.0, "wall_s": 310.0, "options": [*seed_options(seed), "--samples=null"],
+                "validation": "the whole validation split"}
     write_table([run(1, 1.40, 100), run(2, 1.42, 110), run(3, 1.44, 120)], "configs/cpu.yaml", None, tmp_path / "b.md")
     table = (tmp_path / "b.md").read_text()
     assert "| 5 min | **1.4200 ± 0.0200** | 110 | 0.23 M | 1,000 | 310 s | `--samples=null` |" in table
@@ -58,7 +69,8 @@ def test_the_table_gives_the_mean_and_spread_over_seeds(tmp_path: Path):
 
 def test_the_table_gives_a_bpe_rungs_loss_per_byte_of_text_not_per_token(tmp_path: Path):
     row = {"budget_min": 5, "seed": 1, "val_loss": 3.5, "val_bpb": 2.25, "steps": 100, "tokens": 204_800,
-           "tokens_per_s": 1000.0, "wall_s": 310.0, "options": [*seed_options(1), "--data.tokenizer=bpe:1024"]}
+           "tokens_per_s": 1000.0, "wall_s": 310.0, "options": [*seed_options(1), "--data.tokenizer=bpe:1024"],
+           "validation": "the whole validation split"}
     write_table([row], "configs/cpu.yaml", None, tmp_path / "b.md")
     assert "| 5 min | **1.5596** | 100 |" in (tmp_path / "b.md").read_text()  # 2.25 bits × ln 2, not 3.5 a token
 
@@ -70,6 +82,18 @@ def test_every_seeded_experiment_refuses_seeds_it_cannot_pair(command: str, seed
     monkeypatch.chdir(tmp_path)
     with pytest.raises(TinyLLMError, match=r"^--seeds must list distinct seeds"):
         run(seeds=seeds, out=str(tmp_path / "out"))
+    assert not any(tmp_path.iterdir())  # refused before any run or folder
+
+
+@pytest.mark.parametrize("command", ["budgets", "swaps", "tokenizers", "scaling"])
+def test_every_experiment_finds_a_shipped_config_from_any_folder_and_refuses_a_missing_one(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    run = {"budgets": budgets, "swaps": swaps, "tokenizers": tokenizers, "scaling": scaling}[command]
+    monkeypatch.chdir(tmp_path)
+    assert Path(shipped("configs/cpu.yaml")).is_file()  # tinyllm's own, though this folder has no configs/
+    with pytest.raises(TinyLLMError, match=r"^--config configs/nope.yaml is not a file"):
+        run(config="configs/nope.yaml", out=str(tmp_path / "out"))
     assert not any(tmp_path.iterdir())  # refused before any run or folder
 
 
@@ -107,3 +131,12 @@ def test_a_rung_that_logged_no_val_loss_is_one_line(fit_run, tmp_path: Path, mon
     monkeypatch.setattr(budgets_module.subprocess, "run", fit_without_validation)
     with pytest.raises(TinyLLMError, match=f"logged no {VAL_LOSS}"):
         budgets_module.run_rung(str(TINY), 0.1, [], "rung")
+
+
+@pytest.mark.parametrize(("data", "said"), [
+    ({"path": None, "val_fraction": 0.1, "val_tokens": 1_048_576}, "the last 10% of Tiny Shakespeare"),
+    ({"path": "corpus.txt", "val_fraction": 0.05, "val_tokens": None}, "the last 5% of corpus.txt"),
+    ({"path": "corpus.txt", "val_fraction": 0.1, "val_tokens": 1000}, "corpus.txt, at most about 1,000 tokens of it"),
+])  # fmt: skip
+def test_the_table_names_the_text_each_val_loss_was_measured_on(data: dict, said: str):
+    assert validation_split(data).endswith(said)

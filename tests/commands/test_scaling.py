@@ -59,7 +59,8 @@ def test_a_grid_is_run_fitted_and_reported_and_a_rerun_trains_nothing(tmp_path: 
         n = GPT(GPTConfig(**arch)).num_parameters()
         d = MACHINE["c"] * n ** -MACHINE["p"] * minutes ** MACHINE["q"]
         return {"budget_min": minutes, "name": name, "val_loss": float(predict(LAW, MACHINE, np.array(n), minutes)),
-                "steps": 1000, "tokens": d, "arch": arch, "options": extra}  # fmt: skip
+                "steps": 1000, "tokens": d, "arch": arch, "options": extra,
+                "validation": "the held-out text"}  # fmt: skip
 
     monkeypatch.setattr("tinyllm.commands.scaling.run_rung", fake_rung)
     args = ("experiment", "scaling", "--sizes", "[1x32, 2x64, 4x128]", "--minutes", "[0.5, 1]", "--ask", "[30]",
@@ -72,8 +73,9 @@ def test_a_grid_is_run_fitted_and_reported_and_a_rerun_trains_nothing(tmp_path: 
     assert [b["minutes"] for b in summary["frontier"]] == [0.5, 1, 30] and summary["frontier"][-1]["extrapolated"]
     assert (tmp_path / "res/scaling.png").read_bytes()[:4] == b"\x89PNG"
     assert "| 4x128 |" in (tmp_path / "res/scaling.md").read_text()
+    assert "over the held-out text) and the optimizer steps" in (tmp_path / "res/scaling.md").read_text()
     assert run_main(*args, cwd=tmp_path).returncode == 0 and len(trained) == 6  # every point was kept
     # A kept point of another configuration (another cpu.yaml, or other options) is refused, not mixed in.
     kept = tmp_path / "checkpoints/scaling-cpu/2x64-1min-seed1337/scaling.json"
-    kept.write_text(kept.read_text().replace('"configs/cpu.yaml"', '"elsewhere/cpu.yaml"'))
+    kept.write_text(json.dumps({**json.loads(kept.read_text()), "config": "elsewhere/cpu.yaml"}))
     assert_one_line_error(run_main(*args, cwd=tmp_path), "another configuration", "2x64-1min")

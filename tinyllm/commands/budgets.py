@@ -28,12 +28,23 @@ import yaml
 
 from tinyllm.commands.plot import read_scalars
 from tinyllm.core.checkpoint import budget_seconds_used, checkpoint_hparams, checkpoint_step, read_checkpoint, train_batches_done
+from tinyllm.core.dataset import is_dataset
 from tinyllm.core.defaults import SEED
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import check_writable_folder
 from tinyllm.training.metrics import TOKENS_PER_S, VAL_BPB, VAL_LOSS
 from tinyllm.training.cli import RunFolders
 from tinyllm.training.precision import cpu_name
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"  # the shipped recipes
+
+
+def shipped(config: str) -> str:
+    """``config`` as given, else as a path inside tinyllm's own folder (``configs/cpu.yaml`` from anywhere)."""
+    for path in (Path(config), CONFIGS.parent / config):
+        if path.is_file():
+            return str(path)
+    raise TinyLLMError(f"--config {config} is not a file: pass a training config such as configs/cpu.yaml")
 
 
 def max_time(minutes: float) -> str:
@@ -63,22 +74,28 @@ def run_rung(config: str, minutes: float, extra: list[str], name: str) -> dict[s
     wall = time.perf_counter() - t0
     if done.returncode != 0:
         raise TinyLLMError(f"the {minutes:g}-minute run failed (exit {done.returncode}): see its output above")
-    _, last = read_checkpoint(run.checkpoints / "last.ckpt")
+    _, last = read_checkpoint(run.last)
     scalars = finished_run_scalars(run.logs, f"the {minutes:g}-minute run")
     speeds = [v for _, v in scalars.get(TOKENS_PER_S, [])]
+    cfg = yaml.safe_load(run.config.read_text())
     return {
         "budget_min": minutes, "name": name, "val_loss": scalars[VAL_LOSS][-1][1], "steps": checkpoint_step(last),
         "val_bpb": scalars[VAL_BPB][-1][1] if VAL_BPB in scalars else None,
-        "tokens": train_batches_done(last) * _tokens_per_batch(run),
+        "tokens": train_batches_done(last) * cfg["data"]["batch_size"] * cfg["model"]["arch"]["block_size"],
+        "validation": validation_split(cfg["data"]),
         "tokens_per_s": round(statistics.median(speeds), 1) if speeds else None, "wall_s": round(wall, 1),
         "train_s": round(budget_seconds_used(last) or 0.0, 1),
         "arch": checkpoint_hparams(last)["arch"], "options": extra,
     }  # fmt: skip
 
 
-def _tokens_per_batch(run: RunFolders) -> int:
-    cfg = yaml.safe_load((run.logs / "config.yaml").read_text())
-    return cfg["data"]["batch_size"] * cfg["model"]["arch"]["block_size"]
+def validation_split(data: dict[str, Any]) -> str:
+    """What a run's val loss was measured on, from the data options its config saved."""
+    path, fraction, most = data.get("path"), f"{data['val_fraction']:.0%}", data.get("val_tokens")
+    if path is None:  # 111k characters: under any usual val_tokens, so all of it
+        return f"the whole validation split, the last {fraction} of Tiny Shakespeare"
+    split = f"the validation split of {path}" if is_dataset(path) else f"the last {fraction} of {path}"
+    return split if most is None else f"{split}, at most about {most:,} tokens of it"
 
 
 def nats_per_byte(row: dict[str, Any]) -> float:
@@ -99,7 +116,7 @@ def write_table(rows: list[dict[str, Any]], config: str, reference: dict[str, An
         f"# The budget ladder: `python -m tinyllm experiment budgets --config {config}`",
         "",
         f"Measured on {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}. Val loss: "
-        "cross-entropy of the final weights over the whole validation split (the last 10% of Tiny Shakespeare), in "
+        f"cross-entropy of the final weights over {'; '.join(dict.fromkeys(r['validation'] for r in rows))}, in "
         "nats per byte of its text (val bpb × ln 2), the scale every tokenizer shares: on Tiny Shakespeare's ASCII "
         "a byte is a character, so for the char tokenizer this is its per-token loss, nats/char. Budget: "
         "`--trainer.max_time`, the training time including evaluations and checkpoints; "
@@ -177,6 +194,7 @@ def budgets(
     if not minutes or any(m <= 0 for m in minutes):
         raise TinyLLMError(f"--minutes must list positive budgets, got {minutes}")
     check_seeds(seeds)
+    config = shipped(config)
     ref = None
     if reference:
         try:

@@ -35,11 +35,11 @@ import sys
 import time
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from matplotlib.figure import Figure
 
-from tinyllm.commands.budgets import check_seeds, finished_run_scalars, seed_options
+from tinyllm.commands.budgets import CONFIGS, check_seeds, finished_run_scalars, seed_options, shipped
 from tinyllm.core.defaults import SEED
 from tinyllm.core.optim import check_muon
 from tinyllm.errors import TinyLLMError
@@ -47,7 +47,6 @@ from tinyllm.files import check_writable_folder, read_record, write_record
 from tinyllm.training.cli import RunFolders, build_cli
 from tinyllm.training.metrics import TOKENS_PER_S, VAL_LOSS
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # variant -> (the config it starts from, its delta): one switch, or the optimizer, at a time.
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "vanilla": ("vanilla.yaml", []),
@@ -55,7 +54,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "vanilla+swiglu": ("vanilla.yaml", ["--model.arch.mlp=swiglu"]),
     "vanilla+rope": ("vanilla.yaml", ["--model.arch.pos_emb=rope"]),
     "modern": ("modern.yaml", []),
-    "modern+muon": ("modern.yaml", ["--model.optimizer=muon", "--model.muon_lr=0.02"]),
+    "modern+muon": ("modern.yaml", ["--model.optimizer=muon"]),  # at its own rate, MUON_LR
     # The 2025 switches (model.py), each on the modern model: its delta is measured against modern.
     "modern+relu2": ("modern.yaml", ["--model.arch.mlp=relu2"]),
     "modern+qk_norm": ("modern.yaml", ["--model.arch.qk_norm=true"]),
@@ -73,6 +72,7 @@ MUON_VARIANTS = ("modern+muon",)
 SWITCHES_2025 = ("modern+relu2", "modern+qk_norm", "modern+untied", "modern+zero_init", "modern+value_embeds",
                  "modern+residual_scalars", "modern+softcap")  # fmt: skip
 REGULARIZATION = ("modern+dropout0.1", "modern+wd0", "modern+wd0.3")
+Variant = Literal[tuple(VARIANTS)]  # type: ignore[valid-type]  # --help lists the choices from VARIANTS
 GPT2_TO_LLAMA = ("vanilla", "vanilla+rmsnorm", "vanilla+swiglu", "vanilla+rope", "modern", "modern+muon")  # the default
 
 
@@ -94,14 +94,6 @@ def compared_with(variant: str, variants: Collection[str]) -> str | None:
 def missing_baselines(variants: list[str]) -> list[str]:
     """The baselines ``variants`` need and lack."""
     return sorted({compared_with(v, variants) for v in variants} - set(variants) - {None})
-
-
-def shipped(config: str) -> Path:
-    """``config`` as given, else as a path inside tinyllm's own folder (``configs/swaps_cpu.yaml`` from anywhere)."""
-    for path in (Path(config), CONFIGS.parent / config):
-        if path.is_file():
-            return path
-    raise TinyLLMError(f"--config {config} is not a file: pass a training config such as configs/swaps_cpu.yaml")
 
 
 def run_name(variant: str, seed: int) -> str:
@@ -267,7 +259,7 @@ def run_swaps(config: str, seeds: list[int], variants: list[str], out: Path) -> 
 def swaps(
     config: str = "configs/swaps_cpu.yaml",
     seeds: list[int] = [SEED],
-    variants: list[str] = list(GPT2_TO_LLAMA),
+    variants: list[Variant] = list(GPT2_TO_LLAMA),
     out: str = "results",
 ) -> None:
     """The swaps as one experiment, paired by seed: GPT-2 -> LLaMA one switch at a time, then the 2025 switches on modern.
@@ -275,11 +267,10 @@ def swaps(
     Args:
         config: the training every variant gets (configs/swaps_cpu.yaml: 4x128, minutes; configs/swaps_gpu.yaml: 6x384).
         seeds: one run per variant and seed, e.g. [1, 2, 3].
-        variants: names from VARIANTS in tinyllm/commands/experiment.py: by default the GPT-2 -> LLaMA ones; the
-            2025 switches are modern+relu2, modern+qk_norm, modern+untied, modern+zero_init, modern+value_embeds,
-            modern+residual_scalars and modern+softcap; the regularization sweep modern+dropout0.1, modern+wd0 and
-            modern+wd0.3. A modern+ variant needs modern beside it; vanilla's swaps, and modern itself unless
-            it is the baseline of modern+ rows, need vanilla.
+        variants: which to run, of the choices below (VARIANTS in tinyllm/commands/experiment.py): by default the
+            GPT-2 -> LLaMA ones; the 2025 switches and the regularization sweep are each one modern+ variant. A
+            modern+ variant needs modern beside it; vanilla's swaps, and modern itself unless it is the baseline of
+            modern+ rows, need vanilla.
         out: where swaps.md, swaps.png and swaps.json go.
     """
     if not variants:
@@ -292,7 +283,7 @@ def swaps(
     if any(v in MUON_VARIANTS for v in variants):
         check_muon("leave modern+muon out of --variants")
     check_seeds(seeds)
-    config = str(shipped(config))
+    config = shipped(config)
     check_writable_folder(Path(out), "--out")
     folder = Path(out)
     rows = run_swaps(config, seeds, variants, folder)

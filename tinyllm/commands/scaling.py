@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from tinyllm.commands.budgets import run_rung, seed_options
+from tinyllm.commands.budgets import run_rung, seed_options, shipped
 from tinyllm.core.config import GPTConfig
 from tinyllm.core.defaults import SEED
 from tinyllm.core.model import GPT
@@ -157,12 +157,15 @@ def report(rows: list[dict[str, Any]], config: str, minutes: list[float], ask: l
             for m in sorted({*minutes, *ask})]  # fmt: skip
     sizes = list(dict.fromkeys(r["size"] for r in rows))
     table = {(r["size"], r["budget_min"]): r for r in rows}
+    # What the val losses were measured on (a point kept from before rows recorded it says only "the validation split").
+    splits = "; ".join(dict.fromkeys(r.get("validation", "the validation split") for r in rows))
     lines = [
         f"# The size that fits a budget: `python -m tinyllm experiment scaling --config {config}`",
         "",
         f"Measured on {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, one seed per point. "
         f"Each cell trains `{config}` at that shape (heads of {HEAD_DIM} channels) for that many minutes of training "
-        "time and gives the final val loss (nats/char, whole validation split) and the optimizer steps it bought. "
+        "time and gives the final val loss (nats per token, per character for the char tokenizer, over "
+        f"{splits}) and the optimizer steps it bought. "
         f"The fit leaves out the points marked *, which trained fewer than {min_steps} steps: a model still "
         "in (or just out of) its warmup is not yet on the law.",
         "",
@@ -242,6 +245,7 @@ def scaling(
         raise TinyLLMError("--sizes needs 3 or more shapes and --minutes 2 or more positive budgets to fit a frontier")
     for size in sizes:
         shape_of(size)
+    config = shipped(config)
     rows = [point(config, size, m, seed) for size in sizes for m in minutes]
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)

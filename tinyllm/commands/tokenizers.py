@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 
-from tinyllm.commands.budgets import check_seeds, mean_sd, run_rung, seed_options
+from tinyllm.commands.budgets import check_seeds, mean_sd, run_rung, seed_options, shipped
 from tinyllm.commands.prepare import prepare
 from tinyllm.core.dataset import open_dataset
 from tinyllm.core.defaults import SEED
@@ -93,6 +93,7 @@ def tokenizers(
     if minutes <= 0:
         raise TinyLLMError(f"--minutes must be positive, got {minutes}")
     check_seeds(seeds)
+    config = shipped(config)
     check_writable_folder(Path(out), "--out")
     source = inputs or str(shakespeare_path())
     rows = []
