@@ -21,6 +21,7 @@ from tinyllm.commands.experiment import (
 )
 from tinyllm.errors import TinyLLMError
 from tinyllm.training.cli import build_cli
+from tinyllm.training.precision import cpu_name
 
 SMOKE = str(Path(__file__).resolve().parents[1] / "configs" / "swaps_smoke.yaml")
 
@@ -129,6 +130,9 @@ def test_swaps_smoke_writes_table_plot_and_json_and_skips_finished_runs(tmp_path
     proc = run_cli(*args, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, describe(proc)
     table = (tmp_path / "res/swaps.md").read_text()
+    # The machine, and the command that redoes the table, options and all.
+    assert f'--config {SMOKE} --seeds "[1, 2]" --variants "[vanilla, modern, modern+muon]"`' in table.splitlines()[0]
+    assert f"Measured on {cpu_name()}, " in table
     rows = [line for line in table.splitlines() if line.startswith("| `")]
     assert [r.split("`")[1] for r in rows] == variants
     cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]

@@ -37,6 +37,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from matplotlib.figure import Figure
 
 from tinyllm.commands.budgets import CONFIGS, check_seeds, finished_run_scalars, seed_options, shipped
@@ -46,6 +47,7 @@ from tinyllm.errors import TinyLLMError
 from tinyllm.files import check_writable_folder, read_record, write_record
 from tinyllm.training.cli import RunFolders, build_cli
 from tinyllm.training.metrics import TOKENS_PER_S, VAL_LOSS
+from tinyllm.training.precision import cpu_name
 
 # variant -> (the config it starts from, its delta): one switch, or the optimizer, at a time.
 VARIANTS: dict[str, tuple[str, list[str]]] = {
@@ -194,14 +196,21 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def swaps_command(config: str, seeds: list[int], variants: list[str]) -> str:
+    """The command line that redoes a table: every option that differs from the default."""
+    line = f"python -m tinyllm experiment swaps --config {config} --seeds \"[{', '.join(map(str, seeds))}]\""
+    return line if variants == list(GPT2_TO_LLAMA) else f"{line} --variants \"[{', '.join(variants)}]\""
+
+
 def write_table(rows: list[dict[str, Any]], config: str, path: Path) -> None:
     seeds = rows[0]["seeds"]
     steps = rows[0]["steps"]
     head = ["variant", "parameters", *[f"val @{s}" for s in steps], "final val loss", "Δ (paired)", "vs",
             "tokens/s", "minutes"]  # fmt: skip
     lines = [
-        f"# The swaps, measured: `python -m tinyllm experiment swaps --config {config}`",
+        f"# The swaps, measured: `{swaps_command(config, seeds, [r['variant'] for r in rows])}`",
         "",
+        f"Measured on {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}. "
         f"Training: `{config}`. Seeds {', '.join(map(str, seeds))}: every variant of one seed sees the "
         "same batches in the same order, with the same steps and schedule. Val loss is the cross-entropy "
         "(nats/char) over the whole validation split, at the steps TensorBoard shows (the evaluation after "
@@ -252,7 +261,8 @@ def run_swaps(config: str, seeds: list[int], variants: list[str], out: Path) -> 
     out.mkdir(parents=True, exist_ok=True)
     write_table(rows, config, out / "swaps.md")
     write_plot(rows, results, config, out / "swaps.png")
-    (out / "swaps.json").write_text(json.dumps({"config": config, "runs": results}, indent=2) + "\n")
+    (out / "swaps.json").write_text(json.dumps({"config": config, "machine": cpu_name(), "runs": results},
+                                               indent=2) + "\n")  # fmt: skip
     return rows
 
 
