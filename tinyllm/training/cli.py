@@ -25,6 +25,7 @@ YAML can drop it by accident:
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import re
 import shutil
@@ -528,6 +529,18 @@ def report_thread_errors_in_one_line() -> None:
     threading.excepthook = _one_line_thread_error
 
 
+class _NoTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("💡 Tip")
+
+
+def hide_lightnings_tips() -> None:
+    """Lightning's advertisement for its cloud logger at every start: nothing a run needs, in every run's output."""
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoTips) for f in logger.filters):
+        logger.addFilter(_NoTips())
+
+
 def build_cli(args: list[str] | None, run: bool = True, description: str | None = None) -> TinyLLMCLI:
     """tinyllm's LightningCLI. ``run=False`` only builds model, data and trainer from ``--config`` args.
 
@@ -541,7 +554,10 @@ def build_cli(args: list[str] | None, run: bool = True, description: str | None 
         # ModelCheckpoint warns of any file in its folder, and a new run's folder already holds its lock.
         # A folder that holds another run is refused before this (refuse_a_second_run).
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+        # A new run given --ckpt_path last: before_fit says so; Lightning's hint (save_last=True) is wired in already.
+        warnings.filterwarnings("ignore", message=r'\.fit\(ckpt_path="last"\) is set, but there is no last checkpoint')
         ignore_lightnings_own_deprecations()
+        hide_lightnings_tips()
         try:
             return TinyLLMCLI(
                 GPTLitModule,
