@@ -182,3 +182,8 @@ def test_a_record_is_written_whole_and_a_damaged_one_is_one_line(tmp_path: Path)
     (tmp_path / "results.json").write_text('{"val_loss": [[0, 4.')  # a plain write cut short
     with pytest.raises(TinyLLMError, match="results.json is damaged .*delete it to measure that run again"):
         read_record(tmp_path / "results.json")
+    (tmp_path / "results.json").write_text('{"variant": "vanilla"}')  # edited by hand: valid JSON, not the record
+    assert read_record(tmp_path / "results.json", dict, ("variant",)) == {"variant": "vanilla"}
+    for kind, keys in [(dict, ("val_loss",)), (list, ()), ((int, float), ())]:
+        with pytest.raises(TinyLLMError, match="is damaged .not the record tinyllm writes there"):
+            read_record(tmp_path / "results.json", kind, keys)

@@ -91,12 +91,17 @@ def write_record(path: Path, value: Any) -> None:
     atomic_write_bytes(path, (json.dumps(value, indent=2) + "\n").encode())
 
 
-def read_record(path: Path) -> Any:
-    """A record :func:`write_record` wrote; one line when it was damaged (an older, non-atomic write cut short)."""
+def read_record(path: Path, kind: type | tuple[type, ...] = object, keys: tuple[str, ...] = ()) -> Any:
+    """A record :func:`write_record` wrote, of ``kind`` (with ``keys``, for a dict); one line when it was damaged
+    (an older, non-atomic write cut short) or is not what tinyllm wrote there (edited by hand)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise TinyLLMError(f"{path} is damaged ({str(e)[:80]}): delete it to measure that run again") from None
+    if not isinstance(value, kind) or isinstance(value, bool) or (keys and not all(k in value for k in keys)):
+        raise TinyLLMError(f"{path} is damaged (not the record tinyllm writes there): delete it to measure that run "
+                           "again")  # fmt: skip
+    return value
 
 
 def check_writable_folder(folder: Path, option: str) -> None:

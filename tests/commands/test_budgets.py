@@ -76,12 +76,24 @@ def test_the_table_gives_a_bpe_rungs_loss_per_byte_of_text_not_per_token(tmp_pat
 
 
 @pytest.mark.parametrize("command", ["budgets", "swaps", "tokenizers"])
-@pytest.mark.parametrize("seeds", [[], [7, 7]])
+@pytest.mark.parametrize("seeds", [[], [7, 7], [-1]])
 def test_every_seeded_experiment_refuses_seeds_it_cannot_pair(command: str, seeds: list[int], tmp_path: Path, monkeypatch):
     run = {"budgets": budgets, "swaps": swaps, "tokenizers": tokenizers}[command]
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(TinyLLMError, match=r"^--seeds must list distinct seeds"):
+    with pytest.raises(TinyLLMError, match=r"^--seeds must (list distinct seeds|be a seed from 0)"):
         run(seeds=seeds, out=str(tmp_path / "out"))
+    assert not any(tmp_path.iterdir())  # refused before any run or folder
+
+
+@pytest.mark.parametrize("command", ["budgets", "tokenizers", "scaling"])
+@pytest.mark.parametrize("budget", [0.0, float("inf"), float("nan")])
+def test_every_timed_experiment_refuses_a_budget_no_run_can_have(command: str, budget: float, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch):
+    run = {"budgets": budgets, "tokenizers": tokenizers, "scaling": scaling}[command]
+    monkeypatch.chdir(tmp_path)
+    minutes = [budget] if command != "tokenizers" else budget
+    with pytest.raises(TinyLLMError, match=r"^--minutes must list positive, finite budgets"):
+        run(minutes=minutes, out=str(tmp_path / "out"))
     assert not any(tmp_path.iterdir())  # refused before any run or folder
 
 

@@ -12,6 +12,7 @@ from tests.helpers.cli import assert_one_line_error, describe, run_cli, run_main
 from tinyllm.commands.budgets import CONFIGS
 from tinyllm.commands.experiment import (
     REGULARIZATION,
+    RESULT_KEYS,
     SWITCHES_2025,
     VARIANTS,
     missing_baselines,
@@ -140,7 +141,7 @@ def test_swaps_smoke_writes_table_plot_and_json_and_skips_finished_runs(tmp_path
     assert [c[-3] for c in cells] == ["", "vanilla", "modern"]  # what each Δ is against
     assert (tmp_path / "res/swaps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     runs = json.loads((tmp_path / "res/swaps.json").read_text())["runs"]
-    assert len(runs) == 2 * len(variants)
+    assert len(runs) == 2 * len(variants) and all(tuple(r) == RESULT_KEYS for r in runs)  # what a rerun checks
     steps = {tuple(s for s, _ in r["val_loss"]) for r in runs}
     assert len(steps) == 1 and len(next(iter(steps))) == 2  # every run evaluated at the same steps
     assert all(r["steps"] == r["max_steps"] == 6 and r["tokens_per_s"] > 0 for r in runs)

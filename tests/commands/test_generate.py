@@ -13,6 +13,9 @@ from tests.helpers.cli import (
     run_cli,
     run_main,
 )
+from tinyllm.commands.generate import generate
+from tinyllm.core.generate import pick_device
+from tinyllm.errors import TinyLLMError
 
 
 @pytest.mark.parametrize(
@@ -53,6 +56,10 @@ def test_unknown_device_for_generate_is_one_line(fit_run: FitRun, tmp_path: Path
     proc = run_cli("generate", "--ckpt_path", fit_run.dir / "checkpoints/tiny/last.ckpt", "--device", "gpu",
                    "--max_new_tokens", "2", cwd=tmp_path)  # fmt: skip
     assert_one_line_error(proc, "--device")
+    with pytest.raises(TinyLLMError, match="--device 'meta' cannot run a model"):  # a torch device, not for models
+        pick_device("meta")
+    with pytest.raises(TinyLLMError, match="--seed must be a seed from 0"):  # before the model is even read
+        generate(ckpt_path="nowhere", seed=2**64)
 
 
 @pytest.mark.parametrize(("option", "value"), [("--max_new_tokens", "0"), ("--temperature", "-1"), ("--top_k", "0"),

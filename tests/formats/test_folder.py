@@ -114,3 +114,36 @@ def test_folders_that_are_not_exports_are_refused_in_one_line(exports, tmp_path:
     (tmp_path / "empty").mkdir()
     with pytest.raises(TinyLLMError, match="nor an exported model"):
         load_model(tmp_path / "empty")
+
+
+@pytest.mark.parametrize(("edit", "words"), [
+    (lambda s: s["tokenizer"].pop("chars"), "no characters"),
+    (lambda s: s.update(training=[1]), "training record"),
+    (lambda s: s.update(files=3), "'files'"),
+])  # fmt: skip
+def test_an_edited_export_config_is_one_line(exports, tmp_path: Path, edit, words: str):
+    import shutil
+
+    folder = tmp_path / "edited"
+    shutil.copytree(exports["char"], folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    edit(cfg["tinyllm"])
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(TinyLLMError, match=words) as err:
+        load_model(folder)
+    assert "\n" not in str(err.value)
+
+
+def test_a_card_that_is_not_utf8_is_checked_as_bytes(exports, tmp_path: Path):
+    import shutil
+
+    from tinyllm.formats.folder import check_export
+
+    folder = tmp_path / "latin1"
+    shutil.copytree(exports["char"], folder)
+    card = folder / "README.md"
+    card.write_bytes(card.read_bytes() + "\ncafé\n".encode("latin-1"))  # still names the weights' sha256
+    check_export(folder)
+    card.write_bytes("café".encode("latin-1"))
+    with pytest.raises(TinyLLMError, match="does not describe these weights"):
+        check_export(folder)

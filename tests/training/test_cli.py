@@ -219,6 +219,13 @@ BAD_INPUTS = [
     pytest.param(["fit", "--name", "../elsewhere"], ["--name", "../elsewhere"], id="run-name-outside"),
     pytest.param(["fit", "--name", ""], ["--name"], id="empty-run-name"),
     pytest.param(["fit", "--model.arch.block_size", "0"], ["model.arch.block_size", "got 0"], id="zero-context"),
+    pytest.param(["fit", "--seed_everything", "-1"], ["--seed_everything", "got -1"], id="negative-seed"),
+    pytest.param(["fit", "--data.seed", "4294967296"], ["data.seed", "4,294,967,295"], id="seed-too-large"),
+    pytest.param(["fit", "--data.num_workers", "-1"], ["data.num_workers"], id="negative-workers"),
+    pytest.param(["fit", "--model.betas", "[1.5, 0.9]"], ["model.betas"], id="beta-above-one"),
+    pytest.param(["fit", "--model.muon_lr", "-1"], ["model.muon_lr"], id="negative-muon-lr"),
+    pytest.param(["fit", "--throughput.window_size", "1"], ["throughput.window_size"], id="window-of-one"),
+    pytest.param(["fit", "--early_stopping.monitor", "val_los"], ["val_los", "val_loss"], id="monitor-typo"),
 ]  # fmt: skip
 
 

@@ -415,6 +415,8 @@ def test_state_dict_round_trip_resumes_at_batch_k(data_dir: Path):
         (dict(tokenizer="bpe:300", bpe_dropout=-0.1), "bpe_dropout"),
         (dict(tokenizer="char", bpe_dropout=0.1), "bpe:N"),
         (dict(tokenizer="gpt2", bpe_dropout=0.1), "bpe:N"),
+        (dict(seed=-1), "data.seed"),
+        (dict(num_workers=-1), "num_workers"),
     ],
 )
 def test_bad_options_raise(kwargs: dict, word: str):

@@ -29,7 +29,7 @@ import yaml
 from tinyllm.commands.plot import read_scalars
 from tinyllm.core.checkpoint import budget_seconds_used, checkpoint_hparams, checkpoint_step, read_checkpoint, train_batches_done
 from tinyllm.core.dataset import is_dataset
-from tinyllm.core.defaults import SEED
+from tinyllm.core.defaults import SEED, check_seed
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import check_writable_folder
 from tinyllm.training.metrics import TOKENS_PER_S, VAL_BPB, VAL_LOSS
@@ -51,6 +51,12 @@ def max_time(minutes: float) -> str:
     """Lightning's ``DD:HH:MM:SS`` for a budget in minutes (whole seconds)."""
     seconds = round(minutes * 60)
     return f"{seconds // 86400:02d}:{seconds % 86400 // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def check_budgets(minutes: list[float], option: str = "--minutes") -> None:
+    """Time budgets a run can be given: positive and finite (inf or nan has no DD:HH:MM:SS)."""
+    if not minutes or not all(math.isfinite(m) and m > 0 for m in minutes):
+        raise TinyLLMError(f"{option} must list positive, finite budgets in minutes, got {minutes}")
 
 
 def finished_run_scalars(logs: Path, run: str) -> dict[str, list[tuple[int, float]]]:
@@ -169,6 +175,8 @@ def check_seeds(seeds: list[int]) -> None:
     """One run per seed: refuse an empty list or a seed given twice (it would train the same run twice)."""
     if not seeds or len(frozenset(seeds)) != len(seeds):
         raise TinyLLMError(f"--seeds must list distinct seeds, got {seeds}")
+    for seed in seeds:
+        check_seed(seed, "--seeds")
 
 
 def budgets(
@@ -191,8 +199,7 @@ def budgets(
         reference: a JSON file with a row measured elsewhere (label, run, val_loss, steps, tokens, wall_s, note).
         out: where budgets.md and budgets.json go.
     """
-    if not minutes or any(m <= 0 for m in minutes):
-        raise TinyLLMError(f"--minutes must list positive budgets, got {minutes}")
+    check_budgets(minutes)
     check_seeds(seeds)
     config = shipped(config)
     ref = None

@@ -98,6 +98,9 @@ def missing_baselines(variants: list[str]) -> list[str]:
     return sorted({compared_with(v, variants) for v in variants} - set(variants) - {None})
 
 
+RESULT_KEYS = ("variant", "seed", "parameters", "val_loss", "seconds", "tokens_per_s", "steps", "max_steps")
+
+
 def run_name(variant: str, seed: int) -> str:
     return f"{variant}-seed{seed}"
 
@@ -130,12 +133,12 @@ def train_one(config: str, variant: str, seed: int) -> dict[str, Any]:
     name, folders = run_name(variant, seed), RunFolders(run_path(config, variant, seed))
     run_dir = folders.checkpoints
     args_file, done, clock = run_dir / "args.json", run_dir / "results.json", run_dir / "seconds.txt"
-    if args_file.exists() and read_record(args_file) != args:
+    if args_file.exists() and read_record(args_file, list) != args:
         raise TinyLLMError(f"{run_dir} holds a run of another {experiment_name(config)!r} configuration: move it "
                            "away, or run this experiment from another working directory")  # fmt: skip
     if done.exists():
         print(f"experiment: {name} already finished ({done})", file=sys.stderr)
-        return read_record(done)
+        return read_record(done, dict, RESULT_KEYS)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_record(args_file, args)
     print(f"experiment: training {name}", file=sys.stderr)
@@ -143,7 +146,7 @@ def train_one(config: str, variant: str, seed: int) -> dict[str, Any]:
     try:
         cli = build_cli(["fit", *args, "--ckpt_path", "last"])
     finally:  # the run's time adds up over interrupted processes
-        seconds = time.perf_counter() - t0 + (float(read_record(clock)) if clock.exists() else 0.0)
+        seconds = time.perf_counter() - t0 + (read_record(clock, (int, float)) if clock.exists() else 0.0)
         write_record(clock, round(seconds, 1))
     scalars = finished_run_scalars(folders.logs, name)
     # Tokens/s of training alone (evaluation excluded), over a sliding window of steps.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Literal
 
-from tinyllm.core.defaults import PROMPT, SEED, TEMPERATURE, TOP_K
+from tinyllm.core.defaults import PROMPT, SEED, TEMPERATURE, TOP_K, check_seed
 from tinyllm.core.generate import generate as generate_text
 from tinyllm.core.generate import check_request, pick_device, prepare_decoding
 from tinyllm.errors import TinyLLMError
@@ -58,6 +58,8 @@ def generate(
         demo: the original project's five sampling settings, one after another.
     """
     check_request(max_new_tokens, temperature, top_k, top_p)  # before the prompt is printed
+    if seed is not None:
+        check_seed(seed, "--seed")
     if compile and not kv_cache:
         raise TinyLLMError("--compile speeds up the cached decode step: use it with --kv_cache true")
     loaded = load_model(ckpt_path, pick_device(device))

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from tinyllm.commands.budgets import run_rung, seed_options, shipped
+from tinyllm.commands.budgets import check_budgets, run_rung, seed_options, shipped
 from tinyllm.core.config import GPTConfig
-from tinyllm.core.defaults import SEED
+from tinyllm.core.defaults import SEED, check_seed
 from tinyllm.core.model import GPT
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import check_writable_folder, read_record, write_record
@@ -62,7 +62,7 @@ def point(config: str, size: str, minutes: float, seed: int) -> dict[str, Any]:
     extra = [*shape_args(size), *seed_options(seed), "--samples", "null"]
     done = RunFolders(name).checkpoints / "scaling.json"
     if done.exists():
-        row = read_record(done)
+        row = read_record(done, dict, ("config", "options"))
         if row.get("config") != config or row.get("options") != extra:
             raise TinyLLMError(f"{done.parent} holds a run of another configuration: move it away, or run the "
                                "experiment from another working directory")  # fmt: skip
@@ -241,8 +241,11 @@ def scaling(
         out: where scaling.md, scaling.png and scaling.json go.
     """
     check_writable_folder(Path(out), "--out")
-    if len(set(sizes)) < 3 or len(set(minutes)) < 2 or any(m <= 0 for m in [*minutes, *ask]):
-        raise TinyLLMError("--sizes needs 3 or more shapes and --minutes 2 or more positive budgets to fit a frontier")
+    check_budgets(minutes)
+    check_budgets(ask, "--ask")
+    check_seed(seed, "--seed")
+    if len(set(sizes)) < 3 or len(set(minutes)) < 2:
+        raise TinyLLMError("--sizes needs 3 or more shapes and --minutes 2 or more budgets to fit a frontier")
     for size in sizes:
         shape_of(size)
     config = shipped(config)

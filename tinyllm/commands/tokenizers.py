@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 
-from tinyllm.commands.budgets import check_seeds, mean_sd, run_rung, seed_options, shipped
+from tinyllm.commands.budgets import check_budgets, check_seeds, mean_sd, run_rung, seed_options, shipped
 from tinyllm.commands.prepare import prepare
 from tinyllm.core.dataset import open_dataset
 from tinyllm.core.defaults import SEED
@@ -90,8 +90,7 @@ def tokenizers(
     """
     if not tokenizers or len(set(tokenizers)) != len(tokenizers):
         raise TinyLLMError(f"--tokenizers must list distinct tokenizers, got {tokenizers}")
-    if minutes <= 0:
-        raise TinyLLMError(f"--minutes must be positive, got {minutes}")
+    check_budgets([minutes])
     check_seeds(seeds)
     config = shipped(config)
     check_writable_folder(Path(out), "--out")

@@ -342,6 +342,8 @@ def pick_device(requested: str = "auto") -> torch.device:
             device = torch.device(requested)
         except RuntimeError:
             raise TinyLLMError(f"--device {requested!r} is not a device: use auto, cpu, cuda or mps") from None
+        if device.type not in ("cpu", "cuda", "mps"):
+            raise TinyLLMError(f"--device {requested!r} cannot run a model here: use auto, cpu, cuda or mps")
         if (device.type == "cuda" and not torch.cuda.is_available()) or (
             device.type == "mps" and not torch.backends.mps.is_available()
         ):

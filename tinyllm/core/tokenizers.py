@@ -256,7 +256,10 @@ def tokenizer_from_state(state: dict[str, Any], data_dir: str | Path | None = No
     """Rebuild the tokenizer a checkpoint was trained with."""
     kind = state.get("kind") if isinstance(state, dict) else None
     if kind == "char":
-        return CharTokenizer(state["chars"])
+        chars = state.get("chars")
+        if not isinstance(chars, str) or not chars:
+            raise TinyLLMError("the stored character tokenizer has no characters: the checkpoint is incomplete")
+        return CharTokenizer(chars)
     if kind == "gpt2":
         return GPT2Tokenizer(gpt2_ranks_path(data_dir))
     if kind == "bpe":

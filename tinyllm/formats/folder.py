@@ -90,7 +90,10 @@ def export_parts(path: str | Path) -> ModelParts:
         tensors = load_file(d / WEIGHTS, device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
         raise TinyLLMError(f"{d / WEIGHTS} is not a readable safetensors file ({one_line(str(e), 120)})") from None
-    training = dict(section.get("training") or {})  # re-exporting a folder: its training record carries over
+    training = section.get("training") or {}  # re-exporting a folder: its training record carries over
+    if not isinstance(training, dict):
+        raise TinyLLMError(f"{d / CONFIG}: the training record in its tinyllm section is not an object; re-export")
+    training = dict(training)
     metrics = {}
     if isinstance(training.get(BEST_VAL_LOSS), (int, float)):
         metrics[BEST_VAL_LOSS] = float(training[BEST_VAL_LOSS])
@@ -116,9 +119,9 @@ def check_export(path: str | Path) -> dict[str, Any]:
     except (SafetensorError, OSError, ValueError) as e:
         raise TinyLLMError(f"{d / WEIGHTS} is not a readable safetensors file ({one_line(str(e), 120)})") from None
     state_from_export({k: torch.empty(s, device="meta") for k, s in shapes.items()}, config, d / WEIGHTS)
-    card = (d / CARD).read_text(encoding="utf-8") if (d / CARD).is_file() else ""
+    card = (d / CARD).read_bytes() if (d / CARD).is_file() else b""  # any bytes: an edited card may not be UTF-8
     digest = sha256_of(d / WEIGHTS)
-    if digest not in card:
+    if digest.encode() not in card:
         raise TinyLLMError(
             f"{d / CARD} does not describe these weights (model.safetensors has sha256 {digest[:12]}…, "
             "which the card does not name): re-run `tinyllm export`"

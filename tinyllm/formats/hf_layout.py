@@ -174,6 +174,9 @@ def read_export_config(d: Path) -> tuple[dict[str, Any], dict[str, Any], GPTConf
         config = GPTConfig.from_dict(section["arch"])
     except (ConfigError, TypeError) as e:
         raise TinyLLMError(f"{path} has an invalid architecture: {e}") from None
+    files = section.get("files", [])
+    if not isinstance(files, list) or not all(isinstance(name, str) for name in files):
+        raise TinyLLMError(f"{path}: 'files' in its tinyllm section is not a list of file names; re-export the model")
     layout = section.get("weights_layout")
     if layout != layout_of(config):
         raise TinyLLMError(f"{path}: weights_layout {layout!r} does not fit its architecture; re-export the model")

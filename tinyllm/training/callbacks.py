@@ -52,6 +52,8 @@ class TokenThroughput(L.Callback):
     """
 
     def __init__(self, peak_flops: float | None = None, window_size: int = 50) -> None:
+        if window_size < 2:  # a rate needs two points in time
+            raise TinyLLMError(f"throughput.window_size must be at least 2 batches, got {window_size}")
         self.peak_flops, self.window_size = peak_flops, window_size
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

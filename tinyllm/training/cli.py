@@ -52,7 +52,7 @@ from tinyllm.compat import ignore_lightnings_own_deprecations
 from tinyllm.core.checkpoint import (
     BEST_CKPT, LAST_CKPT, TRAINING_HPARAMS, budget_seconds, checkpoint_hparams, checkpoint_step, read_checkpoint
 )
-from tinyllm.core.defaults import SEED
+from tinyllm.core.defaults import SEED, check_seed
 from tinyllm.core.kernels import reuse_freed_memory
 from tinyllm.core.tokenizers import stored_spec
 from tinyllm.errors import PROG, Stopped, TinyLLMError, one_line
@@ -62,7 +62,7 @@ from tinyllm.training.callbacks import (
     TokenThroughput, describe_os_error,
 )  # fmt: skip
 from tinyllm.training.data import ShakespeareDataModule
-from tinyllm.training.metrics import VAL_LOSS
+from tinyllm.training.metrics import EVALUATION_METRICS, VAL_LOSS
 from tinyllm.training.module import GPTLitModule
 from tinyllm.training.precision import choose_precision, probe_key, training_step_probe
 
@@ -179,6 +179,9 @@ class TinyLLMCLI(LightningCLI):
         if sub:
             check_run_name(self.config[sub].name)
             check_trainer_options(self.config[sub].trainer)
+            seed = self.config[sub].seed_everything
+            if isinstance(seed, int) and not isinstance(seed, bool):  # true: a random seed, false: none
+                check_seed(seed, "--seed_everything")
         self.resume_step = check_ckpt_path(self.config[sub], sub) if sub else None  # a refusal here changes nothing
         if sub == "fit" and not self.config[sub].trainer.fast_dev_run:
             hold_the_run(RunFolders(self.config[sub].name))
@@ -199,6 +202,7 @@ class TinyLLMCLI(LightningCLI):
         run = RunFolders(cfg["name"])
         every = cfg["save_every_n_steps"] or evaluation_interval_in_steps(cfg["trainer"])
         optional = [cfg[key] for key in OPTIONAL_CALLBACKS if cfg[key] is not None]
+        check_monitors([*optional, *(cfg["trainer"].get("callbacks") or [])])
         callbacks = [*run_machinery(run, every), *optional, *(cfg["trainer"].get("callbacks") or [])]
         plugins = [AtomicCheckpointIO(), *(cfg["trainer"].get("plugins") or [])]
         if cfg["trainer"].get("precision") is None:
@@ -278,6 +282,14 @@ def check_run_name(name: str) -> None:
     if not name.strip() or name.startswith(("/", "~")) or any(p.strip() in ("", ".", "..") for p in parts):
         raise TinyLLMError(f"--name {name!r} is not a run name: give a folder name below checkpoints/ and logs/, "
                            "with '/' between folders if any, e.g. --name quick or --name tries/quick-2")  # fmt: skip
+
+
+def check_monitors(callbacks: list[Callback]) -> None:
+    """Early stopping watches a metric an evaluation logs: Lightning would raise at the first evaluation, not now."""
+    for cb in callbacks:
+        if isinstance(cb, EarlyStopping) and cb.monitor not in EVALUATION_METRICS:
+            raise TinyLLMError(f"--early_stopping.monitor {cb.monitor!r} is not logged at evaluation: use one of "
+                               f"{', '.join(EVALUATION_METRICS)}")  # fmt: skip
 
 
 def check_trainer_options(trainer: Any) -> None:

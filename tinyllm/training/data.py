@@ -43,7 +43,7 @@ from tinyllm.compat import training_batches_processed, unrepeated_sampler
 from tinyllm.core.checkpoint import DATA_POSITION
 from tinyllm.core.config import GPTConfig
 from tinyllm.core.dataset import PreparedDataset, is_dataset, open_dataset, split_text, token_dtype
-from tinyllm.core.defaults import SEED, VAL_FRACTION
+from tinyllm.core.defaults import SEED, VAL_FRACTION, check_seed
 from tinyllm.core.tokenizers import (BPETokenizer, Tokenizer, build_tokenizer, parse_tokenizer_spec, stored_spec,
                                      tokenizer_from_state, unmerge)
 from tinyllm.errors import TinyLLMError
@@ -269,6 +269,9 @@ class ShakespeareDataModule(L.LightningDataModule):
         if batch_size < 1 or (val_batch_size is not None and val_batch_size < 1):
             raise TinyLLMError(f"data.batch_size and data.val_batch_size must be at least 1, got {batch_size} and "
                                f"{val_batch_size}")  # fmt: skip
+        check_seed(seed, "data.seed")
+        if num_workers < 0:
+            raise TinyLLMError(f"data.num_workers must be 0 (load in the training process) or more, got {num_workers}")
         if not 0.0 < val_fraction < 1.0:
             raise TinyLLMError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
         if not 0.0 <= bpe_dropout < 1.0:

@@ -21,7 +21,8 @@ def measure(model: GPT, tokenizer: Tokenizer, data_path: str | None, data_dir: s
             prompt: str, samples: int, max_new_tokens: int, seed: int) -> Measured:
     """Val loss of ``model`` over the whole held-out split (as ``tinyllm validate``), and a few samples."""
     data = ShakespeareDataModule(data_dir=data_dir, path=data_path, tokenizer=tokenizer.spec,
-                                 block_size=model.config.block_size, batch_size=32, val_fraction=val_fraction)
+                                 block_size=model.config.block_size, batch_size=32, val_fraction=val_fraction,
+                                 val_tokens=None)  # all of it, as the card says: not training's capped sample
     if data.tokenizer_state != tokenizer.state():
         raise TinyLLMError("the checkpoint's tokenizer differs from the data's: pass --data_path, the text file it "
                            "was trained on (export can also skip the measurement: --measure false)")  # fmt: skip

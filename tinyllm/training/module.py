@@ -77,6 +77,9 @@ class GPTLitModule(L.LightningModule):
             raise TinyLLMError(f"need lr > 0 and 0 <= min_lr <= lr, got lr={lr}, min_lr={min_lr}")
         if not 0.0 < decay_fraction <= 1.0:
             raise TinyLLMError(f"model.decay_fraction must be in (0, 1], got {decay_fraction}")
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas) or muon_lr <= 0 or weight_decay < 0:
+            raise TinyLLMError(f"need two model.betas in [0, 1), model.muon_lr > 0 and model.weight_decay >= 0, got "
+                               f"betas={list(betas)}, muon_lr={muon_lr}, weight_decay={weight_decay}")  # fmt: skip
         # Plain types only, so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["arch"])
         self.hparams["arch"] = arch.to_dict()
