@@ -109,3 +109,17 @@ def test_throughput_asks_for_the_peak_of_the_dtype_the_run_multiplies_in(monkeyp
     trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu")), world_size=1, precision=precision)
     TokenThroughput().setup(trainer, SimpleNamespace(), "fit")
     assert asked == [dtype]  # a bf16 GPU run against the bf16 peak, not the fp32 one
+
+
+def test_the_checkpoint_reader_names_the_states_the_training_classes_save():
+    # core/checkpoint reads these states without importing Lightning's classes: their names must match.
+    from tinyllm.core.checkpoint import BUDGET_STATE, DATA_STATE, MODEL_PREFIX
+    from tinyllm.training.callbacks import TimeBudget
+    from tinyllm.training.data import ShakespeareDataModule
+    from tinyllm.training.module import GPTLitModule
+
+    assert (TimeBudget.__name__, ShakespeareDataModule.__name__) == (BUDGET_STATE, DATA_STATE)
+    from tinyllm.core.config import GPTConfig
+
+    module = GPTLitModule(arch=GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=4, vocab_size=5))
+    assert all(key.startswith(MODEL_PREFIX) for key in module.state_dict())

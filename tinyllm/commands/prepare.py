@@ -71,7 +71,7 @@ from tinyllm.core.dataset import (
     open_dataset, train_chars,
 )  # fmt: skip
 from tinyllm.core.defaults import VAL_FRACTION
-from tinyllm.core.tokenizers import CharTokenizer, Tokenizer, parse_tokenizer_spec, tokenizer_from_state, train_bpe
+from tinyllm.core.tokenizers import EOT, CharTokenizer, Tokenizer, parse_tokenizer_spec, tokenizer_from_state, train_bpe
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import fmt_bytes
 
@@ -79,7 +79,6 @@ READ_BYTES = 1 << 20  # bytes read from a file at a time
 PIECE_CHARS = 1 << 20  # a long document is tokenized in pieces of about this many characters
 TASK_CHARS = 1 << 20  # pieces go to a worker thread in batches of about this much text (~10 MB while encoded)
 CHAR_SEPARATOR = "\n\n"
-EOT_TEXT = "<|endoftext|>"
 TEXT_SUFFIXES = (".txt", ".txt.gz")
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")
 DEFAULT_SHARD_TOKENS = 100_000_000
@@ -628,7 +627,7 @@ def build(folder: Path, scan: Scan, spec: str | int, options: dict[str, Any], wo
     if scan.one_document:
         sep_ids, sep_bytes, separator = np.zeros(0, dtype=np.int64), 0, None
     elif eot is not None:
-        sep_ids, sep_bytes, separator = np.array([eot], dtype=np.int64), 0, EOT_TEXT
+        sep_ids, sep_bytes, separator = np.array([eot], dtype=np.int64), 0, EOT
     else:
         sep_ids = np.array(tok.encode(CHAR_SEPARATOR), dtype=np.int64)
         sep_bytes, separator = len(CHAR_SEPARATOR.encode()), CHAR_SEPARATOR

@@ -31,6 +31,8 @@ from tinyllm.errors import ConfigError, TinyLLMError
 MODEL_PREFIX = "model."  # GPTLitModule keeps the GPT in `self.model`
 DATA_STATE = "ShakespeareDataModule"  # Lightning stores a data module's state under its class name
 DATA_POSITION = "train_batches_done"  # ... and in it, where the training stream resumes
+BUDGET_STATE = "TimeBudget"  # Lightning stores a callback's state under its class name (training.callbacks)
+BUDGET_SECONDS = "budget_s"  # ... and in it, the run's time budget
 BEST_VAL_LOSS = "best_val_loss"  # the training record's key for the best evaluation
 # The recorded hyperparameters that shape training, besides the architecture: a resume must match them, and a
 # model card reports them. (The rest, the tokenizer and compile, are checked elsewhere or change no result.)
@@ -140,8 +142,8 @@ def budget_seconds_used(ckpt: dict[str, Any]) -> float | None:
 
 def budget_seconds(ckpt: dict[str, Any]) -> float | None:
     """The time budget (``--trainer.max_time``, in seconds) the run was trained on; None without one, or if unsaved."""
-    state = (ckpt.get("callbacks") or {}).get("TimeBudget") or {}
-    return float(state["budget_s"]) if state.get("budget_s") is not None else None
+    state = (ckpt.get("callbacks") or {}).get(BUDGET_STATE) or {}
+    return float(state[BUDGET_SECONDS]) if state.get(BUDGET_SECONDS) is not None else None
 
 
 def train_batches_done(ckpt: dict[str, Any]) -> int:

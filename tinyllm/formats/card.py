@@ -22,7 +22,7 @@ from typing import Any
 from tinyllm.core.checkpoint import BEST_VAL_LOSS, TRAINING_HPARAMS, best_checkpoint_state
 from tinyllm.core.defaults import PROMPT, TEMPERATURE, TOP_K
 from tinyllm.core.model import GPT
-from tinyllm.core.tokenizers import EOT, Tokenizer
+from tinyllm.core.tokenizers import EOT, MIN_BPE_VOCAB, Tokenizer
 from tinyllm.files import fmt_bytes, sha256_of
 from tinyllm.errors import TinyLLMError
 from tinyllm.formats.hf_layout import HF_EXTRA, WEIGHTS
@@ -244,7 +244,7 @@ def _tokenizer_text(tokenizer: Tokenizer, export: ExportFacts | None) -> str:
     tok = (f"GPT-2's byte-level BPE ({tokenizer.vocab_size:,} ids; `{EOT}` = {tokenizer.eot_id}), through "
            "tiktoken's `r50k_base`.")
     if export:
-        merges = tokenizer.vocab_size - 256 - 1  # every id but the 256 bytes and the special token
+        merges = tokenizer.vocab_size - MIN_BPE_VOCAB  # every id but the bytes and the special token
         tok += (f" `tokenizer.json` was rebuilt from those ranks ({merges:,} merges); `AutoTokenizer` loads it and "
                 f"gives the same ids as tiktoken. One difference: tinyllm treats `{EOT}` typed in a "
                 "prompt as plain text, Hugging Face as the special token.")  # fmt: skip

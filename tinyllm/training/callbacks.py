@@ -24,6 +24,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from tqdm import tqdm
 
 from tinyllm.compat import evaluation_follows_batch, save_last_checkpoint
+from tinyllm.core.checkpoint import BUDGET_SECONDS
 from tinyllm.core.defaults import LOOK_PROMPT, PROMPT, SAMPLE_TOKENS, SEED, TEMPERATURE, TOP_K
 from tinyllm.core.figures import attention_grid, labels_of
 from tinyllm.core.generate import check_sampling, generate
@@ -259,7 +260,7 @@ class TimeBudget(L.Callback):
     def state_dict(self) -> dict[str, Any]:
         # The budget itself, so that a resume with another one is refused: its learning rate would jump.
         budget = self.timer.time_elapsed() + (self.timer.time_remaining() or 0.0) if self.timer else None
-        return {"budget_s": round(budget, 3) if budget is not None else None}
+        return {BUDGET_SECONDS: round(budget, 3) if budget is not None else None}
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.timer = budget_timer(trainer)
