@@ -89,6 +89,7 @@ class RunFolders:
     """Where the run called ``name`` writes (relative to the working directory)."""
 
     name: str
+    LOGS_ROOT = "logs"  # what `tensorboard --logdir logs` reads: every run's curves side by side
 
     @property
     def checkpoints(self) -> Path:
@@ -96,7 +97,7 @@ class RunFolders:
 
     @property
     def logs(self) -> Path:
-        return Path("logs") / self.name
+        return Path(self.LOGS_ROOT) / self.name
 
     @property
     def last(self) -> Path:
@@ -221,7 +222,7 @@ class TinyLLMCLI(LightningCLI):
             # curve stays one line. A plain fresh start never meets old logs (refuse_a_second_run); --ckpt_path
             # last with nothing left to resume (a damaged last.ckpt moved away) starts over and hides them all.
             purge_step = self.resume_step if self.resume_step is not None else (0 if run.holds_a_run() else None)
-            logger = TensorBoardLogger("logs", name=run.name, version="", purge_step=purge_step)
+            logger = TensorBoardLogger(run.LOGS_ROOT, name=run.name, version="", purge_step=purge_step)
         return super().instantiate_trainer(callbacks=callbacks, plugins=plugins, logger=logger, **kwargs)
 
     def auto_precision(self, cfg: dict[str, Any]) -> str:
