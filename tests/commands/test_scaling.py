@@ -75,6 +75,9 @@ def test_a_grid_is_run_fitted_and_reported_and_a_rerun_trains_nothing(tmp_path: 
     assert "| 4x128 |" in (tmp_path / "res/scaling.md").read_text()
     assert "over the held-out text) and the optimizer steps" in (tmp_path / "res/scaling.md").read_text()
     assert run_main(*args, cwd=tmp_path).returncode == 0 and len(trained) == 6  # every point was kept
+    no_ask = run_main(*args[:-4], "--ask", "[]", "--out", "res", cwd=tmp_path)  # the measured budgets only
+    assert no_ask.returncode == 0 and len(trained) == 6, describe(no_ask)
+    assert [b["minutes"] for b in json.loads((tmp_path / "res/scaling.json").read_text())["frontier"]] == [0.5, 1]
     # A kept point of another configuration (another cpu.yaml, or other options) is refused, not mixed in.
     kept = tmp_path / "checkpoints/scaling-cpu/2x64-1min-seed1337/scaling.json"
     kept.write_text(json.dumps({**json.loads(kept.read_text()), "config": "elsewhere/cpu.yaml"}))

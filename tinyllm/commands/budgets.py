@@ -104,6 +104,12 @@ def validation_split(data: dict[str, Any]) -> str:
     return split if most is None else f"{split}, at most about {most:,} tokens of it"
 
 
+def validation_splits(rows: list[dict[str, Any]]) -> str:
+    """The splits a table's val losses were measured on, each named once (a row kept from before rows recorded
+    its split says only "the validation split")."""
+    return "; ".join(dict.fromkeys(r.get("validation", "the validation split") for r in rows))
+
+
 def nats_per_byte(row: dict[str, Any]) -> float:
     """A rung's val loss per byte of validation text: comparable across tokenizers, unlike its loss per token."""
     return row["val_bpb"] * math.log(2) if row.get("val_bpb") is not None else row["val_loss"]
@@ -122,7 +128,7 @@ def write_table(rows: list[dict[str, Any]], config: str, reference: dict[str, An
         f"# The budget ladder: `python -m tinyllm experiment budgets --config {config}`",
         "",
         f"Measured on {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}. Val loss: "
-        f"cross-entropy of the final weights over {'; '.join(dict.fromkeys(r['validation'] for r in rows))}, in "
+        f"cross-entropy of the final weights over {validation_splits(rows)}, in "
         "nats per byte of its text (val bpb × ln 2), the scale every tokenizer shares: on Tiny Shakespeare's ASCII "
         "a byte is a character, so for the char tokenizer this is its per-token loss, nats/char. Budget: "
         "`--trainer.max_time`, the training time including evaluations and checkpoints; "

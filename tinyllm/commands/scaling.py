@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from tinyllm.commands.budgets import check_budgets, run_rung, seed_options, shipped
+from tinyllm.commands.budgets import check_budgets, run_rung, seed_options, shipped, validation_splits
 from tinyllm.core.config import GPTConfig
 from tinyllm.core.defaults import SEED, check_seed
 from tinyllm.core.model import GPT
@@ -157,15 +157,13 @@ def report(rows: list[dict[str, Any]], config: str, minutes: list[float], ask: l
             for m in sorted({*minutes, *ask})]  # fmt: skip
     sizes = list(dict.fromkeys(r["size"] for r in rows))
     table = {(r["size"], r["budget_min"]): r for r in rows}
-    # What the val losses were measured on (a point kept from before rows recorded it says only "the validation split").
-    splits = "; ".join(dict.fromkeys(r.get("validation", "the validation split") for r in rows))
     lines = [
         f"# The size that fits a budget: `python -m tinyllm experiment scaling --config {config}`",
         "",
         f"Measured on {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, one seed per point. "
         f"Each cell trains `{config}` at that shape (heads of {HEAD_DIM} channels) for that many minutes of training "
         "time and gives the final val loss (nats per token, per character for the char tokenizer, over "
-        f"{splits}) and the optimizer steps it bought. "
+        f"{validation_splits(rows)}) and the optimizer steps it bought. "
         f"The fit leaves out the points marked *, which trained fewer than {min_steps} steps: a model still "
         "in (or just out of) its warmup is not yet on the law.",
         "",
@@ -242,7 +240,8 @@ def scaling(
     """
     check_writable_folder(Path(out), "--out")
     check_budgets(minutes)
-    check_budgets(ask, "--ask")
+    if ask:  # none: the frontier at the measured budgets only
+        check_budgets(ask, "--ask")
     check_seed(seed, "--seed")
     if len(set(sizes)) < 3 or len(set(minutes)) < 2:
         raise TinyLLMError("--sizes needs 3 or more shapes and --minutes 2 or more budgets to fit a frontier")
