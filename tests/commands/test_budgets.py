@@ -8,23 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.cli import TINY, assert_one_line_error, describe, run_cli, run_main
-from tinyllm.commands.budgets import (
-    budgets,
-    max_time,
-    nats_per_byte,
-    seed_options,
-    shipped,
-    validation_split,
-    write_table,
-)
-from tinyllm.commands.experiment import swaps
-from tinyllm.commands.scaling import scaling
-from tinyllm.commands.tokenizers import tokenizers
-from tinyllm.errors import TinyLLMError
-
-
-def test_max_time_is_lightnings_format():
-    assert max_time(1) == "00:00:01:00" and max_time(0.5) == "00:00:00:30" and max_time(90) == "00:01:30:00"
+from tinyllm.commands.budgets import nats_per_byte, write_table
+from tinyllm.commands.runs import seed_options
 
 
 @pytest.mark.slow
@@ -75,40 +60,6 @@ def test_the_table_gives_a_bpe_rungs_loss_per_byte_of_text_not_per_token(tmp_pat
     assert "| 5 min | **1.5596** | 100 |" in (tmp_path / "b.md").read_text()  # 2.25 bits × ln 2, not 3.5 a token
 
 
-@pytest.mark.parametrize("command", ["budgets", "swaps", "tokenizers"])
-@pytest.mark.parametrize("seeds", [[], [7, 7], [-1]])
-def test_every_seeded_experiment_refuses_seeds_it_cannot_pair(command: str, seeds: list[int], tmp_path: Path, monkeypatch):
-    run = {"budgets": budgets, "swaps": swaps, "tokenizers": tokenizers}[command]
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(TinyLLMError, match=r"^--seeds must (list distinct seeds|be a seed from 0)"):
-        run(seeds=seeds, out=str(tmp_path / "out"))
-    assert not any(tmp_path.iterdir())  # refused before any run or folder
-
-
-@pytest.mark.parametrize("command", ["budgets", "tokenizers", "scaling"])
-@pytest.mark.parametrize("budget", [0.0, float("inf"), float("nan")])
-def test_every_timed_experiment_refuses_a_budget_no_run_can_have(command: str, budget: float, tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch):
-    run = {"budgets": budgets, "tokenizers": tokenizers, "scaling": scaling}[command]
-    monkeypatch.chdir(tmp_path)
-    minutes = [budget] if command != "tokenizers" else budget
-    with pytest.raises(TinyLLMError, match=r"^--minutes must list positive, finite budgets"):
-        run(minutes=minutes, out=str(tmp_path / "out"))
-    assert not any(tmp_path.iterdir())  # refused before any run or folder
-
-
-@pytest.mark.parametrize("command", ["budgets", "swaps", "tokenizers", "scaling"])
-def test_every_experiment_finds_a_shipped_config_from_any_folder_and_refuses_a_missing_one(
-    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
-    run = {"budgets": budgets, "swaps": swaps, "tokenizers": tokenizers, "scaling": scaling}[command]
-    monkeypatch.chdir(tmp_path)
-    assert Path(shipped("configs/cpu.yaml")).is_file()  # tinyllm's own, though this folder has no configs/
-    with pytest.raises(TinyLLMError, match=r"^--config configs/nope.yaml is not a file"):
-        run(config="configs/nope.yaml", out=str(tmp_path / "out"))
-    assert not any(tmp_path.iterdir())  # refused before any run or folder
-
-
 @pytest.mark.parametrize(("content", "words"), [
     ([1, 2], ["holds a list"]),
     ({"label": "nanoGPT", "run": "baby", "val_loss": 1.88, "steps": 2000, "tokens": 1536000}, ["'wall_s'"]),
@@ -120,35 +71,3 @@ def test_a_reference_row_is_checked_before_any_rung_trains(tmp_path: Path, conte
                     "--out", "out", cwd=tmp_path)  # fmt: skip
     assert_one_line_error(proc, "--reference", *words)
     assert not (tmp_path / "checkpoints").exists()  # refused before the first rung
-
-
-def test_a_rung_that_logged_no_val_loss_is_one_line(fit_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    import shutil
-    import subprocess
-
-    from torch.utils.tensorboard import SummaryWriter
-
-    from tinyllm.commands import budgets as budgets_module
-    from tinyllm.training.metrics import VAL_LOSS
-
-    def fit_without_validation(command: list[str]) -> subprocess.CompletedProcess:
-        name = command[command.index("--name") + 1]
-        (tmp_path / "checkpoints" / name).mkdir(parents=True)
-        shutil.copy(fit_run.dir / "checkpoints/tiny/last.ckpt", tmp_path / "checkpoints" / name / "last.ckpt")
-        with SummaryWriter(str(tmp_path / "logs" / name)) as writer:
-            writer.add_scalar("train_loss", 3.0, 1)
-        return subprocess.CompletedProcess(command, 0)
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(budgets_module.subprocess, "run", fit_without_validation)
-    with pytest.raises(TinyLLMError, match=f"logged no {VAL_LOSS}"):
-        budgets_module.run_rung(str(TINY), 0.1, [], "rung")
-
-
-@pytest.mark.parametrize(("data", "said"), [
-    ({"path": None, "val_fraction": 0.1, "val_tokens": 1_048_576}, "the last 10% of Tiny Shakespeare"),
-    ({"path": "corpus.txt", "val_fraction": 0.05, "val_tokens": None}, "the last 5% of corpus.txt"),
-    ({"path": "corpus.txt", "val_fraction": 0.1, "val_tokens": 1000}, "corpus.txt, at most about 1,000 tokens of it"),
-])  # fmt: skip
-def test_the_table_names_the_text_each_val_loss_was_measured_on(data: dict, said: str):
-    assert validation_split(data).endswith(said)

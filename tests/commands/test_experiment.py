@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.cli import assert_one_line_error, describe, run_cli, run_main
-from tinyllm.commands.budgets import CONFIGS
+from tinyllm.commands.runs import CONFIGS
 from tinyllm.commands.experiment import (
     REGULARIZATION,
     RESULT_KEYS,
@@ -134,6 +134,8 @@ def test_swaps_smoke_writes_table_plot_and_json_and_skips_finished_runs(tmp_path
     # The machine, and the command that redoes the table, options and all.
     assert f'--config {SMOKE} --seeds "[1, 2]" --variants "[vanilla, modern, modern+muon]"`' in table.splitlines()[0]
     assert f"Measured on {cpu_name()}, " in table
+    assert "nats per token (per character for the char tokenizer), over the whole validation split, the last 10% of " \
+           "Tiny Shakespeare," in table  # the split each run saved in its config: the smoke config's own
     rows = [line for line in table.splitlines() if line.startswith("| `")]
     assert [r.split("`")[1] for r in rows] == variants
     cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
@@ -141,7 +143,8 @@ def test_swaps_smoke_writes_table_plot_and_json_and_skips_finished_runs(tmp_path
     assert [c[-3] for c in cells] == ["", "vanilla", "modern"]  # what each Δ is against
     assert (tmp_path / "res/swaps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     runs = json.loads((tmp_path / "res/swaps.json").read_text())["runs"]
-    assert len(runs) == 2 * len(variants) and all(tuple(r) == RESULT_KEYS for r in runs)  # what a rerun checks
+    assert len(runs) == 2 * len(variants) and all(tuple(r) == (*RESULT_KEYS, "validation") for r in runs)
+    # RESULT_KEYS: what a rerun checks (a run finished before runs recorded their split has no "validation")
     steps = {tuple(s for s, _ in r["val_loss"]) for r in runs}
     assert len(steps) == 1 and len(next(iter(steps))) == 2  # every run evaluated at the same steps
     assert all(r["steps"] == r["max_steps"] == 6 and r["tokens_per_s"] > 0 for r in runs)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from tests.helpers.cli import assert_one_line_error, describe, run_main
-from tinyllm.commands.scaling import fit_loss, fit_tokens, frontier, predict, shape_args
+from tinyllm.commands.runs import CPU_RECIPE, shipped
+from tinyllm.commands.scaling import fit_loss, fit_tokens, frontier, head_width, predict, shape_args
 from tinyllm.core.config import GPTConfig
 from tinyllm.core.model import GPT
 
@@ -42,11 +43,24 @@ def test_the_frontier_is_the_minimum_and_grows_with_the_budget():
 
 
 def test_shapes_keep_the_head_width_and_bad_ones_are_one_line(tmp_path: Path):
-    assert shape_args("4x128") == ["--model.arch.n_layer", "4", "--model.arch.n_embd", "128", "--model.arch.n_head", "4"]
+    assert shape_args("4x128", 32) == ["--model.arch.n_layer", "4", "--model.arch.n_embd", "128", "--model.arch.n_head", "4"]
     for bad in ("4x100", "x128", "0x64"):
         proc = run_main("experiment", "scaling", "--sizes", f"[2x64, 3x96, '{bad}']", cwd=tmp_path)
         assert_one_line_error(proc, bad)
     assert_one_line_error(run_main("experiment", "scaling", "--minutes", "[1]", cwd=tmp_path), "--minutes")
+
+
+def test_the_head_width_is_the_configs_own(tmp_path: Path):
+    assert head_width(shipped(CPU_RECIPE)) == 32  # 128 channels in 4 heads
+    (tmp_path / "wide.yaml").write_text("model:\n  arch:\n    n_embd: 256\n    n_head: 4\n")
+    (tmp_path / "bare.yaml").write_text("trainer:\n  max_steps: 10\n")
+    defaults = GPTConfig()
+    assert head_width(str(tmp_path / "wide.yaml")) == 64
+    assert head_width(str(tmp_path / "bare.yaml")) == defaults.n_embd // defaults.n_head
+    proc = run_main("experiment", "scaling", "--config", "wide.yaml", "--sizes", "[2x64, 3x96, 4x192]", cwd=tmp_path)
+    assert_one_line_error(proc, "3x96", "head width, 64")  # fine for cpu.yaml's heads of 32, not for heads of 64
+    (tmp_path / "broken.yaml").write_text("model: [")
+    assert_one_line_error(run_main("experiment", "scaling", "--config", "broken.yaml", cwd=tmp_path), "broken.yaml")
 
 
 def test_a_grid_is_run_fitted_and_reported_and_a_rerun_trains_nothing(tmp_path: Path, monkeypatch):

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import yaml
 
-from tinyllm.commands.budgets import CONFIGS
+from tinyllm.commands.runs import CONFIGS
 from tinyllm.commands.experiment import VARIANTS
 from tinyllm.core.config import GPTConfig
 from tinyllm.core.model import GPT

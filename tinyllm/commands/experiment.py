@@ -38,9 +38,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import yaml
 from matplotlib.figure import Figure
 
-from tinyllm.commands.budgets import CONFIGS, check_seeds, finished_run_scalars, seed_options, shipped
+from tinyllm.commands.runs import (
+    CONFIGS,
+    LOSS_AXIS,
+    LOSS_UNIT,
+    NO_SAMPLES,
+    RESULTS,
+    check_seeds,
+    finished_run_scalars,
+    seed_options,
+    seeded,
+    shipped,
+    validation_split,
+    validation_splits,
+)
 from tinyllm.core.defaults import SEED
 from tinyllm.core.optim import check_muon
 from tinyllm.errors import TinyLLMError
@@ -101,10 +115,6 @@ def missing_baselines(variants: list[str]) -> list[str]:
 RESULT_KEYS = ("variant", "seed", "parameters", "val_loss", "seconds", "tokens_per_s", "steps", "max_steps")
 
 
-def run_name(variant: str, seed: int) -> str:
-    return f"{variant}-seed{seed}"
-
-
 def experiment_name(config: str) -> str:
     """The experiment's folder name under checkpoints/ and logs/: its config's file name."""
     return Path(config).stem
@@ -112,7 +122,7 @@ def experiment_name(config: str) -> str:
 
 def run_path(config: str, variant: str, seed: int) -> str:
     """Where one run writes, under both checkpoints/ and logs/."""
-    return f"swaps-{experiment_name(config)}/{run_name(variant, seed)}"
+    return f"swaps-{experiment_name(config)}/{seeded(variant, seed)}"
 
 
 def run_args(config: str, variant: str, seed: int) -> list[str]:
@@ -124,13 +134,13 @@ def run_args(config: str, variant: str, seed: int) -> list[str]:
     base, delta = VARIANTS[variant]
     return ["--config", str(CONFIGS / base), "--config", config, *delta,
             "--name", run_path(config, variant, seed), *seed_options(seed),
-            "--early_stopping", "null", "--samples", "null"]  # fmt: skip
+            "--early_stopping", "null", *NO_SAMPLES]  # fmt: skip
 
 
 def train_one(config: str, variant: str, seed: int) -> dict[str, Any]:
     """Train (or resume, or skip when finished) one run; returns its measured results."""
     args = run_args(config, variant, seed)
-    name, folders = run_name(variant, seed), RunFolders(run_path(config, variant, seed))
+    name, folders = seeded(variant, seed), RunFolders(run_path(config, variant, seed))
     run_dir = folders.checkpoints
     args_file, done, clock = run_dir / "args.json", run_dir / "results.json", run_dir / "seconds.txt"
     if args_file.exists() and read_record(args_file, list) != args:
@@ -156,6 +166,7 @@ def train_one(config: str, variant: str, seed: int) -> dict[str, Any]:
         "val_loss": scalars[VAL_LOSS], "seconds": round(seconds, 1),
         "tokens_per_s": round(statistics.median(throughput), 1) if throughput else None,
         "steps": cli.trainer.global_step, "max_steps": cli.trainer.max_steps,
+        "validation": validation_split(yaml.safe_load(folders.config.read_text())["data"]),
     }  # fmt: skip
     if result["steps"] < cli.trainer.max_steps:
         raise TinyLLMError(f"{name} stopped at step {result['steps']}: re-run the same command to resume it")
@@ -181,8 +192,8 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     steps = [s for s, _ in results[0]["val_loss"]]
     for r in results:
         if [s for s, _ in r["val_loss"]] != steps:
-            raise TinyLLMError(f"{run_name(r['variant'], r['seed'])} was evaluated at other steps than "
-                               f"{run_name(results[0]['variant'], results[0]['seed'])}: the runs are not comparable")
+            raise TinyLLMError(f"{seeded(r['variant'], r['seed'])} was evaluated at other steps than "
+                               f"{seeded(results[0]['variant'], results[0]['seed'])}: the runs are not comparable")
     final = {(r["variant"], r["seed"]): r["val_loss"][-1][1] for r in results}
     rows, variants = [], list(dict.fromkeys(r["variant"] for r in results))
     for variant in variants:
@@ -205,7 +216,7 @@ def swaps_command(config: str, seeds: list[int], variants: list[str]) -> str:
     return line if variants == list(GPT2_TO_LLAMA) else f"{line} --variants \"[{', '.join(variants)}]\""
 
 
-def write_table(rows: list[dict[str, Any]], config: str, path: Path) -> None:
+def write_table(rows: list[dict[str, Any]], config: str, splits: str, path: Path) -> None:
     seeds = rows[0]["seeds"]
     steps = rows[0]["steps"]
     head = ["variant", "parameters", *[f"val @{s}" for s in steps], "final val loss", "Δ (paired)", "vs",
@@ -215,8 +226,8 @@ def write_table(rows: list[dict[str, Any]], config: str, path: Path) -> None:
         "",
         f"Measured on {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}. "
         f"Training: `{config}`. Seeds {', '.join(map(str, seeds))}: every variant of one seed sees the "
-        "same batches in the same order, with the same steps and schedule. Val loss is the cross-entropy "
-        "(nats/char) over the whole validation split, at the steps TensorBoard shows (the evaluation after "
+        "same batches in the same order, with the same steps and schedule. Val loss is the cross-entropy, in "
+        f"{LOSS_UNIT}, over {splits}, at the steps TensorBoard shows (the evaluation after "
         f"optimizer step {steps[0] + 1} is logged at step {steps[0]}); the curve columns are means over seeds; ± is the standard "
         "deviation over seeds; Δ is the final loss paired by seed (variant − the baseline in the `vs` column: "
         "vanilla for the GPT-2 → LLaMA swaps, modern for the rows after it; negative = better). "
@@ -247,7 +258,7 @@ def write_plot(rows: list[dict[str, Any]], results: list[dict[str, Any]], config
             lo = [min(run[s] for run in runs) for s in r["steps"]]
             hi = [max(run[s] for run in runs) for s in r["steps"]]
             ax.fill_between(r["steps"], lo, hi, color=line.get_color(), alpha=0.15)
-    ax.set(xlabel="optimizer step", ylabel="val loss (nats/char)",
+    ax.set(xlabel="optimizer step", ylabel=LOSS_AXIS,
            title=f"The swaps, {experiment_name(config)}, {len(rows[0]['seeds'])} seed(s): mean and min-max")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -262,7 +273,7 @@ def run_swaps(config: str, seeds: list[int], variants: list[str], out: Path) -> 
     results = [train_one(config, v, s) for s in seeds for v in variants]
     rows = summarize(results)
     out.mkdir(parents=True, exist_ok=True)
-    write_table(rows, config, out / "swaps.md")
+    write_table(rows, config, validation_splits(results), out / "swaps.md")
     write_plot(rows, results, config, out / "swaps.png")
     (out / "swaps.json").write_text(json.dumps({"config": config, "machine": cpu_name(), "runs": results},
                                                indent=2) + "\n")  # fmt: skip
@@ -273,7 +284,7 @@ def swaps(
     config: str = "configs/swaps_cpu.yaml",
     seeds: list[int] = [SEED],
     variants: list[Variant] = list(GPT2_TO_LLAMA),
-    out: str = "results",
+    out: str = RESULTS,
 ) -> None:
     """The swaps as one experiment, paired by seed: GPT-2 -> LLaMA one switch at a time, then the 2025 switches on modern.
 

@@ -27,39 +27,71 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from matplotlib.figure import Figure
 
-from tinyllm.commands.budgets import check_budgets, run_rung, seed_options, shipped, validation_splits
+from tinyllm.commands.runs import (
+    CPU_RECIPE,
+    LOSS_AXIS,
+    LOSS_UNIT,
+    NO_SAMPLES,
+    RESULTS,
+    check_budgets,
+    run_rung,
+    seed_options,
+    seeded,
+    shipped,
+    validation_splits,
+)
 from tinyllm.core.config import GPTConfig
 from tinyllm.core.defaults import SEED, check_seed
 from tinyllm.core.model import GPT
-from tinyllm.errors import TinyLLMError
+from tinyllm.errors import TinyLLMError, one_line
 from tinyllm.files import check_writable_folder, read_record, write_record
 from tinyllm.training.cli import RunFolders
 from tinyllm.training.precision import cpu_name
 
-HEAD_DIM = 32  # every size keeps the CPU recipe's 32 channels per head
 SHAPE = re.compile(r"^(\d+)x(\d+)$")
 
 
-def shape_of(size: str) -> tuple[int, int]:
+def head_width(config: str) -> int:
+    """The config's channels per head, n_embd / n_head (GPTConfig's defaults where it names neither): every size
+    keeps it, so the sizes differ in depth and width, not in how attention splits them."""
+    try:
+        recipe = yaml.safe_load(Path(config).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise TinyLLMError(f"--config {config} is not a readable YAML config ({one_line(str(e))})") from None
+    try:
+        arch = recipe["model"]["arch"]
+        shape = {key: arch[key] for key in ("n_embd", "n_head") if key in arch}
+    except (KeyError, TypeError):  # no model.arch section: the defaults' shape
+        shape = {}
+    defaults = GPTConfig()
+    n_embd, n_head = shape.get("n_embd", defaults.n_embd), shape.get("n_head", defaults.n_head)
+    if not (isinstance(n_embd, int) and isinstance(n_head, int) and n_head > 0 and n_embd % n_head == 0):
+        raise TinyLLMError(f"--config {config}: model.arch.n_embd {n_embd} is not a multiple of n_head {n_head}")
+    return n_embd // n_head
+
+
+def shape_of(size: str, width: int) -> tuple[int, int]:
     """``"4x128"`` → (n_layer, n_embd), refused in one line unless n_embd is a multiple of the head width."""
     m = SHAPE.match(size)
-    if not m or int(m[1]) < 1 or int(m[2]) < HEAD_DIM or int(m[2]) % HEAD_DIM:
-        raise TinyLLMError(f"--sizes: {size!r} is not LAYERSxWIDTH with WIDTH a multiple of {HEAD_DIM} (e.g. 4x128)")
+    if not m or int(m[1]) < 1 or int(m[2]) < width or int(m[2]) % width:
+        raise TinyLLMError(f"--sizes: {size!r} is not LAYERSxWIDTH with WIDTH a multiple of the config's head "
+                           f"width, {width} (e.g. 4x{4 * width})")  # fmt: skip
     return int(m[1]), int(m[2])
 
 
-def shape_args(size: str) -> list[str]:
-    n_layer, n_embd = shape_of(size)
+def shape_args(size: str, width: int) -> list[str]:
+    n_layer, n_embd = shape_of(size, width)
     return ["--model.arch.n_layer", str(n_layer), "--model.arch.n_embd", str(n_embd),
-            "--model.arch.n_head", str(n_embd // HEAD_DIM)]  # fmt: skip
+            "--model.arch.n_head", str(n_embd // width)]  # fmt: skip
 
 
 def point(config: str, size: str, minutes: float, seed: int) -> dict[str, Any]:
     """One (size, budget) run, trained once: a finished run's figures are kept beside its checkpoints."""
-    name = f"scaling-{Path(config).stem}/{size}-{minutes:g}min-seed{seed}"
-    extra = [*shape_args(size), *seed_options(seed), "--samples", "null"]
+    name = seeded(f"scaling-{Path(config).stem}/{size}-{minutes:g}min", seed)
+    extra = [*shape_args(size, head_width(config)), *seed_options(seed), *NO_SAMPLES]
     done = RunFolders(name).checkpoints / "scaling.json"
     if done.exists():
         row = read_record(done, dict, ("config", "options"))
@@ -161,9 +193,8 @@ def report(rows: list[dict[str, Any]], config: str, minutes: list[float], ask: l
         f"# The size that fits a budget: `python -m tinyllm experiment scaling --config {config}`",
         "",
         f"Measured on {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, one seed per point. "
-        f"Each cell trains `{config}` at that shape (heads of {HEAD_DIM} channels) for that many minutes of training "
-        "time and gives the final val loss (nats per token, per character for the char tokenizer, over "
-        f"{validation_splits(rows)}) and the optimizer steps it bought. "
+        f"Each cell trains `{config}` at that shape (heads of {head_width(config)} channels) for that many minutes of "
+        f"training time and gives the final val loss ({LOSS_UNIT}, over {validation_splits(rows)}) and the optimizer steps it bought. "
         f"The fit leaves out the points marked *, which trained fewer than {min_steps} steps: a model still "
         "in (or just out of) its warmup is not yet on the law.",
         "",
@@ -209,7 +240,7 @@ def _plot(rows, minutes, loss_fit, tokens_fit, best, n_range, min_steps, path: P
         ax.plot(grid, predict(loss_fit, tokens_fit, grid, m), "--", color=f"C{i}", lw=1)
     ax.plot([b["parameters"] for b in best], [b["loss"] for b in best], "k*-", ms=10, label="best size per budget (fit)")
     ax.set_xscale("log")
-    ax.set(xlabel="parameters N", ylabel="val loss (nats/char)",
+    ax.set(xlabel="parameters N", ylabel=LOSS_AXIS,
            title=f"The size that fits a CPU budget (hollow: under {min_steps} steps, not fitted)")
     ax.grid(alpha=0.3, which="both")
     ax.legend()
@@ -218,19 +249,19 @@ def _plot(rows, minutes, loss_fit, tokens_fit, best, n_range, min_steps, path: P
 
 
 def scaling(
-    config: str = "configs/cpu.yaml",
+    config: str = CPU_RECIPE,
     sizes: list[str] = ["2x64", "3x96", "4x128", "6x192", "8x320"],
     minutes: list[float] = [0.5, 1, 2],
     ask: list[float] = [5, 30],
     min_steps: int = 100,
     seed: int = SEED,
-    out: str = "results",
+    out: str = RESULTS,
 ) -> None:
     """The size that fits a budget: a grid of model sizes at several time budgets, a Chinchilla fit and its frontier.
 
     Args:
         config: the recipe every point trains (a CPU recipe meant for any max_time), reshaped per size.
-        sizes: shapes as LAYERSxWIDTH, from about 0.1M to 10M parameters by default.
+        sizes: shapes as LAYERSxWIDTH, WIDTH a multiple of the config's channels per head, from about 0.1M to 10M parameters by default.
         minutes: the budgets every size trains for.
         ask: more budgets to read off the fit (beyond the measured ones: extrapolated, and marked so).
         min_steps: points that trained fewer optimizer steps are shown but left out of the fit (the CPU recipe warms
@@ -245,9 +276,10 @@ def scaling(
     check_seed(seed, "--seed")
     if len(set(sizes)) < 3 or len(set(minutes)) < 2:
         raise TinyLLMError("--sizes needs 3 or more shapes and --minutes 2 or more budgets to fit a frontier")
-    for size in sizes:
-        shape_of(size)
     config = shipped(config)
+    width = head_width(config)
+    for size in sizes:
+        shape_of(size, width)
     rows = [point(config, size, m, seed) for size in sizes for m in minutes]
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)

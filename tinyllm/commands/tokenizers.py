@@ -21,7 +21,18 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 
-from tinyllm.commands.budgets import check_budgets, check_seeds, mean_sd, run_rung, seed_options, shipped
+from tinyllm.commands.runs import (
+    CPU_RECIPE,
+    NO_SAMPLES,
+    RESULTS,
+    check_budgets,
+    check_seeds,
+    mean_sd,
+    run_rung,
+    seed_options,
+    seeded,
+    shipped,
+)
 from tinyllm.commands.prepare import prepare
 from tinyllm.core.dataset import open_dataset
 from tinyllm.core.defaults import SEED
@@ -69,13 +80,13 @@ def write_report(rows: list[dict[str, Any]], config: str, minutes: float, out: P
 
 
 def tokenizers(
-    config: str = "configs/cpu.yaml",
+    config: str = CPU_RECIPE,
     tokenizers: list[str] = ["char", "bpe:257", "bpe:1024", "bpe:4096", "gpt2"],
     minutes: float = 5,
     seeds: list[int] = [SEED],
     inputs: str | None = None,
     data: str = "data/tokenizers",
-    out: str = "results",
+    out: str = RESULTS,
 ) -> None:
     """Which tokenizer trains the best model in a time budget, compared in bits per byte.
 
@@ -100,8 +111,8 @@ def tokenizers(
         folder = Path(data) / _folder_name(tok)
         prepare(source, str(folder), tokenizer=tok)  # done already: says so and returns
         vocab = open_dataset(folder).vocab_size
-        runs = [run_rung(config, minutes, ["--data.path", str(folder), *seed_options(seed), "--samples", "null"],
-                         name=f"tokenizer-{_folder_name(tok)}-seed{seed}")
+        runs = [run_rung(config, minutes, ["--data.path", str(folder), *seed_options(seed), *NO_SAMPLES],
+                         name=seeded(f"tokenizer-{_folder_name(tok)}", seed))
                 for seed in seeds]  # fmt: skip
         rows.append({"tokenizer": tok, "vocab_size": vocab, "runs": runs})
     folder = Path(out)
