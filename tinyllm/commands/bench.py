@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from tinyllm.core.defaults import TEMPERATURE, TOP_K
-from tinyllm.core.generate import generate, pick_device, prepare_decoding
+from tinyllm.core.generate import Quantize, generate, pick_device, prepare_decoding
 from tinyllm.core.model import GPT, KVCache
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import check_writable_folder
@@ -41,7 +41,9 @@ def _model_for_bench(ckpt_path: str | None, config: str, device: torch.device) -
 
 
 # name -> (quantize, compile): the levers of fast decoding, one at a time
-GENERATE_SETUPS = {"fp32": ("none", False), "int8": ("int8", False), "int8+compile": ("int8", True)}
+GENERATE_SETUPS: dict[str, tuple[Quantize, bool]] = {"fp32": ("none", False), "int8": ("int8", False),
+                                                     "int8+compile": ("int8", True)}  # fmt: skip
+GenerateSetup = Literal[tuple(GENERATE_SETUPS)]  # type: ignore[valid-type]  # --help lists the choices from it
 
 
 def time_generation(
@@ -288,7 +290,7 @@ def bench_generate(
     lengths: list[int] = [100, 500, 1000],
     repeats: int = 1,
     recompute: bool = True,
-    setups: list[Literal["fp32", "int8", "int8+compile"]] = list(GENERATE_SETUPS),
+    setups: list[GenerateSetup] = list(GENERATE_SETUPS),
     device: str = "auto",
     json: str | None = None,
 ) -> None:

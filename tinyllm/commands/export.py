@@ -15,7 +15,7 @@ from tinyllm.files import check_writable_folder, fmt_bytes
 from tinyllm.formats.card import example_prompt
 from tinyllm.formats.folder import check_out_dir, write_export
 from tinyllm.formats.load import load_model
-from tinyllm.formats.gguf_file import write_gguf
+from tinyllm.formats.gguf_file import GGUFDtype, write_gguf
 from tinyllm.formats.hf_layout import GGUF, WEIGHTS, read_export_config
 from tinyllm.training.evaluate import measure as measure_now
 
@@ -24,7 +24,7 @@ def export(
     ckpt_path: str,
     out_dir: str,
     format: Literal["hf", "gguf"] = "hf",
-    dtype: Literal["f32", "f16"] = "f32",
+    dtype: GGUFDtype = "f32",
     data: str | None = None,
     verify: bool = True,
     data_dir: str | None = None,
@@ -72,7 +72,7 @@ def export(
           f"python -m tinyllm publish --export_dir {out} --repo_id USER/NAME --dry_run true")  # fmt: skip
 
 
-def _export_gguf(ckpt_path: str, out_dir: Path, dtype: str, data_dir: str | None) -> None:
+def _export_gguf(ckpt_path: str, out_dir: Path, dtype: GGUFDtype, data_dir: str | None) -> None:
     out_dir = out_dir.expanduser()
     target = out_dir / GGUF
     if out_dir.exists() and not out_dir.is_dir():

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import sys
-from typing import Literal
 
 from tinyllm.core.defaults import PROMPT, SEED, TEMPERATURE, TOP_K, check_seed
 from tinyllm.core.generate import generate as generate_text
-from tinyllm.core.generate import check_request, pick_device, prepare_decoding
+from tinyllm.core.generate import Quantize, check_request, pick_device, prepare_decoding
 from tinyllm.errors import TinyLLMError
 from tinyllm.formats.load import load_model
 
@@ -34,7 +33,7 @@ def generate(
     stream: bool = True,
     stop: str | None = None,
     device: str = "auto",
-    quantize: Literal["none", "int8"] = "none",
+    quantize: Quantize = "none",
     compile: bool = False,
     demo: bool = False,
 ) -> None:

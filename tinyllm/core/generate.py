@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Literal
 
 import torch
 from torch import Tensor
@@ -234,8 +234,11 @@ def _guards_on_the_inputs_only(entries: list) -> list[bool]:
     return [a and b for a, b in zip(on_modules, on_globals)]
 
 
+Quantize = Literal["none", "int8"]  # the decoding weights: as trained, or weight-only int8 (CPU)
+
+
 def prepare_decoding(
-    model: GPT, quantize: str = "none", compile: bool = False, batch_size: int = 1
+    model: GPT, quantize: Quantize = "none", compile: bool = False, batch_size: int = 1
 ) -> Callable[[Tensor, KVCache], Tensor] | None:
     """Apply the fast-decoding levers: int8 weights (in place, CPU only) and a compiled decode step.
 

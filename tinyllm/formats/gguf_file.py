@@ -28,6 +28,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -39,6 +40,7 @@ from tinyllm.files import gpt2_ranks_path, umask
 from tinyllm.formats.hf_tokenizer import byte_level_text, gpt2_vocab_and_merges
 
 GGUF_EXTRA = "pip install -e '.[gguf]' (or: pip install gguf)"
+GGUFDtype = Literal["f32", "f16"]  # the weight matrices' type: f32 exact, f16 half the size
 NUL = byte_level_text(b"\x00")
 
 # tinyllm's parameter names -> llama.cpp's (per block: blk.N.<name>)
@@ -70,7 +72,7 @@ def interleave_rope_rows(weight: torch.Tensor, n_head: int) -> torch.Tensor:
     return weight.reshape(n_head, 2, out // n_head // 2, *rest).transpose(1, 2).reshape(weight.shape)
 
 
-def gguf_tensors(model: GPT, dtype: str = "f32", n_vocab: int | None = None) -> dict[str, np.ndarray]:
+def gguf_tensors(model: GPT, dtype: GGUFDtype = "f32", n_vocab: int | None = None) -> dict[str, np.ndarray]:
     """The model's weights under llama.cpp's names; matrices in ``dtype``, norms always float32 (llama.cpp's rule).
 
     ``n_vocab`` > the model's vocabulary adds zero rows to the embedding and head (tokens it never predicts).
@@ -154,7 +156,8 @@ def gguf_vocabulary(
 
 
 def write_gguf(
-    model: GPT, tokenizer: Tokenizer, path: str | Path, name: str, dtype: str = "f32", data_dir: str | Path | None = None
+    model: GPT, tokenizer: Tokenizer, path: str | Path, name: str, dtype: GGUFDtype = "f32",
+    data_dir: str | Path | None = None,
 ) -> Path:
     """Write ``model`` and its tokenizer as one GGUF file at ``path`` (atomically: temp file, then rename)."""
     try:
@@ -167,8 +170,8 @@ def write_gguf(
             f"GGUF export needs a LLaMA-shaped model and this one has {', '.join(config.llama_differences())}: "
             "llama.cpp has no architecture for it; use --format hf"
         )
-    if dtype not in ("f32", "f16"):
-        raise TinyLLMError(f"--dtype must be f32 or f16 for GGUF, not {dtype!r}")
+    if dtype not in get_args(GGUFDtype):
+        raise TinyLLMError(f"--dtype must be {' or '.join(get_args(GGUFDtype))} for GGUF, not {dtype!r}")
     tokens, types, merges, eot = gguf_vocabulary(tokenizer, config.vocab_size, data_dir)
     out = Path(path).expanduser().resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
