@@ -150,7 +150,7 @@ def test_compiled_bf16_attention_trains_with_the_eager_gradients():
     assert hasattr(inductor.cpp, "simdlen")  # the option compat sets, where compat expects it
     torch.manual_seed(0)
     attention = CausalSelfAttention(GPTConfig(n_embd=128, n_head=2, block_size=64), layer_idx=0)
-    rope = RotaryEmbedding(attention.head_dim, 64).angles(torch.arange(64))
+    rope = RotaryEmbedding(attention.head_dim, 64, base=10000.0).angles(torch.arange(64))
     x, mask = torch.randn(4, 64, 128), causal_mask(64)
 
     def gradients(forward) -> dict[str, torch.Tensor]:

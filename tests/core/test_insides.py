@@ -67,7 +67,7 @@ def test_logit_lens_at_the_last_layer_is_the_models_own_prediction():
 
 
 def test_rope_score_depends_on_distance_only():
-    rope = RotaryEmbedding(head_dim=16, max_positions=256)
+    rope = RotaryEmbedding(head_dim=16, max_positions=256, base=10000.0)
     gen = torch.Generator().manual_seed(0)
     q, k = torch.randn(5, 16, generator=gen), torch.randn(5, 16, generator=gen)
     at_0, at_37, at_100 = (rope_scores(rope, q, k, 64, start=s) for s in (0, 37, 100))

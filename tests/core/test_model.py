@@ -134,7 +134,7 @@ def test_manual_equals_sdpa(preset):
 
 def test_rope_scores_depend_only_on_distance():
     D = 16
-    rope = RotaryEmbedding(D, max_positions=64)
+    rope = RotaryEmbedding(D, max_positions=64, base=10000.0)
     g = torch.Generator().manual_seed(0)
     q = torch.randn(1, 1, 1, D, generator=g)
     k = torch.randn(1, 1, 1, D, generator=g)
@@ -349,7 +349,7 @@ def test_rmsnorm_matches_reference():
     assert out.dtype == x.dtype
     torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
     # RMSNorm does not centre: unlike LayerNorm, the mean of the output is not 0
-    plain = RMSNorm(32)(x)
+    plain = RMSNorm(32, eps=1e-5)(x)
     assert plain.mean(dim=-1).abs().max() > 0.1
     # eps matters for tiny inputs
     small = torch.full((1, 32), 1e-4)
@@ -361,7 +361,7 @@ def test_rmsnorm_matches_reference():
 def test_rmsnorm_half_precision_does_not_overflow():
     # values ~300 square to ~9e4 > float16 max (65504): the sum of squares must be taken in float32
     x = (torch.randn(2, 5, 32) * 300).half()
-    norm = RMSNorm(32).half()
+    norm = RMSNorm(32, eps=1e-5).half()
     out = norm(x)
     assert out.dtype == torch.float16
     assert torch.isfinite(out).all()
@@ -542,7 +542,7 @@ def test_training_with_dropout_on_cpu_attends_with_the_formula_in_fp32_too(monke
 
 
 def test_rope_rotates_in_the_dtype_of_its_input():
-    rope = RotaryEmbedding(8, 16)
+    rope = RotaryEmbedding(8, 16, base=10000.0)
     x = torch.randn(1, 2, 16, 8)
     cos, sin = rope.angles(torch.arange(16))
     rotated = RotaryEmbedding.rotate(x.bfloat16(), cos, sin)

@@ -90,7 +90,7 @@ class LayerNorm(nn.Module):
     drops the additive term, as nanoGPT allows.
     """
 
-    def __init__(self, dim: int, eps: float = 1e-5, bias: bool = True) -> None:
+    def __init__(self, dim: int, eps: float, bias: bool = True) -> None:
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
@@ -114,7 +114,7 @@ class RMSNorm(nn.Module):
     keys (QK-norm) stay bf16, as the attention kernels expect.
     """
 
-    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+    def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
@@ -152,7 +152,7 @@ class RotaryEmbedding(nn.Module):
     Hugging Face's layout makes our weights load there unchanged.
     """
 
-    def __init__(self, head_dim: int, max_positions: int, base: float = 10000.0) -> None:
+    def __init__(self, head_dim: int, max_positions: int, base: float) -> None:
         super().__init__()
         inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (D/2,): θ_i
         angles = torch.outer(torch.arange(max_positions, dtype=torch.float32), inv_freq)  # (P, D/2): pθ_i
