@@ -187,3 +187,12 @@ def test_a_record_is_written_whole_and_a_damaged_one_is_one_line(tmp_path: Path)
     for kind, keys in [(dict, ("val_loss",)), (list, ()), ((int, float), ())]:
         with pytest.raises(TinyLLMError, match="is damaged .not the record tinyllm writes there"):
             read_record(tmp_path / "results.json", kind, keys)
+
+
+def test_a_record_of_true_is_a_number_nowhere_but_any_value_where_any_is_asked(tmp_path: Path):
+    from tinyllm.files import read_record, write_record
+
+    write_record(tmp_path / "seconds.txt", True)
+    with pytest.raises(TinyLLMError, match="is damaged .not the record tinyllm writes there"):
+        read_record(tmp_path / "seconds.txt", (int, float))  # isinstance(True, int) holds; a time it is not
+    assert read_record(tmp_path / "seconds.txt") is True and read_record(tmp_path / "seconds.txt", bool) is True
