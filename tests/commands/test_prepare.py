@@ -19,7 +19,7 @@ import pytest
 import tinyllm.commands.prepare as prep
 from tests.helpers.cli import TINY, assert_one_line_error, describe, load_ckpt, one_line_error, read_scalars, run_cli, run_main
 from tests.helpers.corpora import documents, folder_bytes, prepared, write_folder, write_jsonl
-from tinyllm.core.dataset import META_NAME, ShardWriter, open_dataset
+from tinyllm.core.dataset import META_NAME, DatasetMeta, ShardWriter, open_dataset
 from tinyllm.core.tokenizers import EOT, CharTokenizer, GPT2Tokenizer, tokenizer_from_state
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import SHAKESPEARE
@@ -56,6 +56,7 @@ def test_char_on_tiny_shakespeare_is_exactly_what_fit_on_the_file_uses(data_dir:
     np.testing.assert_array_equal(tokens(out, "train"), splits.train)
     np.testing.assert_array_equal(tokens(out, "val"), splits.val)
     meta = meta_of(out)
+    assert list(meta) == sorted(DatasetMeta.__annotations__)  # every field the schema declares, and no other
     assert meta["vocab_size"] == 65 and meta["dtype"] == "uint16" and meta["separator"] is None
     assert meta["tokenizer"] == reference.tokenizer_state
     assert meta["split_rule"] == "position"

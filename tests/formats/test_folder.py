@@ -12,6 +12,7 @@ import torch
 from tests.conftest import LLAMA_RUNS, RUNS
 from tests.helpers.models import logits, some_ids
 from tinyllm.errors import TinyLLMError
+from tinyllm.formats.hf_layout import ExportSection
 from tinyllm.formats.load import export
 from tinyllm.formats.load import load_model
 
@@ -58,6 +59,7 @@ def test_vanilla_exports_and_round_trips_but_claims_no_llama(exports):
     folder = exports["vanilla"]
     cfg = json.loads((folder / "config.json").read_text())
     assert cfg["model_type"] == "tinyllm" and "architectures" not in cfg
+    assert list(cfg["tinyllm"]) == list(ExportSection.__annotations__)  # the section is the schema, field by field
     assert "LlamaForCausalLM" not in (folder / "config.json").read_text()
     assert cfg["tinyllm"]["weights_layout"] == "tinyllm"
     with safe_open(folder / "model.safetensors", framework="pt") as f:

@@ -67,8 +67,8 @@ import numpy as np
 from tqdm import tqdm
 
 from tinyllm.core.dataset import (
-    FORMAT, META_NAME, SPLITS, TOKENIZER_JSON, VERSION, ShardWriter, dtype_name, read_meta, token_dtype, write_meta,
-    open_dataset, train_chars,
+    FORMAT, META_NAME, SPLITS, TOKENIZER_JSON, VERSION, DatasetMeta, ShardWriter, dtype_name, read_meta, token_dtype,
+    write_meta, open_dataset, train_chars,
 )  # fmt: skip
 from tinyllm.core.defaults import VAL_FRACTION
 from tinyllm.core.tokenizers import EOT, CharTokenizer, Tokenizer, parse_tokenizer_spec, tokenizer_from_state, train_bpe
@@ -618,7 +618,7 @@ def encode_task(encode: Callable[[list[str]], list[np.ndarray]], texts: list[str
 
 
 def build(folder: Path, scan: Scan, spec: str | int, options: dict[str, Any], workers: int,
-          data_dir: str | None) -> dict[str, Any]:  # fmt: skip
+          data_dir: str | None) -> DatasetMeta:  # fmt: skip
     """Tokenize the corpus into ``folder``; the meta.json written, returned."""
     val_fraction, text_field = options["val_fraction"], options["text_field"]
     tok = make_tokenizer(spec, scan, text_field, val_fraction, data_dir)
@@ -680,19 +680,19 @@ def build(folder: Path, scan: Scan, spec: str | int, options: dict[str, Any], wo
         with writing(folder / TOKENIZER_JSON), open(folder / TOKENIZER_JSON, "x", encoding="utf-8") as f:
             f.write(state.pop("tokenizer_json"))
         state["tokenizer_json_file"] = TOKENIZER_JSON
-    meta = {
-        "format": FORMAT,
-        "version": VERSION,
-        "tokenizer": state,
-        "vocab_size": tok.vocab_size,
-        "eot_id": eot,
-        "dtype": dtype_name(dtype),
-        "separator": separator,
-        "split_rule": "position" if scan.one_document else "documents",
-        "splits": {s: {"tokens": writers[s].tokens, **counts[s], "shards": shards[s]} for s in SPLITS},
-        "sources": scan.scanned,
-        "options": options,
-    }
+    meta = DatasetMeta(
+        format=FORMAT,
+        version=VERSION,
+        tokenizer=state,
+        vocab_size=tok.vocab_size,
+        eot_id=eot,
+        dtype=dtype_name(dtype),
+        separator=separator,
+        split_rule="position" if scan.one_document else "documents",
+        splits={s: {"tokens": writers[s].tokens, **counts[s], "shards": shards[s]} for s in SPLITS},
+        sources=scan.scanned,
+        options=options,
+    )
     with writing(folder / META_NAME):
         write_meta(folder, meta)
     return meta

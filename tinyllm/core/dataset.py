@@ -11,15 +11,7 @@ Layout of ``data/NAME/``::
 A shard is a headerless array: ``np.memmap(path, dtype=meta["dtype"], mode="r")`` maps it without loading it;
 training reads each window's bytes with ``os.pread`` (:class:`ShardFile`).
 Each split is one token stream cut into consecutive shards; documents inside it are separated as
-``meta["separator"]`` says. ``meta.json`` holds:
-
-* ``format`` (``"tinyllm-tokens"``) and ``version`` (:data:`VERSION`): a reader refuses other versions;
-* ``tokenizer``: the tokenizer's ``state()`` (for bpe, ``tokenizer_json`` is replaced by
-  ``"tokenizer_json_file": "tokenizer.json"``), ``vocab_size``, ``eot_id``, ``dtype``;
-* ``splits``: per split, ``tokens``, ``bytes`` (UTF-8 bytes of its text, separators included when they are
-  text, end-of-text tokens not: for bits per byte), ``documents`` and ``shards`` (``file``, ``tokens``);
-* ``sources`` (``name``, ``sha256``, ``bytes`` of each input file as stored) and ``options`` (what
-  ``prepare`` was asked for), which together say whether a folder holds the dataset a command would make.
+``meta["separator"]`` says. ``meta.json`` holds a :class:`DatasetMeta`.
 
 Plain numpy and json: no torch, no Lightning.
 """
@@ -30,7 +22,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypedDict
 
 import numpy as np
 
@@ -41,6 +33,25 @@ VERSION = 1
 META_NAME = "meta.json"
 TOKENIZER_JSON = "tokenizer.json"
 SPLITS = ("train", "val")
+
+
+class DatasetMeta(TypedDict):
+    """meta.json: what a prepared folder holds. ``sources`` and ``options`` together say whether a folder
+    holds the dataset a ``prepare`` command would make (and so has nothing to redo)."""
+
+    format: str  # FORMAT
+    version: int  # VERSION: a reader refuses other versions
+    tokenizer: dict[str, Any]  # its state(); a bpe's tokenizer_json is in TOKENIZER_JSON, named by tokenizer_json_file
+    vocab_size: int
+    eot_id: int | None  # the end-of-text token between documents, when the tokenizer has one
+    dtype: str  # the shards' token type: uint16 or uint32
+    separator: str | None  # between a split's documents: the end-of-text token's name, or text; None in one text
+    split_rule: str  # "position" (one text, cut at val_fraction) or "documents" (whole documents per split)
+    # Per split: tokens, bytes (UTF-8 bytes of its text, separators included when they are text, end-of-text
+    # tokens not: for bits per byte), documents, and shards (each a file and its tokens).
+    splits: dict[str, dict[str, Any]]
+    sources: list[dict[str, Any]]  # each input file as stored: name, sha256, bytes
+    options: dict[str, Any]  # what prepare was asked for
 
 
 def train_chars(n_chars: int, val_fraction: float) -> int:

@@ -38,8 +38,8 @@ from tinyllm.errors import TinyLLMError, one_line
 from tinyllm.files import check_writable_folder, sha256_of, umask
 from tinyllm.formats.card import ExportFacts, Measured, model_card
 from tinyllm.formats.hf_layout import (
-    CARD, CONFIG, FILES, FORMAT_VERSION, TOKENIZER, TOKENIZER_CONFIG, WEIGHTS, export_state, hf_config, layout_of,
-    read_export_config, state_from_export,
+    CARD, CONFIG, FILES, FORMAT_VERSION, TOKENIZER, TOKENIZER_CONFIG, WEIGHTS, ExportSection, export_state, hf_config,
+    layout_of, read_export_config, state_from_export,
 )  # fmt: skip
 from tinyllm.formats.hf_parity import check_with_transformers
 from tinyllm.formats.hf_tokenizer import hf_tokenizer, tokenizer_config
@@ -182,14 +182,9 @@ def write_export(
         save_file(export_state(model), tmp / WEIGHTS, metadata={"format": "pt"})
         hf_tokenizer(tokenizer, data_dir).save(str(tmp / TOKENIZER))
         _write_json(tmp / TOKENIZER_CONFIG, tokenizer_config(tokenizer, config.block_size))
-        section = {
-            "format_version": FORMAT_VERSION,
-            "weights_layout": layout_of(config),
-            "arch": config.to_dict(),
-            "tokenizer": tokenizer.state(),
-            "training": training,
-            "files": list(FILES),
-        }
+        section = ExportSection(format_version=FORMAT_VERSION, weights_layout=layout_of(config),
+                                arch=config.to_dict(), tokenizer=tokenizer.state(), training=training,
+                                files=list(FILES))  # fmt: skip
         _write_json(tmp / CONFIG, hf_config(config, tokenizer, section))
         hf_check = check_with_transformers(tmp, model, tokenizer) if verify else None
         files = {name: (tmp / name).stat().st_size for name in FILES if name != CARD}

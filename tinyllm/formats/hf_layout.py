@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 
@@ -24,6 +24,19 @@ from tinyllm.core.tokenizers import Tokenizer
 from tinyllm.errors import ConfigError, TinyLLMError, one_line
 
 FORMAT_VERSION = 1
+
+
+class ExportSection(TypedDict):
+    """config.json's "tinyllm" section: what tinyllm, and only tinyllm, reads back from an exported folder."""
+
+    format_version: int  # FORMAT_VERSION when written: a reader refuses newer ones
+    weights_layout: str  # layout_of(config): "llama" or "tinyllm" tensor names
+    arch: dict[str, Any]  # GPTConfig.to_dict()
+    tokenizer: dict[str, Any]  # the tokenizer's state()
+    training: dict[str, Any]  # the run's record (steps, best val loss, options): carried over by a re-export
+    files: list[str]  # the folder's files, FILES when written
+
+
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 CARD = "README.md"
@@ -142,7 +155,7 @@ def llama_config(config: GPTConfig, eot_id: int | None) -> dict[str, Any]:
     }
 
 
-def hf_config(config: GPTConfig, tokenizer: Tokenizer, tinyllm_section: dict[str, Any]) -> dict[str, Any]:
+def hf_config(config: GPTConfig, tokenizer: Tokenizer, tinyllm_section: ExportSection) -> dict[str, Any]:
     """config.json: a LlamaConfig for LLaMA-shaped models, else a plain ``model_type: tinyllm`` config."""
     if config.is_llama_shaped:
         base = llama_config(config, tokenizer.eot_id)
