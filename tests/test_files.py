@@ -196,3 +196,5 @@ def test_a_record_of_true_is_a_number_nowhere_but_any_value_where_any_is_asked(t
     with pytest.raises(TinyLLMError, match="is damaged .not the record tinyllm writes there"):
         read_record(tmp_path / "seconds.txt", (int, float))  # isinstance(True, int) holds; a time it is not
     assert read_record(tmp_path / "seconds.txt") is True and read_record(tmp_path / "seconds.txt", bool) is True
+    with pytest.raises(TinyLLMError, match="is damaged .not the record tinyllm writes there"):
+        read_record(tmp_path / "seconds.txt", object, ("variant",))  # keys are asked of an object only

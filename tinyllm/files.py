@@ -100,7 +100,8 @@ def read_record(path: Path, kind: type | tuple[type, ...] = object, keys: tuple[
         raise TinyLLMError(f"{path} is damaged ({str(e)[:80]}): delete it to measure that run again") from None
     kinds = kind if isinstance(kind, tuple) else (kind,)
     a_bool_as_number = isinstance(value, bool) and not {bool, object} & set(kinds)  # True is an int to isinstance
-    if not isinstance(value, kind) or a_bool_as_number or (keys and not all(k in value for k in keys)):
+    missing_keys = keys and not (isinstance(value, dict) and all(k in value for k in keys))
+    if not isinstance(value, kind) or a_bool_as_number or missing_keys:
         raise TinyLLMError(f"{path} is damaged (not the record tinyllm writes there): delete it to measure that run "
                            "again")  # fmt: skip
     return value

@@ -150,7 +150,9 @@ def test_swaps_smoke_writes_table_plot_and_json_and_skips_finished_runs(tmp_path
     assert all(r["steps"] == r["max_steps"] == 6 and r["tokens_per_s"] > 0 for r in runs)
     assert (tmp_path / "checkpoints/swaps-swaps_smoke/modern+muon-seed2/last.ckpt").exists()
     assert (tmp_path / "logs/swaps-swaps_smoke/modern+muon-seed2").is_dir()
-    # Re-running trains nothing and writes the same table.
+    # Re-running trains nothing and writes the same table, also for a run finished before runs recorded their split.
+    older = tmp_path / "checkpoints/swaps-swaps_smoke/modern-seed1/results.json"
+    older.write_text(json.dumps({k: v for k, v in json.loads(older.read_text()).items() if k != "validation"}))
     again = run_cli(*args, cwd=tmp_path, timeout=600)
     assert again.returncode == 0, describe(again)
     assert again.stderr.count("already finished") == 2 * len(variants)

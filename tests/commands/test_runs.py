@@ -1,4 +1,4 @@
-"""What every experiment shares: seeds, budgets, shipped configs, one rung run as its own process, the named defaults."""
+"""What every experiment shares: seeds, budgets, shipped configs, one run as its own process, the named defaults."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ def test_max_time_is_lightnings_format():
 
 @pytest.mark.parametrize("command", ["budgets", "swaps", "tokenizers"])
 @pytest.mark.parametrize("seeds", [[], [7, 7], [-1]])
-def test_every_seeded_experiment_refuses_seeds_it_cannot_pair(command: str, seeds: list[int], tmp_path: Path, monkeypatch):
+def test_every_seeded_experiment_refuses_seeds_it_cannot_pair(command: str, seeds: list[int], tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch):
     run = EXPERIMENTS[command]
     monkeypatch.chdir(tmp_path)
     with pytest.raises(TinyLLMError, match=r"^--seeds must (list distinct seeds|be a seed from 0)"):

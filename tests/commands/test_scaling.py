@@ -13,6 +13,7 @@ from tinyllm.commands.runs import CPU_RECIPE, shipped
 from tinyllm.commands.scaling import fit_loss, fit_tokens, frontier, head_width, predict, shape_args
 from tinyllm.core.config import GPTConfig
 from tinyllm.core.model import GPT
+from tinyllm.errors import TinyLLMError
 
 LAW = {"E": 1.2, "A": 40.0, "alpha": 0.45, "B": 300.0, "beta": 0.5}
 MACHINE = {"c": 4e9, "p": 0.9, "q": 1.0}  # a 10x larger model trains about 8x fewer tokens in the same time
@@ -43,7 +44,8 @@ def test_the_frontier_is_the_minimum_and_grows_with_the_budget():
 
 
 def test_shapes_keep_the_head_width_and_bad_ones_are_one_line(tmp_path: Path):
-    assert shape_args("4x128", 32) == ["--model.arch.n_layer", "4", "--model.arch.n_embd", "128", "--model.arch.n_head", "4"]
+    assert shape_args("4x128", 32) == ["--model.arch.n_layer", "4", "--model.arch.n_embd", "128",
+                                       "--model.arch.n_head", "4"]  # fmt: skip
     for bad in ("4x100", "x128", "0x64"):
         proc = run_main("experiment", "scaling", "--sizes", f"[2x64, 3x96, '{bad}']", cwd=tmp_path)
         assert_one_line_error(proc, bad)
@@ -61,6 +63,12 @@ def test_the_head_width_is_the_configs_own(tmp_path: Path):
     assert_one_line_error(proc, "3x96", "head width, 64")  # fine for cpu.yaml's heads of 32, not for heads of 64
     (tmp_path / "broken.yaml").write_text("model: [")
     assert_one_line_error(run_main("experiment", "scaling", "--config", "broken.yaml", cwd=tmp_path), "broken.yaml")
+    shapes = [(0, 4), (-128, -4), ("true", "true"), ("128.0", 4), (130, 4)]
+    for bad in ["model: 3", "model:\n  arch: n_embd",
+                *(f"model:\n  arch:\n    n_embd: {e}\n    n_head: {h}" for e, h in shapes)]:
+        (tmp_path / "bad.yaml").write_text(bad)
+        with pytest.raises(TinyLLMError, match="^--config .*bad.yaml: model.arch"):
+            head_width(str(tmp_path / "bad.yaml"))
 
 
 def test_a_grid_is_run_fitted_and_reported_and_a_rerun_trains_nothing(tmp_path: Path, monkeypatch):

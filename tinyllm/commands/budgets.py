@@ -5,7 +5,7 @@
 Each rung is an ordinary ``fit`` of the config, run as its own process exactly
 as a user types it, with ``--trainer.max_time`` set to the budget: the run
 finishes by its deadline with its learning rate decayed and its last
-evaluation (over the whole validation split) done. The table gives, per
+evaluation (over the validation split the table names) done. The table gives, per
 budget, the final val loss, the optimizer steps and tokens it bought, the
 training tokens/s, and the process's whole wall time (start-up included).
 A reference row measured elsewhere (nanoGPT's baby recipe, say) can be put

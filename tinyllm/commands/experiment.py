@@ -18,8 +18,8 @@ training every variant gets: size, batches, steps, schedule.
 
 Every run of one seed draws the same training batches in the same order (batch
 k is a function of the seed and k), starts from the same seed, and follows the
-same steps and learning-rate schedule; every evaluation covers the whole
-validation split, so the curves compare like with like. Each run is an
+same steps and learning-rate schedule; every evaluation covers the same
+validation tokens (the table names them), so the curves compare like with like. Each run is an
 ordinary ``fit`` through the CLI, with its own checkpoints and TensorBoard
 directory: an interrupted experiment picks up where it stopped when re-run.
 
@@ -137,6 +137,11 @@ def run_args(config: str, variant: str, seed: int) -> list[str]:
             "--early_stopping", "null", *NO_SAMPLES]  # fmt: skip
 
 
+def split_of(folders: RunFolders) -> str:
+    """What a run's val loss was measured on, from the config it saved."""
+    return validation_split(yaml.safe_load(folders.config.read_text())["data"])
+
+
 def train_one(config: str, variant: str, seed: int) -> dict[str, Any]:
     """Train (or resume, or skip when finished) one run; returns its measured results."""
     args = run_args(config, variant, seed)
@@ -148,7 +153,10 @@ def train_one(config: str, variant: str, seed: int) -> dict[str, Any]:
                            "away, or run this experiment from another working directory")  # fmt: skip
     if done.exists():
         print(f"experiment: {name} already finished ({done})", file=sys.stderr)
-        return read_record(done, dict, RESULT_KEYS)
+        result = read_record(done, dict, RESULT_KEYS)
+        if "validation" not in result and folders.config.exists():  # finished before runs recorded their split
+            result["validation"] = split_of(folders)
+        return result
     run_dir.mkdir(parents=True, exist_ok=True)
     write_record(args_file, args)
     print(f"experiment: training {name}", file=sys.stderr)
@@ -166,7 +174,7 @@ def train_one(config: str, variant: str, seed: int) -> dict[str, Any]:
         "val_loss": scalars[VAL_LOSS], "seconds": round(seconds, 1),
         "tokens_per_s": round(statistics.median(throughput), 1) if throughput else None,
         "steps": cli.trainer.global_step, "max_steps": cli.trainer.max_steps,
-        "validation": validation_split(yaml.safe_load(folders.config.read_text())["data"]),
+        "validation": split_of(folders),
     }  # fmt: skip
     if result["steps"] < cli.trainer.max_steps:
         raise TinyLLMError(f"{name} stopped at step {result['steps']}: re-run the same command to resume it")
@@ -228,7 +236,8 @@ def write_table(rows: list[dict[str, Any]], config: str, splits: str, path: Path
         f"Training: `{config}`. Seeds {', '.join(map(str, seeds))}: every variant of one seed sees the "
         "same batches in the same order, with the same steps and schedule. Val loss is the cross-entropy, in "
         f"{LOSS_UNIT}, over {splits}, at the steps TensorBoard shows (the evaluation after "
-        f"optimizer step {steps[0] + 1} is logged at step {steps[0]}); the curve columns are means over seeds; ± is the standard "
+        f"optimizer step {steps[0] + 1} is logged at step {steps[0]}); the curve columns are means over seeds; "
+        "± is the standard "
         "deviation over seeds; Δ is the final loss paired by seed (variant − the baseline in the `vs` column: "
         "vanilla for the GPT-2 → LLaMA swaps, modern for the rows after it; negative = better). "
         "tokens/s counts training only; minutes include the evaluations.",

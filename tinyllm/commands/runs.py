@@ -19,7 +19,13 @@ from typing import Any
 import yaml
 
 from tinyllm.commands.plot import read_scalars
-from tinyllm.core.checkpoint import budget_seconds_used, checkpoint_hparams, checkpoint_step, read_checkpoint, train_batches_done
+from tinyllm.core.checkpoint import (
+    budget_seconds_used,
+    checkpoint_hparams,
+    checkpoint_step,
+    read_checkpoint,
+    train_batches_done,
+)
 from tinyllm.core.dataset import is_dataset
 from tinyllm.core.defaults import check_seed
 from tinyllm.errors import TinyLLMError
@@ -44,7 +50,7 @@ def shipped(config: str) -> str:
     for path in (Path(config), CONFIGS.parent / config):
         if path.is_file():
             return str(path)
-    raise TinyLLMError(f"--config {config} is not a file: pass a training config such as configs/cpu.yaml")
+    raise TinyLLMError(f"--config {config} is not a file: pass a training config such as {CPU_RECIPE}")
 
 
 def max_time(minutes: float) -> str:
@@ -71,10 +77,11 @@ def run_rung(config: str, minutes: float, extra: list[str], name: str) -> dict[s
     """One budget: a fit in its own process, then what it reached, read back from its checkpoint and logs."""
     run = RunFolders(name)
     if run.holds_a_run():
-        raise TinyLLMError(f"{run.checkpoints} already holds a run: move it away, or run the ladder in another folder")
+        raise TinyLLMError(f"{run.checkpoints} already holds a run: move it away, or run the experiment from another "
+                           "working directory")  # fmt: skip
     command = [sys.executable, "-m", "tinyllm", "fit", "--config", config, "--name", name, "--trainer.max_time",
                max_time(minutes), "--trainer.max_steps", "-1", *extra]  # fmt: skip
-    print(f"budgets: {' '.join(command[1:])}", file=sys.stderr, flush=True)
+    print(f"experiment: {' '.join(command[1:])}", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     done = subprocess.run(command)
     wall = time.perf_counter() - t0

@@ -6,7 +6,8 @@ Chinchilla (Hoffmann et al., 2022, arXiv:2203.15556) asked how to split a
 fixed compute budget between parameters N and training tokens D. On a CPU
 the budget is minutes, and a larger model buys fewer tokens in them. Each
 (size, budget) here is one ``fit`` of the config with that shape, in its own
-process (``experiment budgets``' rung). Then two fits:
+process (``runs.run_rung``, as every rung of ``experiment budgets``). Then
+two fits:
 
     loss        L(N, D) = E + A / N^α + B / D^β          (Chinchilla's form)
     tokens      D(N, T) = c · N^-p · T^q                 (what the machine buys)
@@ -61,15 +62,16 @@ def head_width(config: str) -> int:
         recipe = yaml.safe_load(Path(config).read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise TinyLLMError(f"--config {config} is not a readable YAML config ({one_line(str(e))})") from None
-    try:
-        arch = recipe["model"]["arch"]
-        shape = {key: arch[key] for key in ("n_embd", "n_head") if key in arch}
-    except (KeyError, TypeError):  # no model.arch section: the defaults' shape
-        shape = {}
+    model = (recipe or {}).get("model", {}) if isinstance(recipe, dict) or recipe is None else None
+    arch = model.get("arch", {}) if isinstance(model, dict) else None
+    if not isinstance(arch, dict):
+        raise TinyLLMError(f"--config {config}: model.arch is not a section of options (n_layer, n_embd, ...)")
     defaults = GPTConfig()
-    n_embd, n_head = shape.get("n_embd", defaults.n_embd), shape.get("n_head", defaults.n_head)
-    if not (isinstance(n_embd, int) and isinstance(n_head, int) and n_head > 0 and n_embd % n_head == 0):
-        raise TinyLLMError(f"--config {config}: model.arch.n_embd {n_embd} is not a multiple of n_head {n_head}")
+    n_embd, n_head = arch.get("n_embd", defaults.n_embd), arch.get("n_head", defaults.n_head)
+    whole = all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (n_embd, n_head))
+    if not whole or n_embd % n_head:
+        raise TinyLLMError(f"--config {config}: model.arch.n_embd {n_embd!r} is not a positive multiple of "
+                           f"n_head {n_head!r}")  # fmt: skip
     return n_embd // n_head
 
 
@@ -194,7 +196,8 @@ def report(rows: list[dict[str, Any]], config: str, minutes: list[float], ask: l
         "",
         f"Measured on {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, one seed per point. "
         f"Each cell trains `{config}` at that shape (heads of {head_width(config)} channels) for that many minutes of "
-        f"training time and gives the final val loss ({LOSS_UNIT}, over {validation_splits(rows)}) and the optimizer steps it bought. "
+        f"training time and gives the final val loss ({LOSS_UNIT}, over {validation_splits(rows)}) and the "
+        "optimizer steps it bought. "
         f"The fit leaves out the points marked *, which trained fewer than {min_steps} steps: a model still "
         "in (or just out of) its warmup is not yet on the law.",
         "",
@@ -261,7 +264,8 @@ def scaling(
 
     Args:
         config: the recipe every point trains (a CPU recipe meant for any max_time), reshaped per size.
-        sizes: shapes as LAYERSxWIDTH, WIDTH a multiple of the config's channels per head, from about 0.1M to 10M parameters by default.
+        sizes: shapes as LAYERSxWIDTH, WIDTH a multiple of the config's channels per head (32 by default: 0.1M to
+            10M parameters).
         minutes: the budgets every size trains for.
         ask: more budgets to read off the fit (beyond the measured ones: extrapolated, and marked so).
         min_steps: points that trained fewer optimizer steps are shown but left out of the fit (the CPU recipe warms

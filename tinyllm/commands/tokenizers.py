@@ -6,9 +6,10 @@
 Each tokenizer prepares the same text (Tiny Shakespeare unless ``--inputs``)
 into its own dataset folder, then every (tokenizer, seed) is an ordinary
 ``fit`` of the config with that folder and a time budget, run as its own
-process (``experiment budgets``' rung). Validation loss is per token, and a
-token is a character for ``char`` but several bytes for a BPE, so the table
-compares ``val_bpb``: bits per UTF-8 byte of the same validation text.
+process (``runs.run_rung``, as every rung of ``experiment budgets``).
+Validation loss is per token, and a token is a character for ``char`` but
+several bytes for a BPE, so the table compares ``val_bpb``: bits per UTF-8
+byte of the same validation text.
 """
 
 from __future__ import annotations
