@@ -55,8 +55,10 @@ def test_run_folders_name_the_files_a_fit_writes(fit_run: FitRun):
 
 
 def test_fit_prints_no_warning_the_user_cannot_act_on(fit_run: FitRun):
-    # A new run's folder holds only its own lock; Lightning's use of a deprecated torch API is not the user's.
-    for noise in ("exists and is not empty", "LeafSpec", "Tip: For seamless cloud logging"):
+    # A new run's folder holds only its own lock; Lightning's use of a deprecated torch API is not the user's;
+    # the summary's float32 size is right under bf16-mixed too (the weights stay float32).
+    for noise in ("exists and is not empty", "LeafSpec", "Tip: For seamless cloud logging",
+                  "is not supported by the model summary"):
         assert noise not in fit_run.proc.stderr, fit_run.proc.stderr[-3000:]
 
 
