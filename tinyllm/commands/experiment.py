@@ -19,9 +19,10 @@ training every variant gets: size, batches, steps, schedule.
 Every run of one seed draws the same training batches in the same order (batch
 k is a function of the seed and k), starts from the same seed, and follows the
 same steps and learning-rate schedule; every evaluation covers the same
-validation tokens (the table names them), so the curves compare like with like. Each run is an
-ordinary ``fit`` through the CLI, with its own checkpoints and TensorBoard
-directory: an interrupted experiment picks up where it stopped when re-run.
+validation tokens (the table names them), so the curves compare like with
+like. Each run is an ordinary ``fit`` through the CLI, with its own
+checkpoints and TensorBoard directory: an interrupted experiment picks up
+where it stopped when re-run.
 
 Swap 4, the KV cache, is a generation speed-up, not a training change:
 ``python -m tinyllm bench generate`` measures it.
@@ -38,7 +39,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import yaml
 from matplotlib.figure import Figure
 
 from tinyllm.commands.runs import (
@@ -49,6 +49,7 @@ from tinyllm.commands.runs import (
     RESULTS,
     check_seeds,
     finished_run_scalars,
+    saved_config,
     seed_options,
     seeded,
     shipped,
@@ -137,11 +138,6 @@ def run_args(config: str, variant: str, seed: int) -> list[str]:
             "--early_stopping", "null", *NO_SAMPLES]  # fmt: skip
 
 
-def split_of(folders: RunFolders) -> str:
-    """What a run's val loss was measured on, from the config it saved."""
-    return validation_split(yaml.safe_load(folders.config.read_text())["data"])
-
-
 def train_one(config: str, variant: str, seed: int) -> dict[str, Any]:
     """Train (or resume, or skip when finished) one run; returns its measured results."""
     args = run_args(config, variant, seed)
@@ -155,7 +151,7 @@ def train_one(config: str, variant: str, seed: int) -> dict[str, Any]:
         print(f"experiment: {name} already finished ({done})", file=sys.stderr)
         result = read_record(done, dict, RESULT_KEYS)
         if "validation" not in result and folders.config.exists():  # finished before runs recorded their split
-            result["validation"] = split_of(folders)
+            result["validation"] = validation_split(saved_config(folders)["data"])
         return result
     run_dir.mkdir(parents=True, exist_ok=True)
     write_record(args_file, args)
@@ -174,7 +170,7 @@ def train_one(config: str, variant: str, seed: int) -> dict[str, Any]:
         "val_loss": scalars[VAL_LOSS], "seconds": round(seconds, 1),
         "tokens_per_s": round(statistics.median(throughput), 1) if throughput else None,
         "steps": cli.trainer.global_step, "max_steps": cli.trainer.max_steps,
-        "validation": split_of(folders),
+        "validation": validation_split(saved_config(folders)["data"]),
     }  # fmt: skip
     if result["steps"] < cli.trainer.max_steps:
         raise TinyLLMError(f"{name} stopped at step {result['steps']}: re-run the same command to resume it")
@@ -237,8 +233,7 @@ def write_table(rows: list[dict[str, Any]], config: str, splits: str, path: Path
         "same batches in the same order, with the same steps and schedule. Val loss is the cross-entropy, in "
         f"{LOSS_UNIT}, over {splits}, at the steps TensorBoard shows (the evaluation after "
         f"optimizer step {steps[0] + 1} is logged at step {steps[0]}); the curve columns are means over seeds; "
-        "± is the standard "
-        "deviation over seeds; Δ is the final loss paired by seed (variant − the baseline in the `vs` column: "
+        "± is the standard deviation over seeds; Δ is the final loss paired by seed (variant − the baseline in the `vs` column: "
         "vanilla for the GPT-2 → LLaMA swaps, modern for the rows after it; negative = better). "
         "tokens/s counts training only; minutes include the evaluations.",
         "",

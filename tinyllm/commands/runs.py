@@ -90,7 +90,7 @@ def run_rung(config: str, minutes: float, extra: list[str], name: str) -> dict[s
     _, last = read_checkpoint(run.last)
     scalars = finished_run_scalars(run.logs, f"the {minutes:g}-minute run")
     speeds = [v for _, v in scalars.get(TOKENS_PER_S, [])]
-    cfg = yaml.safe_load(run.config.read_text())
+    cfg = saved_config(run)
     return {
         "budget_min": minutes, "name": name, "val_loss": scalars[VAL_LOSS][-1][1], "steps": checkpoint_step(last),
         "val_bpb": scalars[VAL_BPB][-1][1] if VAL_BPB in scalars else None,
@@ -100,6 +100,11 @@ def run_rung(config: str, minutes: float, extra: list[str], name: str) -> dict[s
         "train_s": round(budget_seconds_used(last) or 0.0, 1),
         "arch": checkpoint_hparams(last)["arch"], "options": extra,
     }  # fmt: skip
+
+
+def saved_config(run: RunFolders) -> dict[str, Any]:
+    """The config a run saved (its config.yaml): every option it trained with, defaults included."""
+    return yaml.safe_load(run.config.read_text())
 
 
 def validation_split(data: dict[str, Any]) -> str:

@@ -90,10 +90,10 @@ def shape_args(size: str, width: int) -> list[str]:
             "--model.arch.n_head", str(n_embd // width)]  # fmt: skip
 
 
-def point(config: str, size: str, minutes: float, seed: int) -> dict[str, Any]:
+def point(config: str, width: int, size: str, minutes: float, seed: int) -> dict[str, Any]:
     """One (size, budget) run, trained once: a finished run's figures are kept beside its checkpoints."""
     name = seeded(f"scaling-{Path(config).stem}/{size}-{minutes:g}min", seed)
-    extra = [*shape_args(size, head_width(config)), *seed_options(seed), *NO_SAMPLES]
+    extra = [*shape_args(size, width), *seed_options(seed), *NO_SAMPLES]
     done = RunFolders(name).checkpoints / "scaling.json"
     if done.exists():
         row = read_record(done, dict, ("config", "options"))
@@ -176,8 +176,8 @@ def nearest(rows: list[dict[str, Any]], n: float) -> str:
     return min(rows, key=lambda r: abs(math.log(r["parameters"] / n)))["size"]
 
 
-def report(rows: list[dict[str, Any]], config: str, minutes: list[float], ask: list[float], min_steps: int,
-           out: Path) -> dict:  # fmt: skip
+def report(rows: list[dict[str, Any]], config: str, width: int, minutes: list[float], ask: list[float],
+           min_steps: int, out: Path) -> dict:  # fmt: skip
     fitted = [r for r in rows if r["steps"] >= min_steps]
     if len(fitted) < 6:
         raise TinyLLMError(f"only {len(fitted)} points trained {min_steps} steps or more, too few to fit 5 constants: "
@@ -195,7 +195,7 @@ def report(rows: list[dict[str, Any]], config: str, minutes: list[float], ask: l
         f"# The size that fits a budget: `python -m tinyllm experiment scaling --config {config}`",
         "",
         f"Measured on {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, one seed per point. "
-        f"Each cell trains `{config}` at that shape (heads of {head_width(config)} channels) for that many minutes of "
+        f"Each cell trains `{config}` at that shape (heads of {width} channels) for that many minutes of "
         f"training time and gives the final val loss ({LOSS_UNIT}, over {validation_splits(rows)}) and the "
         "optimizer steps it bought. "
         f"The fit leaves out the points marked *, which trained fewer than {min_steps} steps: a model still "
@@ -284,9 +284,9 @@ def scaling(
     width = head_width(config)
     for size in sizes:
         shape_of(size, width)
-    rows = [point(config, size, m, seed) for size in sizes for m in minutes]
+    rows = [point(config, width, size, m, seed) for size in sizes for m in minutes]
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    report(rows, config, minutes, ask, min_steps, folder)
+    report(rows, config, width, minutes, ask, min_steps, folder)
     print((folder / "scaling.md").read_text())
     print(f"wrote {folder / 'scaling.md'}, {folder / 'scaling.png'} and {folder / 'scaling.json'}")

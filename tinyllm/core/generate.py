@@ -338,15 +338,19 @@ class _Streamer:
         self._emit_upto(final)
 
 
+DEVICE_TYPES = ("cpu", "cuda", "mps")  # what tinyllm runs a model on
+
+
 def pick_device(requested: str = "auto") -> torch.device:
     """``auto``: CUDA, else Apple's MPS, else the CPU; anything else must name an available device."""
     if requested != "auto":
+        choices = f"use auto, {', '.join(DEVICE_TYPES[:-1])} or {DEVICE_TYPES[-1]}"
         try:
             device = torch.device(requested)
         except RuntimeError:
-            raise TinyLLMError(f"--device {requested!r} is not a device: use auto, cpu, cuda or mps") from None
-        if device.type not in ("cpu", "cuda", "mps"):
-            raise TinyLLMError(f"--device {requested!r} cannot run a model here: use auto, cpu, cuda or mps")
+            raise TinyLLMError(f"--device {requested!r} is not a device: {choices}") from None
+        if device.type not in DEVICE_TYPES:
+            raise TinyLLMError(f"--device {requested!r} cannot run a model here: {choices}")
         if (device.type == "cuda" and not torch.cuda.is_available()) or (
             device.type == "mps" and not torch.backends.mps.is_available()
         ):
