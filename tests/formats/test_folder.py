@@ -118,12 +118,7 @@ def test_folders_that_are_not_exports_are_refused_in_one_line(exports, tmp_path:
         load_model(tmp_path / "empty")
 
 
-@pytest.mark.parametrize(("edit", "words"), [
-    (lambda s: s["tokenizer"].pop("chars"), "no characters"),
-    (lambda s: s.update(training=[1]), "training record"),
-    (lambda s: s.update(files=3), "'files'"),
-])  # fmt: skip
-def test_an_edited_export_config_is_one_line(exports, tmp_path: Path, edit, words: str):
+def _edited_export(exports, tmp_path: Path, edit) -> Path:
     import shutil
 
     folder = tmp_path / "edited"
@@ -131,9 +126,36 @@ def test_an_edited_export_config_is_one_line(exports, tmp_path: Path, edit, word
     cfg = json.loads((folder / "config.json").read_text())
     edit(cfg["tinyllm"])
     (folder / "config.json").write_text(json.dumps(cfg))
+    return folder
+
+
+@pytest.mark.parametrize(("edit", "words"), [
+    (lambda s: s["tokenizer"].pop("chars"), "no characters"),
+    (lambda s: s.update(tokenizer="char"), "tokenizer in its tinyllm section"),
+    (lambda s: s.update(training=[1]), "training record"),
+    (lambda s: s.update(training=0), "training record"),
+    (lambda s: s.update(files=3), "'files'"),
+])  # fmt: skip
+def test_an_edited_export_config_is_one_line(exports, tmp_path: Path, edit, words: str):
+    folder = _edited_export(exports, tmp_path, edit)
     with pytest.raises(TinyLLMError, match=words) as err:
         load_model(folder)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("edit", [lambda s: s.update(tokenizer="char"), lambda s: s.update(training=[1])])
+def test_publish_refuses_what_loading_refuses(exports, tmp_path: Path, edit):
+    """publish checks a folder with check_export: it must not upload a folder that no tinyllm can load."""
+    from tinyllm.formats.folder import check_export
+
+    with pytest.raises(TinyLLMError, match="tinyllm section") as err:
+        check_export(_edited_export(exports, tmp_path, edit))
+    assert "\n" not in str(err.value)
+
+
+def test_an_export_without_a_training_record_loads_with_an_empty_one(exports, tmp_path: Path):
+    folder = _edited_export(exports, tmp_path, lambda s: s.update(training=None))
+    assert load_model(folder).training == {}
 
 
 def test_a_card_that_is_not_utf8_is_checked_as_bytes(exports, tmp_path: Path):

@@ -84,16 +84,11 @@ def export_parts(path: str | Path) -> ModelParts:
     """
     d = _export_dir(path)
     _, section, config = read_export_config(d)
-    if not isinstance(section.get("tokenizer"), dict):
-        raise TinyLLMError(f"{d / CONFIG}: the tokenizer in its tinyllm section is incomplete; re-export")
     try:
         tensors = load_file(d / WEIGHTS, device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
         raise TinyLLMError(f"{d / WEIGHTS} is not a readable safetensors file ({one_line(str(e), 120)})") from None
-    training = section.get("training") or {}  # re-exporting a folder: its training record carries over
-    if not isinstance(training, dict):
-        raise TinyLLMError(f"{d / CONFIG}: the training record in its tinyllm section is not an object; re-export")
-    training = dict(training)
+    training = dict(section["training"])  # re-exporting a folder: its training record carries over
     metrics = {}
     if isinstance(training.get(BEST_VAL_LOSS), (int, float)):
         metrics[BEST_VAL_LOSS] = float(training[BEST_VAL_LOSS])

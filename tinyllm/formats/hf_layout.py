@@ -165,7 +165,11 @@ def hf_config(config: GPTConfig, tokenizer: Tokenizer, tinyllm_section: ExportSe
 
 
 def read_export_config(d: Path) -> tuple[dict[str, Any], dict[str, Any], GPTConfig]:
-    """config.json, its "tinyllm" section and the GPTConfig in it, checked; one-line errors otherwise."""
+    """config.json, its "tinyllm" section and the GPTConfig in it, checked; one-line errors otherwise.
+
+    Loading a folder and ``check_export`` (before a publish) both read it here, so both refuse the same
+    malformed sections; the tokenizer's own fields are checked when it is built.
+    """
     path = d / CONFIG
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))
@@ -187,6 +191,12 @@ def read_export_config(d: Path) -> tuple[dict[str, Any], dict[str, Any], GPTConf
         config = GPTConfig.from_dict(section["arch"])
     except (ConfigError, TypeError) as e:
         raise TinyLLMError(f"{path} has an invalid architecture: {e}") from None
+    if not isinstance(section["tokenizer"], dict):
+        raise TinyLLMError(f"{path}: the tokenizer in its tinyllm section is incomplete; re-export the model")
+    if section.get("training") is None:  # none recorded: an empty record
+        section["training"] = {}
+    if not isinstance(section["training"], dict):
+        raise TinyLLMError(f"{path}: the training record in its tinyllm section is not an object; re-export the model")
     files = section.get("files", [])
     if not isinstance(files, list) or not all(isinstance(name, str) for name in files):
         raise TinyLLMError(f"{path}: 'files' in its tinyllm section is not a list of file names; re-export the model")
