@@ -8,7 +8,6 @@ from torch import nn
 
 from tests.helpers.models import PRESET_NAMES, prompt_tensor, sharp_model
 from tinyllm.core.generate import compile_decoder, generate_tokens
-from tinyllm.compat import int8_weight_matmul
 from tinyllm.core.quantize import SAME_INPUT, Int8Linear, quantize_int8, share_products
 
 

@@ -9,7 +9,6 @@ import torch
 
 from tests.conftest import LLAMA_RUNS
 from tests.helpers.models import logits, recipe_arch, some_ids
-from tinyllm.core.config import GPTConfig
 from tinyllm.core.model import GPT
 from tinyllm.core.tokenizers import CharTokenizer
 from tinyllm.formats.folder import write_export

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 
 from tinyllm.core.config import GPTConfig
 from tinyllm.training.module import GPTLitModule

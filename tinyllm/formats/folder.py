@@ -104,7 +104,7 @@ def check_export(path: str | Path) -> dict[str, Any]:
     sha256 of model.safetensors must match).
     """
     d = _export_dir(path)
-    cfg, section, config = read_export_config(d)
+    cfg, _, config = read_export_config(d)
     missing = [name for name in FILES if not (d / name).is_file()]
     if missing:
         raise TinyLLMError(f"{d} is incomplete: {', '.join(missing)} missing; re-run `tinyllm export`")
