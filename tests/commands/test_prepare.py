@@ -256,6 +256,13 @@ def test_an_existing_out(tmp_path: Path, capsys):
     assert "already holds this prepared dataset" in capsys.readouterr().out
     assert folder_bytes(out) == before and {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == mtimes
 
+    meta = (out / META_NAME).read_bytes()
+    (out / META_NAME).write_text("{oops")  # damaged: preparing the same dataset again must not be the advice
+    with pytest.raises(TinyLLMError) as e:
+        prepared(src, out)
+    assert "corrupt" in one_line_error(e) and f"delete {out} and prepare it again" in one_line_error(e)
+    (out / META_NAME).write_bytes(meta)
+
     with pytest.raises(TinyLLMError) as e:
         prepared(src, out, val_fraction=0.2)
     assert "another prepared dataset" in one_line_error(e) and "delete" in one_line_error(e)
@@ -291,6 +298,13 @@ def _bad_utf8_gz(tmp_path: Path) -> tuple[Path, str]:
     return p, "byte 2,100 of the decompressed text"
 
 
+def _gz_of(tmp_path: Path, damage) -> Path:
+    """A .txt.gz damaged by ``damage`` past its first block (an interrupted download, bytes appended)."""
+    p = tmp_path / "cut.txt.gz"
+    p.write_bytes(damage(gzip.compress("".join(f"line {i}\n" for i in range(2000)).encode())))
+    return p
+
+
 def _jsonl(tmp_path: Path, *lines: str) -> Path:
     p = tmp_path / "c.jsonl"
     p.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
@@ -313,6 +327,8 @@ BAD_INPUTS = {
     "not-utf8": (lambda t: _bad_utf8(t)[0], {}, "byte 1,000"),
     "not-utf8-gz": (lambda t: _bad_utf8_gz(t)[0], {}, "byte 2,100"),
     "not-gzip": (lambda t: (t / "x.txt.gz", (t / "x.txt.gz").write_bytes(b"plain text, no gzip"))[0], {}, ".gz"),
+    "not-gzip-truncated": (lambda t: _gz_of(t, lambda z: z[: len(z) // 2]), {}, "not a valid .gz"),
+    "not-gzip-junk-after": (lambda t: _gz_of(t, lambda z: z + b"garbage"), {}, "not a valid .gz"),
     "one-character": (lambda t: (t / "a.txt", (t / "a.txt").write_text("a"))[0], {}, "train split is empty"),
     "vocab-too-large": (lambda t: (t / "a.txt", (t / "a.txt").write_text("tiny text\n" * 20))[0],
                         {"tokenizer": "bpe:5000"}, "supports only"),  # fmt: skip

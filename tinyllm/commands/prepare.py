@@ -173,7 +173,7 @@ def check_out(out: Path) -> bool:
 
 
 def already_prepared(out: Path, scan: Scan, options: dict[str, Any]) -> None:
-    meta = read_meta(out)
+    meta = read_meta(out, fix=f"delete {out} and prepare it again")  # preparing into it again would land here
     same = (meta.get("format") == FORMAT and meta.get("version") == VERSION and meta.get("sources") == scan.scanned
             and meta.get("options") == options)  # fmt: skip
     if not same:
@@ -312,12 +312,19 @@ def opened(src: Source, on_read: Callable[[int], None] | None = None,
     try:
         buffered = io.BufferedReader(raw, READ_BYTES)
         yield (gzip.GzipFile(fileobj=buffered, mode="rb") if src.gz else buffered), raw
-    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError; a truncated .gz an EOFError
-        gz_damage = src.gz and not isinstance(e, FileNotFoundError)
-        what = "not a valid .gz file" if gz_damage else getattr(e, "strerror", None)
-        raise TinyLLMError(f"cannot read {src.path} ({what or e}): check the input") from None
+    except READ_ERRORS as e:
+        raise unreadable(src, e) from None
     finally:
         raw.close()
+
+
+READ_ERRORS = (OSError, EOFError, zlib.error)  # gzip.BadGzipFile is an OSError; a truncated .gz an EOFError
+
+
+def unreadable(src: Source, e: BaseException) -> TinyLLMError:
+    gz_damage = src.gz and not isinstance(e, FileNotFoundError)
+    what = "not a valid .gz file" if gz_damage else getattr(e, "strerror", None)
+    return TinyLLMError(f"cannot read {src.path} ({what or e}): check the input")
 
 
 def decoded_chunks(stream: io.BufferedIOBase, src: Source) -> Iterator[str]:
@@ -325,7 +332,10 @@ def decoded_chunks(stream: io.BufferedIOBase, src: Source) -> Iterator[str]:
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     offset = 0  # bytes of the (decompressed) stream before this block
     while True:
-        block = stream.read(READ_BYTES)
+        try:  # read here, not inside opened(): a document's chunks are read by whoever iterates them
+            block = stream.read(READ_BYTES)
+        except READ_ERRORS as e:
+            raise unreadable(src, e) from None
         final = not block
         pending = len(decoder.getstate()[0])
         try:

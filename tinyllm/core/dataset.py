@@ -286,8 +286,8 @@ def _why(e: BaseException) -> str:
     return getattr(e, "strerror", None) or str(e).splitlines()[0][:120]
 
 
-def read_meta(path: str | Path) -> dict[str, Any]:
-    """meta.json of the folder ``path``, parsed (one-line errors when missing or not JSON)."""
+def read_meta(path: str | Path, fix: str = "prepare the dataset again") -> dict[str, Any]:
+    """meta.json of the folder ``path``, parsed (one-line errors when missing or not JSON, ending in ``fix``)."""
     folder = Path(path).expanduser()
     try:
         text = (folder / META_NAME).read_text(encoding="utf-8")
@@ -296,14 +296,14 @@ def read_meta(path: str | Path) -> dict[str, Any]:
             f"{folder} is not a prepared dataset (no {META_NAME}): make one with python -m tinyllm prepare"
         ) from None
     except (OSError, UnicodeDecodeError) as e:
-        raise TinyLLMError(f"{folder / META_NAME} cannot be read ({_why(e)}): prepare the dataset again") from None
+        raise TinyLLMError(f"{folder / META_NAME} cannot be read ({_why(e)}): {fix}") from None
     try:
         meta = json.loads(text)
     except json.JSONDecodeError as e:
         raise TinyLLMError(f"{folder / META_NAME} is corrupt (not JSON: {e.msg} at line {e.lineno}): "
-                           "prepare the dataset again") from None  # fmt: skip
+                           f"{fix}") from None  # fmt: skip
     if not isinstance(meta, dict):
-        raise TinyLLMError(f"{folder / META_NAME} is corrupt (not a JSON object): prepare the dataset again")
+        raise TinyLLMError(f"{folder / META_NAME} is corrupt (not a JSON object): {fix}")
     return meta
 
 
