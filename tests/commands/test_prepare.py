@@ -17,8 +17,19 @@ import numpy as np
 import pytest
 
 import tinyllm.commands.prepare as prep
-from tests.helpers.cli import TINY, assert_one_line_error, describe, load_ckpt, one_line_error, read_scalars, run_cli, run_main
+from tests.helpers.cli import (
+    TINY,
+    assert_one_line_error,
+    describe,
+    env_for_cli,
+    load_ckpt,
+    one_line_error,
+    read_scalars,
+    run_cli,
+    run_main,
+)
 from tests.helpers.corpora import documents, folder_bytes, prepared, write_folder, write_jsonl
+from tinyllm.core.checkpoint import checkpoint_step
 from tinyllm.core.dataset import META_NAME, DatasetMeta, ShardWriter, open_dataset
 from tinyllm.core.tokenizers import EOT, CharTokenizer, GPT2Tokenizer, tokenizer_from_state
 from tinyllm.errors import TinyLLMError
@@ -479,3 +490,21 @@ def test_resuming_on_a_folder_of_another_tokenizer_is_one_line_and_changes_nothi
                    "last", cwd=tmp_path)  # fmt: skip
     assert_one_line_error(proc, "tokenizer")
     assert (tmp_path / "checkpoints/tiny/last.ckpt").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_a_dataset_and_a_checkpoint_named_from_home(tmp_path: Path):
+    """``~`` in --data.path and --ckpt_path (a YAML value, or after an =, which no shell expands) means $HOME."""
+    home, work = tmp_path / "home", tmp_path / "home" / "work"
+    work.mkdir(parents=True)
+    prepared(write_folder(tmp_path / "corpus", ["ROMEO: " + d for d in documents(80, seed=5)]), home / "ds",
+             tokenizer="bpe:300")  # fmt: skip
+    env = env_for_cli(HOME=str(home))
+    fit = ["fit", "--config", TINY, "--data.path=~/ds", "--trainer.precision", "32-true"]
+    for more in (["--trainer.max_steps", "4"], ["--trainer.max_steps", "8", "--ckpt_path", "last"]):
+        proc = run_cli(*fit, *more, cwd=work, env=env)
+        assert proc.returncode == 0, describe(proc)
+    assert checkpoint_step(load_ckpt(work / "checkpoints/tiny/last.ckpt")) == 8  # resumed, not refused
+    proc = run_cli("validate", "--config", TINY, "--data.path=~/ds", "--ckpt_path=~/work/checkpoints/tiny/last.ckpt",
+                   cwd=work, env=env)  # fmt: skip
+    assert proc.returncode == 0 and "val" in proc.stdout, describe(proc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -228,6 +229,7 @@ BAD_INPUTS = [
     pytest.param(["fit", "--model.muon_lr", "-1"], ["model.muon_lr"], id="negative-muon-lr"),
     pytest.param(["fit", "--throughput.window_size", "1"], ["throughput.window_size"], id="window-of-one"),
     pytest.param(["fit", "--early_stopping.monitor", "val_los"], ["val_los", "val_loss"], id="monitor-typo"),
+    pytest.param(["fit", "--config", sys.executable], ["--config", "not UTF-8"], id="binary-config"),
 ]  # fmt: skip
 
 

@@ -408,12 +408,14 @@ def resolve_ckpt_path(cfg: Any) -> Path | None:
     if ckpt_path == "last":
         last = run.last
         return last if last.exists() else None  # else Lightning starts fresh; before_fit says so
-    if Path(ckpt_path).is_dir():  # an exported folder was turned into a .ckpt before this: this is another folder
+    path = Path(ckpt_path).expanduser()
+    if path.is_dir():  # an exported folder was turned into a .ckpt before this: this is another folder
         raise TinyLLMError(f"{ckpt_path} is a folder but not an exported model: pass a .ckpt file in it, or "
                            f"--name NAME --ckpt_path last for the run checkpoints/NAME")  # fmt: skip
-    if not Path(ckpt_path).is_file():
+    if not path.is_file():
         raise TinyLLMError(f"checkpoint {ckpt_path} is not a file: pass a .ckpt file, or 'last' for the run's newest")
-    return Path(ckpt_path)
+    cfg.ckpt_path = str(path)  # Lightning opens it as given: no shell expanded a ~ in a YAML or after an =
+    return path
 
 
 def settings_differences(ckpt: dict[str, Any], cfg: Any) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
@@ -436,7 +438,7 @@ def settings_differences(ckpt: dict[str, Any], cfg: Any) -> tuple[list[str], dic
 def check_same_tokenizer(path: Path, ckpt: dict[str, Any], cfg: Any) -> None:
     """A run resumes with the tokenizer it was trained with (a prepared folder's is checked when its data loads)."""
     data_path = cfg.data.get("path")
-    if data_path is not None and Path(data_path).is_dir():
+    if data_path is not None and Path(data_path).expanduser().is_dir():
         return
     spec = stored_spec(checkpoint_hparams(ckpt).get("tokenizer") or {})
     if spec is not None and spec != cfg.data.tokenizer:
@@ -517,8 +519,12 @@ def _config_chain(value: str, seen: set[Path]) -> list[str]:
         return ["--config", value]  # not a file (or inline YAML): jsonargparse reports it
     try:
         recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return ["--config", value]
+    except (OSError, UnicodeDecodeError) as e:  # jsonargparse would fail on it with a traceback
+        why = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else e.strerror or str(e)
+        raise TinyLLMError(f"--config {value} cannot be read ({why}): pass a YAML config such as "
+                           "configs/quick.yaml") from None  # fmt: skip
+    except yaml.YAMLError:
+        return ["--config", value]  # jsonargparse names the line
     if not isinstance(recipe, dict) or not isinstance(recipe.get("config"), str):
         return ["--config", value]
     if path.resolve() in seen:
