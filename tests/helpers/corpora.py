@@ -57,11 +57,11 @@ def folder_bytes(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
-def token_folder(folder: Path, train: np.ndarray, val: np.ndarray, shard_tokens: int = 1000, vocab_size: int = 65_536,
+def token_folder(folder: Path, train: np.ndarray, val: np.ndarray, shard_tokens: int = 1000, vocab_size: int = 50_257,
                  **meta) -> Path:  # fmt: skip
     """A prepared folder written directly with the format's writer: ``train``/``val`` ids, cut every ``shard_tokens``.
 
-    The tokenizer is gpt2's unless ``meta`` says otherwise; byte counts are one per token unless given.
+    The tokenizer is gpt2's (50,257 ids) unless ``meta`` says otherwise; byte counts are one per token unless given.
     """
     from tinyllm.core.dataset import FORMAT, VERSION, ShardWriter, dtype_name, token_dtype, write_meta
 

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import io
 import itertools
+import json
 import random
 import tracemalloc
 from pathlib import Path
@@ -441,7 +442,7 @@ def _prepared_dm(folder: Path, **kwargs) -> ShakespeareDataModule:
 
 def test_a_prepared_folder_is_read_window_by_window_not_loaded(tmp_path: Path):
     dm = _prepared_dm(_numbered(tmp_path))
-    assert dm.prepared and dm.vocab_size == 65_536 and dm.tokenizer_state == {"kind": "gpt2"}
+    assert dm.prepared and dm.vocab_size == 50_257 and dm.tokenizer_state == {"kind": "gpt2"}
     for shards in (dm.train_ids, dm.val_ids):
         assert all(isinstance(s, ShardFile) for s in shards)
     assert [len(s) for s in dm.train_ids] == [1000, 1000, 1000, 500]
@@ -598,6 +599,11 @@ def test_prepared_shards_in_worker_processes_match_one_process(tmp_path: Path):
         assert torch.equal(x, bx) and torch.equal(y, by)
 
 
+def _edit_meta(folder: Path, **changes) -> None:
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**meta, **changes}))
+
+
 @pytest.mark.parametrize(
     "damage, word",
     [
@@ -606,6 +612,8 @@ def test_prepared_shards_in_worker_processes_match_one_process(tmp_path: Path):
         (lambda f: (f / "meta.json").write_text((f / "meta.json").read_text().replace('"version": 1', '"version": 9')),
          "version 9"),
         (lambda f: (f / "train_000002.bin").unlink(), "missing"),
+        (lambda f: _edit_meta(f, vocab_size=50_304), "50,257 ids"),  # padded by hand: ids no tokenizer decodes
+        (lambda f: _edit_meta(f, tokenizer={"kind": "char", "chars": "ab"}), "2 ids"),  # more ids than it decodes
     ],
 )
 def test_a_broken_prepared_folder_is_one_line_error(tmp_path: Path, damage, word: str):

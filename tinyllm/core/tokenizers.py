@@ -269,6 +269,13 @@ def tokenizer_from_state(state: dict[str, Any], data_dir: str | Path | None = No
     raise TinyLLMError(f"unknown tokenizer {state!r} in checkpoint; expected kind 'char', 'gpt2' or 'bpe'")
 
 
+def stored_vocab_size(state: dict[str, Any]) -> int:
+    """The ids of the tokenizer ``state`` describes (GPT-2's is fixed: its ranks file is not needed to know it)."""
+    if isinstance(state, dict) and state.get("kind") == "gpt2":
+        return GPT2Tokenizer.vocab_size
+    return tokenizer_from_state(state).vocab_size
+
+
 def parse_tokenizer_spec(spec: str) -> str | int:
     """'char', 'gpt2', or the N of 'bpe:N' (a byte-level BPE of N tokens)."""
     if spec in ("char", "gpt2"):
