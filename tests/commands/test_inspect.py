@@ -45,3 +45,12 @@ def test_inspect_bad_input_is_one_line(runs, tmp_path: Path):
     assert_one_line_error(blocked, "--out_dir")
     missing = run_main("inspect", "--ckpt_path", tmp_path / "nope.ckpt", cwd=tmp_path)
     assert_one_line_error(missing, "nope.ckpt")
+
+
+def test_inspect_writes_under_home_for_a_tilde(runs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from tinyllm.commands.inspect_model import inspect
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    inspect(str(runs["vanilla"]), prompt="ROMEO:", out_dir="~/pics", new_tokens=2)
+    assert len(list((tmp_path / "home" / "pics").glob("*.png"))) == 3 and not (tmp_path / "~").exists()

@@ -48,3 +48,16 @@ def test_plot_of_logs_whose_steps_were_all_purged_is_one_line(tmp_path: Path):
 
     SummaryWriter(str(logs), purge_step=0).close()  # a restart from step 0 that logged nothing: every point hidden
     assert_one_line_error(run_main("plot", "--logdir", logs, cwd=tmp_path), "no train_loss or val_loss")
+
+
+def test_a_tilde_in_the_paths_means_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``--out=~/…`` (after an =, or in a YAML, no shell expands it) writes under $HOME, not into a folder named ~."""
+    from tinyllm.commands.plot import plot
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    _logs(home / "logs")
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    plot("~/logs", "~/pics/c.png")
+    assert (home / "pics" / "c.png").is_file() and list(work.iterdir()) == []

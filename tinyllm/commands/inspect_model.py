@@ -73,7 +73,8 @@ def inspect(
     if new_tokens < 2:
         raise TinyLLMError("--new_tokens must be at least 2")
     source = Path(ckpt_path).expanduser().resolve()
-    out = Path(out_dir) if out_dir else Path("inspect") / (source.name if source.is_dir() else source.parent.name)
+    run = source.name if source.is_dir() else source.parent.name
+    out = Path(out_dir).expanduser() if out_dir else Path("inspect") / run
     check_writable_folder(out, "--out_dir")
     loaded = load_model(ckpt_path, "cpu", data_dir)
     if prompt is None:

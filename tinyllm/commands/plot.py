@@ -17,7 +17,7 @@ from tinyllm.training.metrics import TRAIN_LOSS, VAL_LOSS
 
 def read_scalars(logdir: str | Path) -> dict[str, list[tuple[int, float]]]:
     """Every scalar series of a TensorBoard run directory, as TensorBoard shows it (purged steps removed)."""
-    path = Path(logdir)
+    path = Path(logdir).expanduser()
     if not any(path.glob("events.out.tfevents.*")):
         raise TinyLLMError(f"no TensorBoard event files in {path}: pass a run directory such as logs/quick")
     acc = EventAccumulator(str(path), size_guidance={"scalars": 0})  # 0 = keep every point
@@ -48,7 +48,7 @@ def plot_run(logdir: str | Path, out: str | Path, title: str | None = None) -> P
     ax_lr.grid(alpha=0.3)
     fig.suptitle(title or str(logdir))
     fig.tight_layout()
-    out = Path(out)
+    out = Path(out).expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     return out
@@ -62,7 +62,7 @@ def plot(logdir: str, out: str | None = None, title: str | None = None) -> None:
         out: the PNG to write, or a folder to write curves.png in (default: <logdir>/curves.png).
         title: the figure's title (default: the log folder).
     """
-    out_path = Path(out) if out else Path(logdir) / "curves.png"
+    out_path = Path(out).expanduser() if out else Path(logdir).expanduser() / "curves.png"
     if out_path.is_dir():
         out_path = out_path / "curves.png"
     if out_path.suffix.lower() != ".png":

@@ -273,7 +273,7 @@ def scaling(
         seed: the seed of every run.
         out: where scaling.md, scaling.png and scaling.json go.
     """
-    check_writable_folder(Path(out), "--out")
+    check_writable_folder(Path(out).expanduser(), "--out")
     check_budgets(minutes)
     if ask:  # none: the frontier at the measured budgets only
         check_budgets(ask, "--ask")
@@ -285,7 +285,7 @@ def scaling(
     for size in sizes:
         shape_of(size, width)
     rows = [point(config, width, size, m, seed) for size in sizes for m in minutes]
-    folder = Path(out)
+    folder = Path(out).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     report(rows, config, width, minutes, ask, min_steps, folder)
     print((folder / "scaling.md").read_text())

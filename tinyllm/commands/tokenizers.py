@@ -105,7 +105,7 @@ def tokenizers(
     check_budgets([minutes])
     check_seeds(seeds)
     config = shipped(config)
-    check_writable_folder(Path(out), "--out")
+    check_writable_folder(Path(out).expanduser(), "--out")
     source = inputs or str(shakespeare_path())
     rows = []
     for tok in tokenizers:
@@ -116,7 +116,7 @@ def tokenizers(
                          name=seeded(f"tokenizer-{_folder_name(tok)}", seed))
                 for seed in seeds]  # fmt: skip
         rows.append({"tokenizer": tok, "vocab_size": vocab, "runs": runs})
-    folder = Path(out)
+    folder = Path(out).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     write_report(rows, config, minutes, folder)
     (folder / "tokenizers.json").write_text(json.dumps({"config": config, "minutes": minutes, "machine": cpu_name(),
