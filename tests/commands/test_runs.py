@@ -34,13 +34,13 @@ def test_every_seeded_experiment_refuses_seeds_it_cannot_pair(command: str, seed
 
 
 @pytest.mark.parametrize("command", ["budgets", "tokenizers", "scaling"])
-@pytest.mark.parametrize("budget", [0.0, float("inf"), float("nan")])
+@pytest.mark.parametrize("budget", [0.0, float("inf"), float("nan"), 0.001])  # 0.001 min: 0 whole seconds
 def test_every_timed_experiment_refuses_a_budget_no_run_can_have(command: str, budget: float, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch):
     run = EXPERIMENTS[command]
     monkeypatch.chdir(tmp_path)
     minutes = [budget] if command != "tokenizers" else budget
-    with pytest.raises(TinyLLMError, match=r"^--minutes must list positive, finite budgets"):
+    with pytest.raises(TinyLLMError, match=r"^--minutes must list finite budgets of at least a second"):
         run(minutes=minutes, out=str(tmp_path / "out"))
     assert not any(tmp_path.iterdir())  # refused before any run or folder
 
@@ -98,3 +98,11 @@ def test_every_experiment_writes_to_the_one_results_folder_by_default(command: s
 def test_every_timed_experiment_trains_the_cpu_recipe_by_default(command: str):
     default = inspect.signature(EXPERIMENTS[command]).parameters["config"].default
     assert default == CPU_RECIPE and Path(shipped(default)).is_file()
+
+
+@pytest.mark.parametrize("command", ["budgets", "scaling"])
+def test_a_budget_given_twice_is_refused_before_any_run(command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)  # it would train the first, then find its own run in the way of the second
+    with pytest.raises(TinyLLMError, match=r"^--minutes lists a budget twice"):
+        EXPERIMENTS[command](minutes=[1.0, 2.0, 1.0], out=str(tmp_path / "out"))
+    assert not any(tmp_path.iterdir())

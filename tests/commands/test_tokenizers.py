@@ -32,4 +32,7 @@ def test_tokenizers_table_compares_bits_per_byte(tmp_path: Path):
 
 def test_tokenizers_bad_options_are_one_line(tmp_path: Path):
     assert_one_line_error(run_main("experiment", "tokenizers", "--tokenizers", "[char, char]", cwd=tmp_path), "distinct")
-    assert_one_line_error(run_main("experiment", "tokenizers", "--minutes", "0", cwd=tmp_path), "positive")
+    assert_one_line_error(run_main("experiment", "tokenizers", "--minutes", "0", cwd=tmp_path), "at least a second")
+    late_typo = run_main("experiment", "tokenizers", "--tokenizers", "[char, bpe:10]", cwd=tmp_path)
+    assert_one_line_error(late_typo, "bpe:10")  # before char trains, not after
+    assert not any(tmp_path.iterdir())

@@ -60,9 +60,12 @@ def max_time(minutes: float) -> str:
 
 
 def check_budgets(minutes: list[float], option: str = "--minutes") -> None:
-    """Time budgets a run can be given: positive and finite (inf or nan has no DD:HH:MM:SS)."""
-    if not minutes or not all(math.isfinite(m) and m > 0 for m in minutes):
-        raise TinyLLMError(f"{option} must list positive, finite budgets in minutes, got {minutes}")
+    """Time budgets runs can be given, each once: finite (inf or nan has no DD:HH:MM:SS) and at least a second
+    (``max_time`` rounds to whole seconds, and Lightning's budget of zero is no budget)."""
+    if not minutes or not all(math.isfinite(m) and round(m * 60) >= 1 for m in minutes):
+        raise TinyLLMError(f"{option} must list finite budgets of at least a second (1/60 minute), got {minutes}")
+    if len(set(minutes)) != len(minutes):
+        raise TinyLLMError(f"{option} lists a budget twice ({minutes}): each is one run per seed; give it once")
 
 
 def finished_run_scalars(logs: Path, run: str) -> dict[str, list[tuple[int, float]]]:

@@ -37,6 +37,7 @@ from tinyllm.commands.runs import (
 from tinyllm.commands.prepare import prepare
 from tinyllm.core.dataset import open_dataset
 from tinyllm.core.defaults import SEED
+from tinyllm.core.tokenizers import parse_tokenizer_spec
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import check_writable_folder, shakespeare_path
 from tinyllm.training.precision import cpu_name
@@ -102,6 +103,8 @@ def tokenizers(
     """
     if not tokenizers or len(set(tokenizers)) != len(tokenizers):
         raise TinyLLMError(f"--tokenizers must list distinct tokenizers, got {tokenizers}")
+    for tok in tokenizers:  # all of them before the first trains
+        parse_tokenizer_spec(tok)
     check_budgets([minutes])
     check_seeds(seeds)
     config = shipped(config)
@@ -109,7 +112,7 @@ def tokenizers(
     source = inputs or str(shakespeare_path())
     rows = []
     for tok in tokenizers:
-        folder = Path(data) / _folder_name(tok)
+        folder = Path(data).expanduser() / _folder_name(tok)
         prepare(source, str(folder), tokenizer=tok)  # done already: says so and returns
         vocab = open_dataset(folder).vocab_size
         runs = [run_rung(config, minutes, ["--data.path", str(folder), *seed_options(seed), *NO_SAMPLES],
