@@ -180,3 +180,16 @@ def test_an_error_raised_in_a_data_loader_worker_is_its_own_message(monkeypatch:
         entry.main(["fit"])
     assert exit_.value.code == 2
     assert capsys.readouterr().err == "tinyllm: error: train_000001.bin is damaged: prepare the dataset again\n"
+
+
+def test_running_out_of_memory_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """Options that ask for more memory than there is (numpy's and Python's MemoryError) say what to change."""
+    import numpy as np
+
+    import tinyllm.__main__ as entry
+
+    monkeypatch.setattr(entry, "run", lambda argv: np.empty((1 << 21, 1 << 21), dtype=np.int64))  # 32 TiB
+    with pytest.raises(SystemExit) as exit_:
+        entry.main(["generate"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("tinyllm: error: out of memory") and err.count("\n") == 1

@@ -137,6 +137,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"tinyllm: error: {e.filename or 'a file'}: {e.strerror or e}: check the path, its permissions and "
               "the free space, then run the command again", file=sys.stderr)  # fmt: skip
         sys.exit(2)
+    except MemoryError:  # options that ask for more than the machine has (a batch of 10^10 windows, 10^12 samples)
+        print("tinyllm: error: out of memory: ask for less (a smaller --data.batch_size, model, --num_samples or "
+              "--max_new_tokens) and run the command again", file=sys.stderr)  # fmt: skip
+        sys.exit(2)
     except Stopped as e:
         print(f"tinyllm: {e}", file=sys.stderr)
         sys.exit(e.status)
