@@ -87,6 +87,11 @@ def test_corpus_too_small_for_block_size(tmp_path: Path, token_cache: Path):
     p.write_text("abcdefghij" * 2, encoding="utf-8")
     s = ShakespeareDataModule(path=str(p), block_size=8, val_fraction=0.5).splits()
     assert len(s.train) == len(s.val) == 10
+    p.write_text("", encoding="utf-8")
+    for kind in ("char", "bpe:300"):  # the vocabulary is learned from the text: say the file is empty, not that
+        with pytest.raises(TinyLLMError) as e:
+            ShakespeareDataModule(path=str(p), tokenizer=kind).vocab_size
+        assert one_line_error(e) == f"{p} is empty: give data.path a text file with some text in it"
 
 
 def test_download_feeds_the_data_module(served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, token_cache: Path):
@@ -612,6 +617,8 @@ def _edit_meta(folder: Path, **changes) -> None:
         (lambda f: (f / "meta.json").write_text((f / "meta.json").read_text().replace('"version": 1', '"version": 9')),
          "version 9"),
         (lambda f: (f / "train_000002.bin").unlink(), "missing"),
+        (lambda f: (f / "meta.json").write_text((f / "meta.json").read_text().replace('"bytes": 3500',
+                                                                                    '"bytes": Infinity')), "corrupt"),
         (lambda f: _edit_meta(f, vocab_size=50_304), "50,257 ids"),  # padded by hand: ids no tokenizer decodes
         (lambda f: _edit_meta(f, tokenizer={"kind": "char", "chars": "ab"}), "2 ids"),  # more ids than it decodes
     ],

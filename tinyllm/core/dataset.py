@@ -336,7 +336,7 @@ def open_dataset(path: str | Path) -> PreparedDataset:
             if counted != int(info["tokens"]) or counted == 0:
                 raise ValueError(f"{split} token counts")
             int(info["bytes"])
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError) as e:  # Overflow: int(Infinity)
         raise TinyLLMError(f"{folder / META_NAME} is corrupt or incomplete ({type(e).__name__}: {e}): "
                            "prepare the dataset again") from None  # fmt: skip
     for name, size in expected:

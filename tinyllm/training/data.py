@@ -55,11 +55,14 @@ from tinyllm.files import atomic_write_bytes, cache_dirs, resolve_data_dir, shak
 def read_corpus(path: Path) -> str:
     try:
         with open(path, encoding="utf-8", newline="") as f:  # newline="": keep "\r\n" as written
-            return f.read()
+            text = f.read()
     except FileNotFoundError:
         raise TinyLLMError(f"corpus file {path} does not exist: check data.path") from None
     except UnicodeDecodeError as e:
         raise TinyLLMError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}): convert it to UTF-8") from None
+    if not text:  # no characters to learn a vocabulary from, nothing to train or validate on
+        raise TinyLLMError(f"{path} is empty: give data.path a text file with some text in it")
+    return text
 
 
 @dataclass
