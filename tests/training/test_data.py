@@ -26,7 +26,14 @@ from tinyllm.errors import TinyLLMError
 from tinyllm.files import (
     SHAKESPEARE,
 )
-from tinyllm.training.data import FixedWindows, RandomWindows, ResegmentedWindows, ShakespeareDataModule, encode_splits
+from tinyllm.training.data import (
+    FixedWindows,
+    RandomWindows,
+    ResegmentedWindows,
+    ShakespeareDataModule,
+    encode_splits,
+    read_corpus,
+)
 
 
 @pytest.mark.parametrize(
@@ -87,6 +94,14 @@ def test_corpus_too_small_for_block_size(tmp_path: Path, token_cache: Path):
     p.write_text("abcdefghij" * 2, encoding="utf-8")
     s = ShakespeareDataModule(path=str(p), block_size=8, val_fraction=0.5).splits()
     assert len(s.train) == len(s.val) == 10
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(p))
+
+    with pytest.MonkeyPatch.context() as mp:  # as root, chmod 000 still reads: refuse it the way a user meets it
+        mp.setattr("builtins.open", refused)
+        with pytest.raises(TinyLLMError) as e:
+            read_corpus(p)
+    assert one_line_error(e) == f"cannot read {p} (Permission denied): check data.path and its permissions"
     p.write_text("", encoding="utf-8")
     for kind in ("char", "bpe:300"):  # the vocabulary is learned from the text: say the file is empty, not that
         with pytest.raises(TinyLLMError) as e:

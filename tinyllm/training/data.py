@@ -60,6 +60,8 @@ def read_corpus(path: Path) -> str:
         raise TinyLLMError(f"corpus file {path} does not exist: check data.path") from None
     except UnicodeDecodeError as e:
         raise TinyLLMError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}): convert it to UTF-8") from None
+    except OSError as e:  # not "cannot write": the CLI's catch-all for OSError speaks of the run's own files
+        raise TinyLLMError(f"cannot read {path} ({e.strerror or e}): check data.path and its permissions") from None
     if not text:  # no characters to learn a vocabulary from, nothing to train or validate on
         raise TinyLLMError(f"{path} is empty: give data.path a text file with some text in it")
     return text
