@@ -198,3 +198,14 @@ def test_a_record_of_true_is_a_number_nowhere_but_any_value_where_any_is_asked(t
     assert read_record(tmp_path / "seconds.txt") is True and read_record(tmp_path / "seconds.txt", bool) is True
     with pytest.raises(TinyLLMError, match="is damaged .not the record tinyllm writes there"):
         read_record(tmp_path / "seconds.txt", object, ("variant",))  # keys are asked of an object only
+
+
+def test_a_user_path_expands_home_and_refuses_an_unknown_user_in_one_line(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch):  # fmt: skip
+    from tinyllm.files import user_path
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert user_path("~/runs/x.ckpt") == tmp_path / "runs/x.ckpt" and user_path("runs/~x") == Path("runs/~x")
+    with pytest.raises(TinyLLMError) as e:
+        user_path("~no-such-user-here/x.ckpt")
+    assert one_line_error(e).startswith("~no-such-user-here/x.ckpt: ") and "without ~" in one_line_error(e)

@@ -183,13 +183,22 @@ def test_an_error_raised_in_a_data_loader_worker_is_its_own_message(monkeypatch:
 
 
 def test_running_out_of_memory_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    """Options that ask for more memory than there is (numpy's and Python's MemoryError) say what to change."""
-    import numpy as np
-
+    """Options that ask for more memory than there is (numpy's MemoryError, torch's allocator) say what to change."""
     import tinyllm.__main__ as entry
 
-    monkeypatch.setattr(entry, "run", lambda argv: np.empty((1 << 21, 1 << 21), dtype=np.int64))  # 32 TiB
-    with pytest.raises(SystemExit) as exit_:
+    def refused(argv):
+        raise MemoryError("Unable to allocate 74.5 GiB for an array")  # numpy's _ArrayMemoryError is one
+
+    def torch_refused(argv):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: can't allocate memory: you "
+                           "tried to allocate 2560000000000 bytes. Error code 12 (Cannot allocate memory)")  # fmt: skip
+
+    for run in (refused, torch_refused):
+        monkeypatch.setattr(entry, "run", run)
+        with pytest.raises(SystemExit) as exit_:
+            entry.main(["generate"])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.startswith("tinyllm: error: out of memory") and err.count("\n") == 1
+    monkeypatch.setattr(entry, "run", lambda argv: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):  # any other RuntimeError is not hidden
         entry.main(["generate"])
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2 and err.startswith("tinyllm: error: out of memory") and err.count("\n") == 1

@@ -124,6 +124,11 @@ def run(argv: list[str]) -> None:
     command(target)(**kwargs)
 
 
+def out_of_memory(e: BaseException) -> bool:
+    """Python's and numpy's MemoryError, or torch's allocator refusing (a RuntimeError, OutOfMemoryError on a GPU)."""
+    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(e)
+
+
 def main(argv: list[str] | None = None) -> None:
     ignore_lightnings_own_deprecations()  # export, card and bench reach Lightning's utilities outside the CLI too
     try:
@@ -137,9 +142,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"tinyllm: error: {e.filename or 'a file'}: {e.strerror or e}: check the path, its permissions and "
               "the free space, then run the command again", file=sys.stderr)  # fmt: skip
         sys.exit(2)
-    except MemoryError:  # options that ask for more than the machine has (a batch of 10^10 windows, 10^12 samples)
-        print("tinyllm: error: out of memory: ask for less (a smaller --data.batch_size, model, --num_samples or "
-              "--max_new_tokens) and run the command again", file=sys.stderr)  # fmt: skip
+    except (MemoryError, RuntimeError) as e:  # options that ask for more than the machine has (10^10 windows)
+        if not out_of_memory(e):
+            raise
+        print("tinyllm: error: out of memory: ask for less (a smaller batch, model or number of samples); a fit that "
+              "saved a checkpoint resumes with --ckpt_path last", file=sys.stderr)  # fmt: skip
         sys.exit(2)
     except Stopped as e:
         print(f"tinyllm: {e}", file=sys.stderr)

@@ -44,10 +44,19 @@ GPT2_RANKS = RemoteFile(
 DOWNLOAD_TIMEOUT_S = 30
 
 
+def user_path(path: str | Path) -> Path:
+    """A path as the user wrote it, with ``~`` as their home: in a YAML value, or after ``--opt=``, no shell
+    expands it. ``~name`` of no known user is one line, not Python's RuntimeError."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError as e:  # user_path("~nobody"): "Could not determine home directory"
+        raise TinyLLMError(f"{path}: {e}; write the path without ~, or as ~/...") from None
+
+
 def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
     """``data_dir``, else ``$TINYLLM_DATA_DIR``, else ``./data`` (absolute)."""
     chosen = data_dir or os.environ.get("TINYLLM_DATA_DIR") or "data"
-    return Path(chosen).expanduser().resolve()
+    return user_path(chosen).resolve()
 
 
 def cache_dirs(near: Path | None = None) -> list[Path]:
@@ -114,7 +123,7 @@ def check_writable_folder(folder: Path, option: str) -> None:
     that names it, the cause and the option to change, not in a traceback after minutes of work. The
     folders it had to create are removed again: a command that fails later leaves nothing behind.
     """
-    folder = Path(folder).expanduser()
+    folder = user_path(folder)
     created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -52,6 +52,10 @@ def test_every_experiment_finds_a_shipped_config_from_any_folder_and_refuses_a_m
     run = EXPERIMENTS[command]
     monkeypatch.chdir(tmp_path)
     assert Path(shipped("configs/cpu.yaml")).is_file()  # tinyllm's own, though this folder has no configs/
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "mine.yaml").write_text("model: {}\n")
+    assert shipped("~/mine.yaml") == str(tmp_path / "mine.yaml")  # in a YAML or after an =, no shell expands ~
+    (tmp_path / "mine.yaml").unlink()
     with pytest.raises(TinyLLMError, match=r"^--config configs/nope.yaml is not a file"):
         run(config="configs/nope.yaml", out=str(tmp_path / "out"))
     assert not any(tmp_path.iterdir())  # refused before any run or folder
@@ -104,5 +108,5 @@ def test_every_timed_experiment_trains_the_cpu_recipe_by_default(command: str):
 def test_a_budget_given_twice_is_refused_before_any_run(command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(tmp_path)  # it would train the first, then find its own run in the way of the second
     with pytest.raises(TinyLLMError, match=r"^--minutes lists a budget twice"):
-        EXPERIMENTS[command](minutes=[1.0, 2.0, 1.0], out=str(tmp_path / "out"))
+        EXPERIMENTS[command](minutes=[1.0, 2.0, 1.0000001], out=str(tmp_path / "out"))  # one run name: 1min
     assert not any(tmp_path.iterdir())

@@ -94,6 +94,12 @@ def test_corpus_too_small_for_block_size(tmp_path: Path, token_cache: Path):
     p.write_text("abcdefghij" * 2, encoding="utf-8")
     s = ShakespeareDataModule(path=str(p), block_size=8, val_fraction=0.5).splits()
     assert len(s.train) == len(s.val) == 10
+
+
+def test_an_empty_or_unreadable_text_file_says_so(tmp_path: Path, token_cache: Path):
+    p = tmp_path / "corpus.txt"
+    p.write_text("some text\n", encoding="utf-8")
+
     def refused(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(p))
 
@@ -617,6 +623,14 @@ def test_prepared_shards_in_worker_processes_match_one_process(tmp_path: Path):
     for k, (x, y) in enumerate(got):
         bx, by = rw.batch(k)
         assert torch.equal(x, bx) and torch.equal(y, by)
+
+
+def test_a_gpt2_folder_trains_without_gpt2s_ranks_file(tmp_path: Path, no_network: Path, empty_dir: Path,
+                                                        monkeypatch: pytest.MonkeyPatch):  # fmt: skip
+    """Checking meta.json's vocab_size against the tokenizer must not need the ranks file (a node that only trains)."""
+    monkeypatch.setenv("TINYLLM_DATA_DIR", str(empty_dir))
+    dm = _prepared_dm(_numbered(tmp_path))
+    assert dm.vocab_size == 50_257 and not any(empty_dir.iterdir())
 
 
 def _edit_meta(folder: Path, **changes) -> None:

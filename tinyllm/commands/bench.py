@@ -24,7 +24,7 @@ from tinyllm.core.defaults import TEMPERATURE, TOP_K
 from tinyllm.core.generate import Quantize, generate, pick_device, prepare_decoding
 from tinyllm.core.model import GPT, KVCache
 from tinyllm.errors import TinyLLMError
-from tinyllm.files import check_writable_folder
+from tinyllm.files import check_writable_folder, user_path
 from tinyllm.formats.load import load_model
 from tinyllm.training.callbacks import compute_dtype
 from tinyllm.training.cli import build_cli
@@ -348,11 +348,12 @@ def _check_at_least(minimum: int, **counts: int) -> None:
 def _check_json(path: str | None) -> None:
     """Refuse a --json the OS will not take before the benchmark, not after it."""
     if path:
-        check_writable_folder(Path(path).parent, "--json")
+        check_writable_folder(user_path(path).parent, "--json")
 
 
 def _write_json(path: str | None, figures: dict[str, Any]) -> None:
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(dumps(figures, indent=2) + "\n")
-        print(f"wrote {path}")
+        where = user_path(path)
+        where.parent.mkdir(parents=True, exist_ok=True)
+        where.write_text(dumps(figures, indent=2) + "\n")
+        print(f"wrote {where}")

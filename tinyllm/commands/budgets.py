@@ -37,7 +37,7 @@ from tinyllm.commands.runs import (
 )
 from tinyllm.core.defaults import SEED
 from tinyllm.errors import TinyLLMError
-from tinyllm.files import check_writable_folder
+from tinyllm.files import check_writable_folder, user_path
 from tinyllm.training.precision import cpu_name
 
 
@@ -120,11 +120,11 @@ def budgets(
     ref = None
     if reference:
         try:
-            ref = json.loads(Path(reference).read_text())
+            ref = json.loads(user_path(reference).read_text())
         except (OSError, ValueError) as e:
             raise TinyLLMError(f"--reference {reference} is not a readable JSON file ({e})") from None
         check_reference(reference, ref)
-    check_writable_folder(Path(out).expanduser(), "--out")
+    check_writable_folder(user_path(out), "--out")
     keys = [f"{m:g}" for m in minutes]
     unknown = sorted(key for key in rung_set if key not in keys)
     if unknown:
@@ -133,7 +133,7 @@ def budgets(
     rows = [{**run_rung(config, m, [*seed_options(seed), *set, *rung_set.get(f"{m:g}", [])],
                         name=seeded(f"budget-{m:g}min", seed)), "seed": seed}
             for m in minutes for seed in seeds]  # fmt: skip
-    folder = Path(out).expanduser()
+    folder = user_path(out)
     folder.mkdir(parents=True, exist_ok=True)
     write_table(rows, config, ref, folder / "budgets.md")
     (folder / "budgets.json").write_text(json.dumps({"config": config, "machine": cpu_name(), "rows": rows,

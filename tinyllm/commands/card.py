@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tinyllm.core.defaults import SEED, VAL_FRACTION
 from tinyllm.errors import TinyLLMError
-from tinyllm.files import check_writable_folder
+from tinyllm.files import check_writable_folder, user_path
 from tinyllm.formats.card import example_prompt, model_card
 from tinyllm.formats.folder import export_dir_of
 from tinyllm.formats.load import load_model
@@ -43,7 +43,7 @@ def card(
         raise TinyLLMError("--samples must be 0 or more and --max_new_tokens at least 1")
     if export_dir_of(ckpt_path) is not None:
         raise TinyLLMError(f"{ckpt_path} is an exported folder: its README.md is its card (card reads .ckpt files)")
-    check_writable_folder(Path(out).expanduser().parent, "--out")  # before the evaluation, which takes a while
+    check_writable_folder(user_path(out).parent, "--out")  # before the evaluation, which takes a while
     loaded = load_model(ckpt_path, "cpu", data_dir)
     prompt = prompt if prompt is not None else example_prompt(loaded.tokenizer)
     if not loaded.tokenizer.encode(prompt):  # also refuses unknown characters, before the long evaluation
@@ -51,7 +51,7 @@ def card(
     measured = measure(loaded.model, loaded.tokenizer, data_path, data_dir, val_fraction, prompt,
                        samples, max_new_tokens, seed)  # fmt: skip
     text = model_card(ckpt_path, loaded.model, loaded.tokenizer, loaded.training, data, measured=measured)
-    where = Path(out).expanduser()
+    where = user_path(out)
     where.parent.mkdir(parents=True, exist_ok=True)
     where.write_text(text, encoding="utf-8")
     print(f"wrote {where}: val loss {measured.val_loss:.4f} over {measured.val_tokens:,} tokens, "

@@ -59,7 +59,7 @@ from tinyllm.commands.runs import (
 from tinyllm.core.defaults import SEED
 from tinyllm.core.optim import check_muon
 from tinyllm.errors import TinyLLMError
-from tinyllm.files import check_writable_folder, read_record, write_record
+from tinyllm.files import check_writable_folder, read_record, user_path, write_record
 from tinyllm.training.cli import RunFolders, build_cli
 from tinyllm.training.metrics import TOKENS_PER_S, VAL_LOSS
 from tinyllm.training.precision import cpu_name
@@ -312,8 +312,8 @@ def swaps(
         check_muon("leave modern+muon out of --variants")
     check_seeds(seeds)
     config = shipped(config)
-    check_writable_folder(Path(out).expanduser(), "--out")
-    folder = Path(out).expanduser()
+    check_writable_folder(user_path(out), "--out")
+    folder = user_path(out)
     rows = run_swaps(config, seeds, variants, folder)
     print((folder / "swaps.md").read_text())
     print(f"wrote {folder / 'swaps.md'}, {folder / 'swaps.png'} and {folder / 'swaps.json'} ({len(rows)} variants)")

@@ -11,7 +11,7 @@ from safetensors import safe_open
 
 from tinyllm.core.defaults import SAMPLE_TOKENS, SEED, TEMPERATURE, TOP_K, VAL_FRACTION
 from tinyllm.errors import TinyLLMError
-from tinyllm.files import check_writable_folder, fmt_bytes
+from tinyllm.files import check_writable_folder, fmt_bytes, user_path
 from tinyllm.formats.card import example_prompt
 from tinyllm.formats.folder import check_out_dir, write_export
 from tinyllm.formats.load import load_model
@@ -54,7 +54,7 @@ def export(
         return
     if dtype != "f32":
         raise TinyLLMError("--dtype applies to --format gguf; the Hugging Face folder is float32")
-    check_out_dir(Path(out_dir).expanduser().resolve())  # before the measurement, not after it
+    check_out_dir(user_path(out_dir).resolve())  # before the measurement, not after it
     loaded = load_model(ckpt_path, "cpu", data_dir)
     measured = None
     if measure:
@@ -73,7 +73,7 @@ def export(
 
 
 def _export_gguf(ckpt_path: str, out_dir: Path, dtype: GGUFDtype, data_dir: str | None) -> None:
-    out_dir = out_dir.expanduser()
+    out_dir = user_path(out_dir)
     target = out_dir / GGUF
     if out_dir.exists() and not out_dir.is_dir():
         raise TinyLLMError(f"--out_dir {out_dir} is a file: choose a folder (the GGUF goes in it as {GGUF})")
@@ -81,7 +81,7 @@ def _export_gguf(ckpt_path: str, out_dir: Path, dtype: GGUFDtype, data_dir: str 
         raise TinyLLMError(f"{target} exists and is not a GGUF file: choose another --out_dir")
     check_writable_folder(out_dir, "--out_dir")
     loaded = load_model(ckpt_path, "cpu", data_dir)
-    source = Path(ckpt_path).expanduser().resolve()
+    source = user_path(ckpt_path).resolve()
     name = source.name if source.is_dir() else source.parent.name  # the run's (or the export's) folder
     try:
         path = write_gguf(loaded.model, loaded.tokenizer, target, name, dtype, data_dir)

@@ -20,7 +20,7 @@ from tinyllm.core.insides import attention_maps, cache_cost, logit_lens, rope_cu
 from tinyllm.core.model import GPT
 from tinyllm.core.tokenizers import Tokenizer
 from tinyllm.errors import TinyLLMError
-from tinyllm.files import check_writable_folder
+from tinyllm.files import check_writable_folder, user_path
 from tinyllm.formats.load import load_model
 
 DEFAULT_PROMPT = LOOK_PROMPT + "\nJULIET:\nAy me"
@@ -72,9 +72,9 @@ def inspect(
     """
     if new_tokens < 2:
         raise TinyLLMError("--new_tokens must be at least 2")
-    source = Path(ckpt_path).expanduser().resolve()
+    source = user_path(ckpt_path).resolve()
     run = source.name if source.is_dir() else source.parent.name
-    out = Path(out_dir).expanduser() if out_dir else Path("inspect") / run
+    out = user_path(out_dir) if out_dir else Path("inspect") / run
     check_writable_folder(out, "--out_dir")
     loaded = load_model(ckpt_path, "cpu", data_dir)
     if prompt is None:

@@ -11,13 +11,13 @@ from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tinyllm.errors import TinyLLMError
-from tinyllm.files import check_writable_folder
+from tinyllm.files import check_writable_folder, user_path
 from tinyllm.training.metrics import TRAIN_LOSS, VAL_LOSS
 
 
 def read_scalars(logdir: str | Path) -> dict[str, list[tuple[int, float]]]:
     """Every scalar series of a TensorBoard run directory, as TensorBoard shows it (purged steps removed)."""
-    path = Path(logdir).expanduser()
+    path = user_path(logdir)
     if not any(path.glob("events.out.tfevents.*")):
         raise TinyLLMError(f"no TensorBoard event files in {path}: pass a run directory such as logs/quick")
     acc = EventAccumulator(str(path), size_guidance={"scalars": 0})  # 0 = keep every point
@@ -48,7 +48,7 @@ def plot_run(logdir: str | Path, out: str | Path, title: str | None = None) -> P
     ax_lr.grid(alpha=0.3)
     fig.suptitle(title or str(logdir))
     fig.tight_layout()
-    out = Path(out).expanduser()
+    out = user_path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     return out
@@ -62,7 +62,7 @@ def plot(logdir: str, out: str | None = None, title: str | None = None) -> None:
         out: the PNG to write, or a folder to write curves.png in (default: <logdir>/curves.png).
         title: the figure's title (default: the log folder).
     """
-    out_path = Path(out).expanduser() if out else Path(logdir).expanduser() / "curves.png"
+    out_path = user_path(out) if out else user_path(logdir) / "curves.png"
     if out_path.is_dir():
         out_path = out_path / "curves.png"
     if out_path.suffix.lower() != ".png":

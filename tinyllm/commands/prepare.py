@@ -73,7 +73,7 @@ from tinyllm.core.dataset import (
 from tinyllm.core.defaults import VAL_FRACTION
 from tinyllm.core.tokenizers import EOT, CharTokenizer, Tokenizer, parse_tokenizer_spec, tokenizer_from_state, train_bpe
 from tinyllm.errors import TinyLLMError
-from tinyllm.files import fmt_bytes
+from tinyllm.files import fmt_bytes, user_path
 
 READ_BYTES = 1 << 20  # bytes read from a file at a time
 PIECE_CHARS = 1 << 20  # a long document is tokenized in pieces of about this many characters
@@ -119,7 +119,7 @@ def prepare(
     workers = workers or (1 if spec == "char" else available_cores())
     if workers < 1:
         raise TinyLLMError(f"workers must be at least 1, got {workers}")
-    out_path = Path(out).expanduser()
+    out_path = user_path(out)
     if not out_path.name or out_path.name in (".", ".."):
         raise TinyLLMError(f"--out {out!r} names no folder: give a path such as data/NAME")
     existing = check_out(out_path)
@@ -252,7 +252,7 @@ def expand_inputs(inputs: list[str]) -> list[Source]:
         raise TinyLLMError("no inputs: give --inputs FILE_OR_FOLDER")
     sources = []
     for arg in inputs:
-        p = Path(arg).expanduser()
+        p = user_path(arg)
         if p.is_dir():
             root = p.resolve()
             found = []

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinyllm.errors import TinyLLMError, one_line
-from tinyllm.files import fmt_bytes
+from tinyllm.files import fmt_bytes, user_path
 from tinyllm.formats.folder import check_export
 from tinyllm.formats.hf_layout import FILES, HF_EXTRA
 
@@ -47,7 +47,7 @@ def plan(export_dir: str | Path, repo_id: str) -> Upload:
     """Check the folder and the repo id; list what would be uploaded. Needs no network and no token."""
     if not REPO_ID.match(repo_id) or ".." in repo_id or repo_id.endswith((".git", "-", ".")):
         raise TinyLLMError(f"--repo_id {repo_id!r} is not a Hub repository id: use USER/NAME (letters, digits, - _ .)")
-    folder = Path(export_dir).expanduser().resolve()
+    folder = user_path(export_dir).resolve()
     cfg = check_export(folder)
     names = [n for n in cfg["tinyllm"].get("files", FILES) if n in FILES]
     files = [(name, (folder / name).stat().st_size) for name in names]

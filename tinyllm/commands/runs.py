@@ -29,6 +29,7 @@ from tinyllm.core.checkpoint import (
 from tinyllm.core.dataset import is_dataset
 from tinyllm.core.defaults import check_seed
 from tinyllm.errors import TinyLLMError
+from tinyllm.files import user_path
 from tinyllm.training.cli import RunFolders
 from tinyllm.training.metrics import TOKENS_PER_S, VAL_BPB, VAL_LOSS
 
@@ -47,25 +48,32 @@ def seeded(name: str, seed: int) -> str:
 
 def shipped(config: str) -> str:
     """``config`` as given, else as a path inside tinyllm's own folder (``configs/cpu.yaml`` from anywhere)."""
-    for path in (Path(config), CONFIGS.parent / config):
+    for path in (user_path(config), CONFIGS.parent / config):
         if path.is_file():
             return str(path)
     raise TinyLLMError(f"--config {config} is not a file: pass a training config such as {CPU_RECIPE}")
 
 
+def whole_seconds(minutes: float) -> int:
+    """A budget as ``--trainer.max_time`` takes it: whole seconds."""
+    return round(minutes * 60)
+
+
 def max_time(minutes: float) -> str:
-    """Lightning's ``DD:HH:MM:SS`` for a budget in minutes (whole seconds)."""
-    seconds = round(minutes * 60)
+    """Lightning's ``DD:HH:MM:SS`` for a budget in minutes."""
+    seconds = whole_seconds(minutes)
     return f"{seconds // 86400:02d}:{seconds % 86400 // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def check_budgets(minutes: list[float], option: str = "--minutes") -> None:
-    """Time budgets runs can be given, each once: finite (inf or nan has no DD:HH:MM:SS) and at least a second
-    (``max_time`` rounds to whole seconds, and Lightning's budget of zero is no budget)."""
-    if not minutes or not all(math.isfinite(m) and round(m * 60) >= 1 for m in minutes):
+def check_budgets(minutes: list[float], option: str = "--minutes", trained: bool = True) -> None:
+    """Time budgets: finite (inf or nan has no DD:HH:MM:SS) and at least a second (Lightning's budget of zero
+    is no budget). Budgets that are ``trained`` must also differ in their runs' names (``{m:g}min``): a second
+    run of one name would meet the first one's folder after it had trained."""
+    if not minutes or not all(math.isfinite(m) and whole_seconds(m) >= 1 for m in minutes):
         raise TinyLLMError(f"{option} must list finite budgets of at least a second (1/60 minute), got {minutes}")
-    if len(set(minutes)) != len(minutes):
-        raise TinyLLMError(f"{option} lists a budget twice ({minutes}): each is one run per seed; give it once")
+    names = [f"{m:g}" for m in minutes]
+    if trained and len(set(names)) != len(names):
+        raise TinyLLMError(f"{option} lists a budget twice ({', '.join(names)} minutes): give each once")
 
 
 def finished_run_scalars(logs: Path, run: str) -> dict[str, list[tuple[int, float]]]:

@@ -48,7 +48,7 @@ from tinyllm.core.config import GPTConfig
 from tinyllm.core.defaults import SEED, check_seed
 from tinyllm.core.model import GPT
 from tinyllm.errors import TinyLLMError, one_line
-from tinyllm.files import check_writable_folder, read_record, write_record
+from tinyllm.files import check_writable_folder, read_record, user_path, write_record
 from tinyllm.training.cli import RunFolders
 from tinyllm.training.precision import cpu_name
 
@@ -273,10 +273,10 @@ def scaling(
         seed: the seed of every run.
         out: where scaling.md, scaling.png and scaling.json go.
     """
-    check_writable_folder(Path(out).expanduser(), "--out")
+    check_writable_folder(user_path(out), "--out")
     check_budgets(minutes)
     if ask:  # none: the frontier at the measured budgets only
-        check_budgets(ask, "--ask")
+        check_budgets(ask, "--ask", trained=False)  # read off the fit, never trained: a repeat does no harm
     check_seed(seed, "--seed")
     if len(set(sizes)) < 3 or len(set(minutes)) < 2:
         raise TinyLLMError("--sizes needs 3 or more shapes and --minutes 2 or more budgets to fit a frontier")
@@ -285,7 +285,7 @@ def scaling(
     for size in sizes:
         shape_of(size, width)
     rows = [point(config, width, size, m, seed) for size in sizes for m in minutes]
-    folder = Path(out).expanduser()
+    folder = user_path(out)
     folder.mkdir(parents=True, exist_ok=True)
     report(rows, config, width, minutes, ask, min_steps, folder)
     print((folder / "scaling.md").read_text())

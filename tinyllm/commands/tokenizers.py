@@ -39,7 +39,7 @@ from tinyllm.core.dataset import open_dataset
 from tinyllm.core.defaults import SEED
 from tinyllm.core.tokenizers import parse_tokenizer_spec
 from tinyllm.errors import TinyLLMError
-from tinyllm.files import check_writable_folder, shakespeare_path
+from tinyllm.files import check_writable_folder, shakespeare_path, user_path
 from tinyllm.training.precision import cpu_name
 
 
@@ -108,18 +108,18 @@ def tokenizers(
     check_budgets([minutes])
     check_seeds(seeds)
     config = shipped(config)
-    check_writable_folder(Path(out).expanduser(), "--out")
+    check_writable_folder(user_path(out), "--out")
     source = inputs or str(shakespeare_path())
     rows = []
     for tok in tokenizers:
-        folder = Path(data).expanduser() / _folder_name(tok)
+        folder = user_path(data) / _folder_name(tok)
         prepare(source, str(folder), tokenizer=tok)  # done already: says so and returns
         vocab = open_dataset(folder).vocab_size
         runs = [run_rung(config, minutes, ["--data.path", str(folder), *seed_options(seed), *NO_SAMPLES],
                          name=seeded(f"tokenizer-{_folder_name(tok)}", seed))
                 for seed in seeds]  # fmt: skip
         rows.append({"tokenizer": tok, "vocab_size": vocab, "runs": runs})
-    folder = Path(out).expanduser()
+    folder = user_path(out)
     folder.mkdir(parents=True, exist_ok=True)
     write_report(rows, config, minutes, folder)
     (folder / "tokenizers.json").write_text(json.dumps({"config": config, "minutes": minutes, "machine": cpu_name(),

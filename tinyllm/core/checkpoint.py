@@ -27,6 +27,7 @@ from tinyllm.core.config import GPTConfig
 from tinyllm.core.model import GPT
 from tinyllm.core.tokenizers import Tokenizer
 from tinyllm.errors import ConfigError, TinyLLMError
+from tinyllm.files import user_path
 
 MODEL_PREFIX = "model."  # GPTLitModule keeps the GPT in `self.model`
 DATA_STATE = "ShakespeareDataModule"  # Lightning stores a data module's state under its class name
@@ -72,7 +73,7 @@ CHECKPOINT_NAMES = (LAST_CKPT, BEST_CKPT)  # what a directory given as a checkpo
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint file; a directory means its ``last.ckpt`` (else ``best.ckpt``)."""
-    p = Path(path).expanduser()
+    p = user_path(path)
     if p.is_dir():
         for name in CHECKPOINT_NAMES:
             if (p / name).is_file():

@@ -27,6 +27,7 @@ from typing import Any, BinaryIO, TypedDict
 import numpy as np
 
 from tinyllm.errors import TinyLLMError
+from tinyllm.files import user_path
 
 FORMAT = "tinyllm-tokens"
 VERSION = 1
@@ -81,7 +82,7 @@ def shard_name(split: str, index: int) -> str:
 
 def is_dataset(path: str | Path) -> bool:
     """Does ``path`` look like a prepared dataset folder (a folder with a meta.json)?"""
-    p = Path(path).expanduser()
+    p = user_path(path)
     return p.is_dir() and (p / META_NAME).is_file()
 
 
@@ -287,16 +288,19 @@ def _why(e: BaseException) -> str:
 
 
 def read_meta(path: str | Path, fix: str = "prepare the dataset again") -> dict[str, Any]:
-    """meta.json of the folder ``path``, parsed (one-line errors when missing or not JSON, ending in ``fix``)."""
-    folder = Path(path).expanduser()
+    """meta.json of the folder ``path``, parsed; one-line errors, ``fix`` ending those for a damaged file."""
+    folder = user_path(path)
     try:
         text = (folder / META_NAME).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise TinyLLMError(
             f"{folder} is not a prepared dataset (no {META_NAME}): make one with python -m tinyllm prepare"
         ) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise TinyLLMError(f"{folder / META_NAME} cannot be read ({_why(e)}): {fix}") from None
+    except UnicodeDecodeError as e:
+        raise TinyLLMError(f"{folder / META_NAME} is corrupt ({_why(e)}): {fix}") from None
+    except OSError as e:  # the file may be whole: never advise deleting it for this
+        raise TinyLLMError(f"{folder / META_NAME} cannot be read ({_why(e)}): check the file and its "
+                           "permissions") from None  # fmt: skip
     try:
         meta = json.loads(text)
     except json.JSONDecodeError as e:
@@ -309,7 +313,7 @@ def read_meta(path: str | Path, fix: str = "prepare the dataset again") -> dict[
 
 def open_dataset(path: str | Path) -> PreparedDataset:
     """The prepared folder ``path``, checked against its meta.json: format version, every shard present and whole."""
-    folder = Path(path).expanduser().resolve()
+    folder = user_path(path).resolve()
     meta = read_meta(folder)
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise TinyLLMError(

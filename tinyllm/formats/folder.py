@@ -35,7 +35,7 @@ from tinyllm.core.checkpoint import BEST_VAL_LOSS, CHECKPOINT_NAMES, ModelParts
 from tinyllm.core.model import GPT
 from tinyllm.core.tokenizers import Tokenizer
 from tinyllm.errors import TinyLLMError, one_line
-from tinyllm.files import check_writable_folder, sha256_of, umask
+from tinyllm.files import check_writable_folder, sha256_of, umask, user_path
 from tinyllm.formats.card import ExportFacts, Measured, model_card
 from tinyllm.formats.hf_layout import (
     CARD, CONFIG, FILES, FORMAT_VERSION, TOKENIZER, TOKENIZER_CONFIG, WEIGHTS, ExportSection, export_state, hf_config,
@@ -56,7 +56,7 @@ def export_dir_of(path: str | Path) -> Path | None:
 
     A directory holding last.ckpt/best.ckpt stays a checkpoint directory.
     """
-    p = Path(path).expanduser()
+    p = user_path(path)
     if p.is_file() and p.suffix == ".safetensors":
         p = p.parent
     if not p.is_dir() or any((p / name).is_file() for name in CHECKPOINT_NAMES):
@@ -66,7 +66,7 @@ def export_dir_of(path: str | Path) -> Path | None:
 
 def _export_dir(path: str | Path) -> Path:
     """``path`` as an export folder, or a one-line error saying what is missing."""
-    d = Path(path).expanduser()
+    d = user_path(path)
     if not d.is_dir():
         raise TinyLLMError(f"export directory {d} does not exist: run `tinyllm export --out_dir {d}` first")
     if not is_export_dir(d):
@@ -164,7 +164,7 @@ def write_export(
     failed export leaves no half-written folder. ``verify`` loads the result with
     transformers, when installed, and refuses to finish if it disagrees.
     """
-    out = Path(out_dir).expanduser().resolve()
+    out = user_path(out_dir).resolve()
     check_out_dir(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     training = dict(training or {})

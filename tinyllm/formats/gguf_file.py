@@ -36,7 +36,7 @@ import torch
 from tinyllm.core.model import GPT
 from tinyllm.core.tokenizers import EOT, BPETokenizer, CharTokenizer, GPT2Tokenizer, Tokenizer, read_ranks
 from tinyllm.errors import TinyLLMError
-from tinyllm.files import gpt2_ranks_path, umask
+from tinyllm.files import gpt2_ranks_path, umask, user_path
 from tinyllm.formats.hf_tokenizer import byte_level_text, gpt2_vocab_and_merges
 
 GGUF_EXTRA = "pip install -e '.[gguf]' (or: pip install gguf)"
@@ -173,7 +173,7 @@ def write_gguf(
     if dtype not in get_args(GGUFDtype):
         raise TinyLLMError(f"--dtype must be {' or '.join(get_args(GGUFDtype))} for GGUF, not {dtype!r}")
     tokens, types, merges, eot = gguf_vocabulary(tokenizer, config.vocab_size, data_dir)
-    out = Path(path).expanduser().resolve()
+    out = user_path(path).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(fd)

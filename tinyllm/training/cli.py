@@ -56,7 +56,7 @@ from tinyllm.core.defaults import SEED, check_seed
 from tinyllm.core.kernels import reuse_freed_memory
 from tinyllm.core.tokenizers import stored_spec
 from tinyllm.errors import PROG, Stopped, TinyLLMError, one_line
-from tinyllm.files import check_writable_folder
+from tinyllm.files import check_writable_folder, user_path
 from tinyllm.training.callbacks import (
     AtomicCheckpointIO, AttentionImages, GenerationSamples, ResumeCheckpoint, RNGState, StepProgressBar, TimeBudget,
     TokenThroughput, describe_os_error,
@@ -408,7 +408,7 @@ def resolve_ckpt_path(cfg: Any) -> Path | None:
     if ckpt_path == "last":
         last = run.last
         return last if last.exists() else None  # else Lightning starts fresh; before_fit says so
-    path = Path(ckpt_path).expanduser()
+    path = user_path(ckpt_path)
     if path.is_dir():  # an exported folder was turned into a .ckpt before this: this is another folder
         raise TinyLLMError(f"{ckpt_path} is a folder but not an exported model: pass a .ckpt file in it, or "
                            f"--name NAME --ckpt_path last for the run checkpoints/NAME")  # fmt: skip
@@ -438,7 +438,7 @@ def settings_differences(ckpt: dict[str, Any], cfg: Any) -> tuple[list[str], dic
 def check_same_tokenizer(path: Path, ckpt: dict[str, Any], cfg: Any) -> None:
     """A run resumes with the tokenizer it was trained with (a prepared folder's is checked when its data loads)."""
     data_path = cfg.data.get("path")
-    if data_path is not None and Path(data_path).expanduser().is_dir():
+    if data_path is not None and user_path(data_path).is_dir():
         return
     spec = stored_spec(checkpoint_hparams(ckpt).get("tokenizer") or {})
     if spec is not None and spec != cfg.data.tokenizer:
@@ -514,7 +514,7 @@ def expand_configs(args: list[str]) -> list[str]:
 
 
 def _config_chain(value: str, seen: set[Path]) -> list[str]:
-    path = Path(value)
+    path = user_path(value)
     if not path.is_file():
         return ["--config", value]  # not a file (or inline YAML): jsonargparse reports it
     try:
@@ -524,9 +524,9 @@ def _config_chain(value: str, seen: set[Path]) -> list[str]:
         raise TinyLLMError(f"--config {value} cannot be read ({why}): pass a YAML config such as "
                            "configs/quick.yaml") from None  # fmt: skip
     except yaml.YAMLError:
-        return ["--config", value]  # jsonargparse names the line
+        return ["--config", str(path)]  # jsonargparse names the line
     if not isinstance(recipe, dict) or not isinstance(recipe.get("config"), str):
-        return ["--config", value]
+        return ["--config", str(path)]
     if path.resolve() in seen:
         raise TinyLLMError(f"{path} names itself among the configs it starts from: break the cycle")
     base = path.parent / recipe.pop("config")

@@ -47,7 +47,7 @@ from tinyllm.core.defaults import SEED, VAL_FRACTION, check_seed
 from tinyllm.core.tokenizers import (BPETokenizer, Tokenizer, build_tokenizer, parse_tokenizer_spec, stored_spec,
                                      stored_vocab_size, tokenizer_from_state, unmerge)
 from tinyllm.errors import TinyLLMError
-from tinyllm.files import atomic_write_bytes, cache_dirs, resolve_data_dir, shakespeare_path
+from tinyllm.files import atomic_write_bytes, cache_dirs, resolve_data_dir, shakespeare_path, user_path
 
 # ----------------------------------------------------------------------------- corpus → tokens
 
@@ -301,7 +301,7 @@ class ShakespeareDataModule(L.LightningDataModule):
 
     def corpus_path(self) -> Path:
         if self.path is not None:
-            p = Path(self.path).expanduser().resolve()
+            p = user_path(self.path).resolve()
             if not p.is_file():
                 raise TinyLLMError(f"data.path {p} is not a file nor a prepared dataset folder (with meta.json): "
                                    "give a UTF-8 text file, or a folder made by python -m tinyllm prepare")  # fmt: skip
