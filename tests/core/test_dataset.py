@@ -109,12 +109,16 @@ def test_meta_json_is_sorted_and_deterministic(tmp_path: Path):
 
 
 def test_bpe_tokenizer_json_is_read_back_from_its_file(tmp_path: Path):
+    from tinyllm.core.tokenizers import build_tokenizer
+
+    bpe = build_tokenizer("bpe:280", "a few words of text to learn merges from\n" * 20)
     folder = make_folder(tmp_path / "ds", np.arange(50) % 3, np.arange(50) % 3)
     meta = json.loads((folder / META_NAME).read_text())
     meta["tokenizer"] = {"kind": "bpe", "tokenizer_json_file": "tokenizer.json"}
+    meta["vocab_size"] = bpe.vocab_size  # open_dataset checks it against the tokenizer's ids
     (folder / META_NAME).write_text(json.dumps(meta))
-    (folder / "tokenizer.json").write_text('{"model": {}}')
-    assert open_dataset(folder).tokenizer_state() == {"kind": "bpe", "tokenizer_json": '{"model": {}}'}
+    (folder / "tokenizer.json").write_text(bpe.state()["tokenizer_json"])
+    assert open_dataset(folder).tokenizer_state() == {"kind": "bpe", "tokenizer_json": bpe.state()["tokenizer_json"]}
     (folder / "tokenizer.json").unlink()
     with pytest.raises(TinyLLMError) as e:
         open_dataset(folder).tokenizer_state()

@@ -26,6 +26,7 @@ from tinyllm.commands.runs import (
     CPU_RECIPE,
     RESULTS,
     SEED_OPTIONS,
+    budget_name,
     check_budgets,
     check_seeds,
     mean_sd,
@@ -131,7 +132,7 @@ def budgets(
         raise TinyLLMError(f"--rung_set names budgets that are not in --minutes: {', '.join(unknown)} "
                            f"(its keys are the minutes as written here: {', '.join(keys)})")  # fmt: skip
     rows = [{**run_rung(config, m, [*seed_options(seed), *set, *rung_set.get(f"{m:g}", [])],
-                        name=seeded(f"budget-{m:g}min", seed)), "seed": seed}
+                        name=seeded(f"budget-{budget_name(m)}", seed)), "seed": seed}
             for m in minutes for seed in seeds]  # fmt: skip
     folder = user_path(out)
     folder.mkdir(parents=True, exist_ok=True)

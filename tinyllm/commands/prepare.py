@@ -301,6 +301,15 @@ class HashingReader(io.RawIOBase):
             pass
 
 
+READ_ERRORS = (OSError, EOFError, zlib.error)  # gzip.BadGzipFile is an OSError; a truncated .gz an EOFError
+
+
+def unreadable(src: Source, e: BaseException) -> TinyLLMError:
+    gz_damage = src.gz and not isinstance(e, FileNotFoundError)
+    what = "not a valid .gz file" if gz_damage else getattr(e, "strerror", None)
+    return TinyLLMError(f"cannot read {src.path} ({what or e}): check the input")
+
+
 @contextmanager
 def opened(src: Source, on_read: Callable[[int], None] | None = None,
            ) -> Iterator[tuple[io.BufferedIOBase, HashingReader]]:  # fmt: skip
@@ -316,15 +325,6 @@ def opened(src: Source, on_read: Callable[[int], None] | None = None,
         raise unreadable(src, e) from None
     finally:
         raw.close()
-
-
-READ_ERRORS = (OSError, EOFError, zlib.error)  # gzip.BadGzipFile is an OSError; a truncated .gz an EOFError
-
-
-def unreadable(src: Source, e: BaseException) -> TinyLLMError:
-    gz_damage = src.gz and not isinstance(e, FileNotFoundError)
-    what = "not a valid .gz file" if gz_damage else getattr(e, "strerror", None)
-    return TinyLLMError(f"cannot read {src.path} ({what or e}): check the input")
 
 
 def decoded_chunks(stream: io.BufferedIOBase, src: Source) -> Iterator[str]:

@@ -54,6 +54,11 @@ def shipped(config: str) -> str:
     raise TinyLLMError(f"--config {config} is not a file: pass a training config such as {CPU_RECIPE}")
 
 
+def budget_name(minutes: float) -> str:
+    """A budget in a run's name (``5min``): two budgets with one name would be one run folder."""
+    return f"{minutes:g}min"
+
+
 def whole_seconds(minutes: float) -> int:
     """A budget as ``--trainer.max_time`` takes it: whole seconds."""
     return round(minutes * 60)
@@ -67,13 +72,13 @@ def max_time(minutes: float) -> str:
 
 def check_budgets(minutes: list[float], option: str = "--minutes", trained: bool = True) -> None:
     """Time budgets: finite (inf or nan has no DD:HH:MM:SS) and at least a second (Lightning's budget of zero
-    is no budget). Budgets that are ``trained`` must also differ in their runs' names (``{m:g}min``): a second
-    run of one name would meet the first one's folder after it had trained."""
+    is no budget). Budgets that are ``trained`` must also differ in their runs' names (``budget_name``): a
+    second run of one name would meet the first one's folder after it had trained."""
     if not minutes or not all(math.isfinite(m) and whole_seconds(m) >= 1 for m in minutes):
         raise TinyLLMError(f"{option} must list finite budgets of at least a second (1/60 minute), got {minutes}")
-    names = [f"{m:g}" for m in minutes]
+    names = [budget_name(m) for m in minutes]
     if trained and len(set(names)) != len(names):
-        raise TinyLLMError(f"{option} lists a budget twice ({', '.join(names)} minutes): give each once")
+        raise TinyLLMError(f"{option} lists a budget twice ({', '.join(names)}): give each once")
 
 
 def finished_run_scalars(logs: Path, run: str) -> dict[str, list[tuple[int, float]]]:

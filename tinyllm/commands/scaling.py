@@ -37,6 +37,7 @@ from tinyllm.commands.runs import (
     LOSS_UNIT,
     NO_SAMPLES,
     RESULTS,
+    budget_name,
     check_budgets,
     run_rung,
     seed_options,
@@ -92,7 +93,7 @@ def shape_args(size: str, width: int) -> list[str]:
 
 def point(config: str, width: int, size: str, minutes: float, seed: int) -> dict[str, Any]:
     """One (size, budget) run, trained once: a finished run's figures are kept beside its checkpoints."""
-    name = seeded(f"scaling-{Path(config).stem}/{size}-{minutes:g}min", seed)
+    name = seeded(f"scaling-{Path(config).stem}/{size}-{budget_name(minutes)}", seed)
     extra = [*shape_args(size, width), *seed_options(seed), *NO_SAMPLES]
     done = RunFolders(name).checkpoints / "scaling.json"
     if done.exists():

@@ -26,6 +26,7 @@ from typing import Any, BinaryIO, TypedDict
 
 import numpy as np
 
+from tinyllm.core.tokenizers import stored_spec, stored_vocab_size
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import user_path
 
@@ -312,7 +313,8 @@ def read_meta(path: str | Path, fix: str = "prepare the dataset again") -> dict[
 
 
 def open_dataset(path: str | Path) -> PreparedDataset:
-    """The prepared folder ``path``, checked against its meta.json: format version, every shard present and whole."""
+    """The prepared folder ``path``, checked against its meta.json: format version, every shard present and whole,
+    a vocabulary its tokenizer decodes."""
     folder = user_path(path).resolve()
     meta = read_meta(folder)
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
@@ -353,4 +355,10 @@ def open_dataset(path: str | Path) -> PreparedDataset:
                 f"{folder / name} has {actual:,} bytes, meta.json says {size:,}: "
                 "the dataset is damaged, prepare it again"
             )
-    return PreparedDataset(folder, meta)
+    dataset = PreparedDataset(folder, meta)
+    state = dataset.tokenizer_state()
+    ids = stored_vocab_size(state)
+    if ids != dataset.vocab_size:  # a model gets meta.json's vocabulary: every id it can sample must decode
+        raise TinyLLMError(f"{folder / META_NAME} says vocab_size {dataset.vocab_size:,}, its {stored_spec(state)} "
+                           f"tokenizer has {ids:,} ids: the file was edited; prepare the dataset again")  # fmt: skip
+    return dataset

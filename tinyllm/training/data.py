@@ -42,10 +42,10 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 from tinyllm.compat import training_batches_processed, unrepeated_sampler
 from tinyllm.core.checkpoint import DATA_POSITION
 from tinyllm.core.config import GPTConfig
-from tinyllm.core.dataset import META_NAME, PreparedDataset, is_dataset, open_dataset, split_text, token_dtype
+from tinyllm.core.dataset import PreparedDataset, is_dataset, open_dataset, split_text, token_dtype
 from tinyllm.core.defaults import SEED, VAL_FRACTION, check_seed
 from tinyllm.core.tokenizers import (BPETokenizer, Tokenizer, build_tokenizer, parse_tokenizer_spec, stored_spec,
-                                     stored_vocab_size, tokenizer_from_state, unmerge)
+                                     tokenizer_from_state, unmerge)
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import atomic_write_bytes, cache_dirs, resolve_data_dir, shakespeare_path, user_path
 
@@ -311,14 +311,8 @@ class ShakespeareDataModule(L.LightningDataModule):
     def dataset(self) -> PreparedDataset:
         """The prepared folder ``path`` (checked: format version, shards present and whole)."""
         if self._dataset is None:
-            dataset = open_dataset(str(self.path))
-            state = dataset.tokenizer_state()
-            folder_spec, ids = stored_spec(state), stored_vocab_size(state)
-            if ids != dataset.vocab_size:  # the model's vocabulary is meta.json's: every id must decode
-                raise TinyLLMError(f"{dataset.path / META_NAME} says vocab_size {dataset.vocab_size:,}, its "
-                                   f"{folder_spec} tokenizer has {ids:,} ids: the file was edited; prepare the "
-                                   "dataset again")  # fmt: skip
-            self._dataset = dataset
+            self._dataset = open_dataset(str(self.path))
+            folder_spec = stored_spec(self._dataset.tokenizer_state())
             if folder_spec != self.tokenizer_kind:  # the folder's tokens were cut by its own: that one is used
                 print(f"tinyllm: {self.path} holds {folder_spec} tokens: training with its tokenizer, not "
                       f"data.tokenizer {self.tokenizer_kind}", file=sys.stderr)  # fmt: skip
