@@ -119,10 +119,19 @@ def test_bpe_tokenizer_json_is_read_back_from_its_file(tmp_path: Path):
     (folder / META_NAME).write_text(json.dumps(meta))
     (folder / "tokenizer.json").write_text(bpe.state()["tokenizer_json"])
     assert open_dataset(folder).tokenizer_state() == {"kind": "bpe", "tokenizer_json": bpe.state()["tokenizer_json"]}
+    (folder / "tokenizer.json").write_text('{"damaged')
+    with pytest.raises(TinyLLMError) as e:  # the dataset's advice, and where the file is: not a checkpoint's
+        open_dataset(folder)
+    assert str(folder / "tokenizer.json") in one_line_error(e) and "prepare the dataset again" in str(e.value)
+    assert "export" not in str(e.value) and "checkpoint" not in str(e.value)
     (folder / "tokenizer.json").unlink()
     with pytest.raises(TinyLLMError) as e:
         open_dataset(folder).tokenizer_state()
     assert "tokenizer.json" in one_line_error(e)
+    meta["tokenizer"]["tokenizer_json_file"] = 5  # edited by hand: not a file name
+    (folder / META_NAME).write_text(json.dumps(meta))
+    with pytest.raises(TinyLLMError, match="corrupt"):
+        open_dataset(folder)
 
 
 def _edit_meta(folder: Path, change) -> None:

@@ -13,7 +13,6 @@ import resource
 import statistics
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any, Callable, Literal
 
 import lightning as L

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from tinyllm.core.defaults import SEED, VAL_FRACTION
 from tinyllm.errors import TinyLLMError

@@ -328,6 +328,8 @@ def open_dataset(path: str | Path) -> PreparedDataset:
             raise ValueError(f"dtype {dtype!r}")
         if not isinstance(meta["tokenizer"], dict) or "kind" not in meta["tokenizer"]:
             raise ValueError("no tokenizer")
+        if not isinstance(meta["tokenizer"].get("tokenizer_json_file", ""), str):
+            raise ValueError("tokenizer_json_file is not a file name")
         itemsize = np.dtype(dtype).itemsize
         expected = []
         for split in SPLITS:
@@ -357,7 +359,10 @@ def open_dataset(path: str | Path) -> PreparedDataset:
             )
     dataset = PreparedDataset(folder, meta)
     state = dataset.tokenizer_state()
-    ids = stored_vocab_size(state)
+    try:
+        ids = stored_vocab_size(state, fix="prepare the dataset again")
+    except TinyLLMError as e:  # the tokenizer's own words do not say where it is stored
+        raise TinyLLMError(f"{folder / meta['tokenizer'].get('tokenizer_json_file', META_NAME)}: {e}") from None
     if ids != dataset.vocab_size:  # a model gets meta.json's vocabulary: every id it can sample must decode
         raise TinyLLMError(f"{folder / META_NAME} says vocab_size {dataset.vocab_size:,}, its {stored_spec(state)} "
                            f"tokenizer has {ids:,} ids: the file was edited; prepare the dataset again")  # fmt: skip

@@ -74,6 +74,7 @@ class CharTokenizer:
 
 
 EOT = "<|endoftext|>"
+REBUILD = "train it again (or re-export the model)"  # a damaged tokenizer in a checkpoint or exported folder
 # GPT-2's pre-tokenization regex (tiktoken's faster equivalent of the original).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
 
@@ -130,21 +131,18 @@ class BPETokenizer:
 
     name = "bpe"
 
-    def __init__(self, tokenizer_json: str) -> None:
+    def __init__(self, tokenizer_json: str, fix: str = REBUILD) -> None:
         try:
             hf = HFTokenizer.from_str(tokenizer_json)
         except Exception as e:  # tokenizers raises a bare Exception for malformed JSON
             raise TinyLLMError(
-                f"the stored BPE tokenizer is not a readable tokenizer.json ({str(e).splitlines()[0][:100]}): "
-                "train it again (or re-export the model)"
+                f"the stored BPE tokenizer is not a readable tokenizer.json ({str(e).splitlines()[0][:100]}): {fix}"
             ) from None
         if not isinstance(hf.model, models.BPE):
-            raise TinyLLMError(
-                f"the stored tokenizer is a {type(hf.model).__name__}, not a BPE: train it again with tinyllm"
-            )
+            raise TinyLLMError(f"the stored tokenizer is a {type(hf.model).__name__}, not a BPE: {fix}")
         eot_id = hf.token_to_id(EOT)
         if eot_id is None:
-            raise TinyLLMError(f"the stored BPE tokenizer has no {EOT} token: train it again with tinyllm")
+            raise TinyLLMError(f"the stored BPE tokenizer has no {EOT} token: {fix}")
         hf.encode_special_tokens = True  # "<|endoftext|>" in a text is characters, never the separator
         self._hf, self._json = hf, tokenizer_json
         self.vocab_size: int = hf.get_vocab_size(with_added_tokens=True)
@@ -252,28 +250,31 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> BPETokenizer:
     return BPETokenizer(hf.to_str())
 
 
-def tokenizer_from_state(state: dict[str, Any], data_dir: str | Path | None = None) -> Tokenizer:
-    """Rebuild the tokenizer a checkpoint was trained with."""
+def tokenizer_from_state(state: dict[str, Any], data_dir: str | Path | None = None, fix: str = REBUILD) -> Tokenizer:
+    """Rebuild the tokenizer a checkpoint, an exported folder or a prepared dataset stored.
+
+    ``fix`` is what the error of a damaged ``state`` tells the user to do (the store knows, the tokenizer does not).
+    """
     kind = state.get("kind") if isinstance(state, dict) else None
     if kind == "char":
         chars = state.get("chars")
         if not isinstance(chars, str) or not chars:
-            raise TinyLLMError("the stored character tokenizer has no characters: the checkpoint is incomplete")
+            raise TinyLLMError(f"the stored character tokenizer has no characters: {fix}")
         return CharTokenizer(chars)
     if kind == "gpt2":
         return GPT2Tokenizer(gpt2_ranks_path(data_dir))
     if kind == "bpe":
         if not isinstance(state.get("tokenizer_json"), str):
-            raise TinyLLMError("the stored BPE tokenizer has no tokenizer_json: the checkpoint is incomplete")
-        return BPETokenizer(state["tokenizer_json"])
-    raise TinyLLMError(f"unknown tokenizer {state!r} in checkpoint; expected kind 'char', 'gpt2' or 'bpe'")
+            raise TinyLLMError(f"the stored BPE tokenizer has no tokenizer_json: {fix}")
+        return BPETokenizer(state["tokenizer_json"], fix)
+    raise TinyLLMError(f"unknown tokenizer {state!r}, expected kind 'char', 'gpt2' or 'bpe': {fix}")
 
 
-def stored_vocab_size(state: dict[str, Any]) -> int:
+def stored_vocab_size(state: dict[str, Any], fix: str = REBUILD) -> int:
     """The ids of the tokenizer ``state`` describes (GPT-2's is fixed: its ranks file is not needed to know it)."""
     if isinstance(state, dict) and state.get("kind") == "gpt2":
         return GPT2Tokenizer.vocab_size
-    return tokenizer_from_state(state).vocab_size
+    return tokenizer_from_state(state, fix=fix).vocab_size
 
 
 def parse_tokenizer_spec(spec: str) -> str | int:
