@@ -200,7 +200,8 @@ class PreparedDataset:
 
     def shards(self, split: str) -> Shards:
         """The split's shards, in order (nothing is read until a window is asked for)."""
-        return Shards([self.path / s["file"] for s in self.meta["splits"][split]["shards"]], self.dtype, self.vocab_size)
+        files = [self.path / s["file"] for s in self.meta["splits"][split]["shards"]]
+        return Shards(files, self.dtype, self.vocab_size)
 
 
 class ShardFile:
@@ -233,7 +234,8 @@ class ShardFile:
         if self.vocab_size is not None and window.size and int(window.max()) >= self.vocab_size:
             # A damaged shard would otherwise surface as an IndexError deep inside the embedding.
             raise TinyLLMError(f"{self.path} holds token id {int(window.max())} near token {start}, beyond the "
-                               f"vocabulary of {self.vocab_size}: the shard is damaged; prepare the dataset again")  # fmt: skip
+                               f"vocabulary of {self.vocab_size}: the shard is damaged; "
+                               "prepare the dataset again")  # fmt: skip
         return window
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:

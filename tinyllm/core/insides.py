@@ -194,5 +194,5 @@ def cache_cost(model: GPT, ids: list[int], new_tokens: int, repeats: int = 3) ->
         cached = _token_times(model, prompt, new_tokens, True, repeats)
         recomputed = _token_times(model, prompt, new_tokens, False, repeats)
     lengths = [len(ids) + n for n in range(1, new_tokens + 1)]
-    return CacheCost(list(range(1, new_tokens + 1)), [kv_cache_bytes(model, min(t, model.config.block_size)) for t in lengths],
-                     cached, recomputed)  # fmt: skip
+    cache_bytes = [kv_cache_bytes(model, min(t, model.config.block_size)) for t in lengths]
+    return CacheCost(list(range(1, new_tokens + 1)), cache_bytes, cached, recomputed)

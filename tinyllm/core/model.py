@@ -283,7 +283,8 @@ class CausalSelfAttention(nn.Module):
         b, t, c = x.shape
         v = self.v_proj(x) if value_embed is None else self.v_proj(x) + value_embed
         # (B, T, C) -> (B, H, T, D): every head is a slice of the channel dimension.
-        q, k, v = (y.view(b, t, self.n_head, self.head_dim).transpose(1, 2) for y in (self.q_proj(x), self.k_proj(x), v))
+        q, k, v = (y.view(b, t, self.n_head, self.head_dim).transpose(1, 2)
+                   for y in (self.q_proj(x), self.k_proj(x), v))
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:

@@ -297,7 +297,9 @@ def stored_spec(state: dict[str, Any]) -> str | None:
     return tokenizer_from_state(state).spec if kind == "bpe" else kind
 
 
-def build_tokenizer(kind: str, text: str, data_dir: str | Path | None = None, train_text: str | None = None) -> Tokenizer:
+def build_tokenizer(
+    kind: str, text: str, data_dir: str | Path | None = None, train_text: str | None = None
+) -> Tokenizer:
     """A fresh tokenizer of ``kind`` ('char', 'gpt2' or 'bpe:N') for the corpus ``text``.
 
     A BPE learns its merges from ``train_text`` (the training split) when given, so that the validation
