@@ -74,5 +74,5 @@ def training_compile_options() -> dict[str, Any]:
 
 
 def ignore_lightnings_own_deprecations() -> None:
-    """Lightning 2.6's own use of a torch API that torch 2.13 deprecates (``LeafSpec``): nothing for a user to act on."""
+    """Lightning 2.6's own use of a torch API that torch 2.13 deprecates (``LeafSpec``): nothing for a user to do."""
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")

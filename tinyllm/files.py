@@ -157,7 +157,8 @@ def verify(path: Path, remote: RemoteFile) -> Path:
 
 def download(remote: RemoteFile, dest: Path) -> Path:
     """Fetch ``remote`` into ``dest`` (atomic, checksum verified) or explain what to do by hand."""
-    hint = f"download {remote.url} to {dest} (sha256 {remote.sha256[:12]}…) or set TINYLLM_DATA_DIR to a folder holding {remote.name}"
+    hint = (f"download {remote.url} to {dest} (sha256 {remote.sha256[:12]}…) or set TINYLLM_DATA_DIR to a folder "
+            f"holding {remote.name}")
     try:
         with urllib.request.urlopen(remote.url, timeout=DOWNLOAD_TIMEOUT_S) as response:
             data = response.read()
@@ -165,7 +166,8 @@ def download(remote: RemoteFile, dest: Path) -> Path:
         raise TinyLLMError(f"{remote.name} is missing and could not be downloaded ({e}): {hint}") from None
     digest = hashlib.sha256(data).hexdigest()
     if digest != remote.sha256:
-        raise TinyLLMError(f"downloaded {remote.name} has sha256 {digest[:12]}…, expected {remote.sha256[:12]}…: {hint}")
+        raise TinyLLMError(f"downloaded {remote.name} has sha256 {digest[:12]}…, expected {remote.sha256[:12]}…: "
+                           f"{hint}")
     try:
         atomic_write_bytes(dest, data)
     except OSError as e:

@@ -35,7 +35,8 @@ def _model_for_bench(ckpt_path: str | None, config: str, device: torch.device) -
         loaded = load_model(ckpt_path, device)
         return loaded.model, f"checkpoint {loaded.path}"
     torch.manual_seed(0)
-    model = build_cli(["--config", config], run=False).model.model  # the config's architecture, vocabulary from its data
+    # The config's architecture, with the vocabulary of its data.
+    model = build_cli(["--config", config], run=False).model.model
     return model.to(device).eval(), f"{config} (random weights)"
 
 
@@ -104,7 +105,10 @@ def _print_generate(rows: list[dict[str, Any]]) -> None:
 
 
 def matmul_peak_flops(
-    dtype: torch.dtype = torch.float32, sizes: tuple[int, ...] = (1024, 2048, 4096), repeats: int = 5, spin_s: float = 1.0
+    dtype: torch.dtype = torch.float32,
+    sizes: tuple[int, ...] = (1024, 2048, 4096),
+    repeats: int = 5,
+    spin_s: float = 1.0,
 ) -> float:
     """This CPU's matrix-multiply FLOP/s in ``dtype``, measured now: the best n×n product (2n³ FLOPs) over a few sizes.
 
@@ -246,7 +250,8 @@ def run_bench_train(config_args: list[str], steps: int, warmup: int, rounds: int
     # each loop's figure is its best round's median step time.
     runs: dict[str, list[list[tuple[float, float, float]]]] = {"plain": [], "lightning": []}
     for _ in range(rounds):
-        runs["plain"].append(bench_plain_loop(lit, datamodule, steps, warmup, cfg["accumulate"], cfg["clip"], precision))
+        plain = bench_plain_loop(lit, datamodule, steps, warmup, cfg["accumulate"], cfg["clip"], precision)
+        runs["plain"].append(plain)
         runs["lightning"].append(bench_lightning(lit.fresh_copy(), datamodule, cfg, steps, warmup))
     # A shared machine's speed drifts: the peak is measured before and after the loops, and the higher one
     # kept, so that MFU is never flattered by a slow moment of the peak's measurement.
@@ -254,8 +259,8 @@ def run_bench_train(config_args: list[str], steps: int, warmup: int, rounds: int
     linear = linear_layers_flops(lit.model, datamodule.batch_size * datamodule.block_size, dtype)
     flops_per_step = lit.model.flops_per_token() * tokens_per_step
     row = {"config": " ".join(config_args), "parameters": lit.model.num_parameters(),
-           "flops_per_token": lit.model.flops_per_token(), "tokens_per_step": tokens_per_step, "precision": cfg["precision"],
-           "matmul_peak_gflops": round(peak / 1e9, 1)}
+           "flops_per_token": lit.model.flops_per_token(), "tokens_per_step": tokens_per_step,
+           "precision": cfg["precision"], "matmul_peak_gflops": round(peak / 1e9, 1)}
     for name, loop_rounds in runs.items():
         seconds = min(statistics.median(wall for wall, _, _ in measured) for measured in loop_rounds)
         row[f"{name}_step_s"] = round(seconds, 6)
@@ -278,8 +283,9 @@ def _print_train(row: dict[str, Any]) -> None:
     for name in ("plain", "lightning"):
         print(f"  {name:>9}: {row[f'{name}_step_s']:.3f} s/step  {row[f'{name}_tokens_per_s']:>9,.0f} tokens/s  "
               f"MFU {row[f'{name}_mfu']:.1%}  system CPU {row[f'{name}_system_cpu_share'] or 0:.0%}")
-    print(f"  the linear layers alone, forward and backward at this step's shapes: {row['linear_layers_gflops']} GFLOP/s, "
-          f"{row['linear_layers_share_of_peak']:.1%} of the peak (about the MFU a step would reach if nothing else took time)")
+    print(f"  the linear layers alone, forward and backward at this step's shapes: {row['linear_layers_gflops']} "
+          f"GFLOP/s, {row['linear_layers_share_of_peak']:.1%} of the peak (about the MFU a step would reach if "
+          "nothing else took time)")
     print(f"  Lightning overhead {row['lightning_overhead']:+.1%}, peak resident memory {row['peak_rss_mb']:,.0f} MB")
 
 

@@ -75,7 +75,8 @@ def write_table(rows: list[dict[str, Any]], config: str, reference: dict[str, An
         lines += ["", f"Beside it, measured on the same machine: {reference['label']}", "",
                   "| run | val loss | steps | tokens | wall |", "|---|---:|---:|---:|---:|",
                   f"| {reference['run']} | {reference['val_loss']:.4f} | {reference['steps']:,} | "
-                  f"{reference['tokens'] / 1e6:.2f} M | {reference['wall_s']:.0f} s |", "", reference.get("note", "")]  # fmt: skip
+                  f"{reference['tokens'] / 1e6:.2f} M | {reference['wall_s']:.0f} s |", "",
+                  reference.get("note", "")]  # fmt: skip
     path.write_text("\n".join(lines).rstrip() + "\n")
 
 

@@ -192,7 +192,8 @@ def _pm(values: list[float], signed: bool = False) -> str:
 
 
 def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per variant: val loss at each evaluation (mean over seeds), final loss, and the delta to its baseline paired by seed."""
+    """Per variant: val loss at each evaluation (mean over seeds), final loss, and the delta to its baseline,
+    paired by seed."""
     steps = [s for s, _ in results[0]["val_loss"]]
     for r in results:
         if [s for s, _ in r["val_loss"]] != steps:
@@ -233,7 +234,8 @@ def write_table(rows: list[dict[str, Any]], config: str, splits: str, path: Path
         "same batches in the same order, with the same steps and schedule. Val loss is the cross-entropy, in "
         f"{LOSS_UNIT}, over {splits}, at the steps TensorBoard shows (the evaluation after "
         f"optimizer step {steps[0] + 1} is logged at step {steps[0]}); the curve columns are means over seeds; "
-        "± is the standard deviation over seeds; Δ is the final loss paired by seed (variant − the baseline in the `vs` column: "
+        "± is the standard deviation over seeds; Δ is the final loss paired by seed (variant − the baseline in the "
+        "`vs` column: "
         "vanilla for the GPT-2 → LLaMA swaps, modern for the rows after it; negative = better). "
         "tokens/s counts training only; minutes include the evaluations.",
         "",
@@ -290,10 +292,11 @@ def swaps(
     variants: list[Variant] = list(GPT2_TO_LLAMA),
     out: str = RESULTS,
 ) -> None:
-    """The swaps as one experiment, paired by seed: GPT-2 -> LLaMA one switch at a time, then the 2025 switches on modern.
+    """The swaps as one experiment, paired by seed: GPT-2 -> LLaMA one switch at a time, then the 2025 ones on modern.
 
     Args:
-        config: the training every variant gets (configs/swaps_cpu.yaml: 4x128, minutes; configs/swaps_gpu.yaml: 6x384).
+        config: the training every variant gets (configs/swaps_cpu.yaml: 4x128, minutes;
+            configs/swaps_gpu.yaml: 6x384).
         seeds: one run per variant and seed, e.g. [1, 2, 3].
         variants: which to run, of the choices below (VARIANTS in tinyllm/commands/experiment.py): by default the
             GPT-2 -> LLaMA ones; the 2025 switches and the regularization sweep are each one modern+ variant. A

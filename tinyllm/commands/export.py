@@ -61,8 +61,10 @@ def export(
         prompt = example_prompt(loaded.tokenizer)
         measured = measure_now(loaded.model, loaded.tokenizer, data_path, data_dir, val_fraction, prompt, samples=1,
                                max_new_tokens=SAMPLE_TOKENS, seed=SEED)  # fmt: skip
-        print(f"measured now: val loss {measured.val_loss:.4f} over {measured.val_tokens:,} tokens of {measured.corpus}")
-    out = write_export(loaded.model, loaded.tokenizer, out_dir, loaded.training, data, verify, data_dir, repo_id, measured)
+        print(f"measured now: val loss {measured.val_loss:.4f} over {measured.val_tokens:,} tokens of "
+              f"{measured.corpus}")
+    out = write_export(loaded.model, loaded.tokenizer, out_dir, loaded.training, data, verify, data_dir, repo_id,
+                       measured)  # fmt: skip
     _, section, config = read_export_config(out)
     kind = "LlamaForCausalLM (Hugging Face Llama layout)" if config.is_llama_shaped else "tinyllm layout (not a Llama)"
     print(f"exported {_count_params(out):,} parameters to {out}: {kind}")

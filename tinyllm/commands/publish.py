@@ -98,7 +98,8 @@ def upload(up: Upload, token: str, private: bool) -> str:
         url = api.create_repo(up.repo_id, private=private, exist_ok=True, repo_type="model")
         # create_repo leaves an existing repository as it is: never upload "private" weights to a public one.
         if private and not api.model_info(up.repo_id).private:
-            raise TinyLLMError(f"{up.repo_id} exists and is public: make it private on the Hub first, or drop --private")
+            raise TinyLLMError(f"{up.repo_id} exists and is public: make it private on the Hub first, or drop "
+                               "--private")
         api.upload_folder(
             repo_id=up.repo_id, folder_path=up.folder, repo_type="model",
             allow_patterns=[name for name, _ in up.files],

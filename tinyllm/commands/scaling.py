@@ -214,7 +214,8 @@ def report(rows: list[dict[str, Any]], config: str, width: int, minutes: list[fl
     f = loss_fit
     lines += [
         "",
-        f"Fit over {len(fitted)} points (rmse {f['rmse']:.4f}): L(N, D) = {f['E']:.3f} + {f['A']:.3g} / N^{f['alpha']:.2f} "
+        f"Fit over {len(fitted)} points (rmse {f['rmse']:.4f}): "
+        f"L(N, D) = {f['E']:.3f} + {f['A']:.3g} / N^{f['alpha']:.2f} "
         f"+ {f['B']:.3g} / D^{f['beta']:.2f}; tokens D = {tokens_fit['c']:.3g} · N^-{tokens_fit['p']:.2f} · "
         f"minutes^{tokens_fit['q']:.2f} on this machine.",
         "",
@@ -223,7 +224,8 @@ def report(rows: list[dict[str, Any]], config: str, width: int, minutes: list[fl
     ]
     for b in best:
         note = " (extrapolated)" if b["extrapolated"] else ""
-        lines.append(f"| {b['minutes']:g} min{note} | {b['parameters'] / 1e6:.2f} M | {b['loss']:.3f} | {b['nearest']} |")
+        size = f"{b['parameters'] / 1e6:.2f} M"
+        lines.append(f"| {b['minutes']:g} min{note} | {size} | {b['loss']:.3f} | {b['nearest']} |")
     (out / "scaling.md").write_text("\n".join(lines) + "\n")
     _plot(rows, minutes, loss_fit, tokens_fit, best, n_range, min_steps, out / "scaling.png")
     summary = {"config": config, "machine": cpu_name(), "fit": {"loss": loss_fit, "tokens": tokens_fit},
@@ -242,7 +244,8 @@ def _plot(rows, minutes, loss_fit, tokens_fit, best, n_range, min_steps, path: P
                 label=f"{m:g} min, measured")
         ax.plot([p for p, _, on in pts if not on], [v for _, v, on in pts if not on], "o", mfc="none", color=f"C{i}")
         ax.plot(grid, predict(loss_fit, tokens_fit, grid, m), "--", color=f"C{i}", lw=1)
-    ax.plot([b["parameters"] for b in best], [b["loss"] for b in best], "k*-", ms=10, label="best size per budget (fit)")
+    ax.plot([b["parameters"] for b in best], [b["loss"] for b in best], "k*-", ms=10,
+            label="best size per budget (fit)")
     ax.set_xscale("log")
     ax.set(xlabel="parameters N", ylabel=LOSS_AXIS,
            title=f"The size that fits a CPU budget (hollow: under {min_steps} steps, not fitted)")

@@ -62,7 +62,8 @@ def write_report(rows: list[dict[str, Any]], config: str, minutes: float, out: P
     for r in rows:
         runs = r["runs"]
         speed = [x["tokens_per_s"] for x in runs if x["tokens_per_s"]]
-        lines.append(f"| `{r['tokenizer']}` | {r['vocab_size']:,} | {len(runs)} | **{mean_sd([x['val_bpb'] for x in runs])}** "
+        bpb = mean_sd([x["val_bpb"] for x in runs])
+        lines.append(f"| `{r['tokenizer']}` | {r['vocab_size']:,} | {len(runs)} | **{bpb}** "
                      f"| {mean_sd([x['val_loss'] for x in runs])} | {statistics.fmean(x['steps'] for x in runs):,.0f} "
                      f"| {statistics.fmean(speed) if speed else float('nan'):,.0f} |")  # fmt: skip
     (out / "tokenizers.md").write_text("\n".join(lines) + "\n")

@@ -129,7 +129,9 @@ def _front_matter(name: str, model: GPT, tokenizer: Tokenizer, measured: Measure
     return ["---", data.to_yaml(), "---", ""]
 
 
-def _title(name: str, model: GPT, tokenizer: Tokenizer, training: dict[str, Any], export: ExportFacts | None) -> list[str]:
+def _title(
+    name: str, model: GPT, tokenizer: Tokenizer, training: dict[str, Any], export: ExportFacts | None
+) -> list[str]:
     source = training.get("source")
     return [
         f"# {name}",
@@ -310,7 +312,8 @@ def _check_line(model: GPT, export: ExportFacts | None) -> str:
 def _samples_section(measured: Measured | None) -> list[str]:
     if measured is None or not measured.samples:
         return []
-    lines = ["## Samples", "", "Generated from these weights when this card was made (tinyllm `generate`, KV cache):", ""]
+    lines = ["## Samples", "",
+             "Generated from these weights when this card was made (tinyllm `generate`, KV cache):", ""]
     for settings, text in measured.samples:
         lines += [f"**{settings}**", "", "```text", text, "```", ""]
     return lines

@@ -32,7 +32,8 @@ def check_with_transformers(folder: Path, model: GPT, tokenizer: Tokenizer) -> d
     try:
         result: dict[str, Any] = {"transformers_version": transformers.__version__}
         hf_tok = AutoTokenizer.from_pretrained(folder)
-        probe = PROBE_TEXT if tokenizer.name in ("gpt2", "bpe") else "".join(c for c in PROBE_TEXT if c in tokenizer.chars)
+        byte_level = tokenizer.name in ("gpt2", "bpe")  # any text encodes; a char vocabulary only its own
+        probe = PROBE_TEXT if byte_level else "".join(c for c in PROBE_TEXT if c in tokenizer.chars)
         probe = probe or tokenizer.decode([0])
         if hf_tok(probe, add_special_tokens=True)["input_ids"] != tokenizer.encode(probe):
             raise TinyLLMError("transformers' AutoTokenizer gives other ids than tinyllm's tokenizer: please report it")

@@ -42,7 +42,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", data_dir: s
     try:
         model.load_state_dict(parts.weights)
     except RuntimeError as e:
-        raise TinyLLMError(f"{parts.path}: weights do not match its architecture ({str(e).splitlines()[0][:120]})") from None
+        why = str(e).splitlines()[0][:120]
+        raise TinyLLMError(f"{parts.path}: weights do not match its architecture ({why})") from None
     return LoadedModel(model.to(device).eval(), tokenizer, parts.path, parts.step, parts.metrics, parts.training)
 
 

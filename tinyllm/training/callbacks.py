@@ -146,7 +146,8 @@ def budget_timer(trainer: L.Trainer) -> Timer | None:
 
 
 class ResumeCheckpoint(ModelCheckpoint):
-    """``last.ckpt`` every ``every_n_train_steps`` optimizer steps, and on Ctrl-C or a crash: what ``--ckpt_path last`` resumes.
+    """``last.ckpt`` every ``every_n_train_steps`` optimizer steps, and on Ctrl-C or a crash: what
+    ``--ckpt_path last`` resumes.
 
     Periodic checkpoints, not evaluation-time ones, are what survive a hard kill
     (a Colab disconnect is a SIGKILL). Two refinements over a plain
@@ -204,7 +205,8 @@ class ResumeCheckpoint(ModelCheckpoint):
         try:
             super().on_exception(trainer, pl_module, exception)
         except TinyLLMError:
-            if isinstance(exception, OSError):  # the disk that stopped the run refused this save too: say what stopped it
+            # The disk that stopped the run refused this save too: say what stopped it.
+            if isinstance(exception, OSError):
                 raise TinyLLMError(f"{describe_os_error(exception)}; the last checkpoint is kept") from None
             raise
 
@@ -415,8 +417,10 @@ class GenerationSamples(L.Callback):
         try:
             self._prompt_ids = self._tokenizer.encode(self.prompt)
         except TinyLLMError as e:  # the default PROMPT meets a corpus without those characters
-            raise TinyLLMError(f"the samples' prompt {self.prompt!r} does not fit this corpus ({str(e).split(';')[0]}): give one from "
-                               "its text with --samples.prompt TEXT, or switch samples off with --samples null") from None  # fmt: skip
+            why = str(e).split(";")[0]
+            raise TinyLLMError(f"the samples' prompt {self.prompt!r} does not fit this corpus ({why}): give one "
+                               "from its text with --samples.prompt TEXT, or switch samples off with --samples null"
+                               ) from None  # fmt: skip
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
@@ -444,8 +448,9 @@ class AttentionImages(L.Callback):
     """At each evaluation, the attention grid (layers × heads) over a fixed prompt, in TensorBoard's Images tab.
 
     Off by default; ``--attention_images AttentionImages`` (or ``attention_images: AttentionImages`` in a
-    config) switches it on. Watching it step by step shows the heads form. It looks under ``no_grad`` in eval mode, draws no random
-    numbers and restores the model's mode, so a run with it ends with exactly the weights of a run without it.
+    config) switches it on. Watching it step by step shows the heads form. It looks under ``no_grad`` in eval
+    mode, draws no random numbers and restores the model's mode, so a run with it ends with exactly the weights
+    of a run without it.
     """
 
     def __init__(self, prompt: str = LOOK_PROMPT) -> None:

@@ -82,6 +82,7 @@ TRAINER_DEFAULTS = {
 }
 RUN_CONFIG = "config.yaml"  # the file each run's config is saved to, in its log folder
 CHECKPOINT_MODEL_KEYS = ("arch", *TRAINING_HPARAMS)  # a resume must match
+RESUME_OR_RENAME = "resume with the config it was trained with, or start a new run with another --name"
 
 
 @dataclass(frozen=True)
@@ -241,7 +242,8 @@ class TinyLLMCLI(LightningCLI):
         if not self.trainer.fast_dev_run:  # Lightning's smoke test writes nothing: it leaves no run behind
             check_output_dirs(self.trainer, self.model.model.num_parameters())
         if cfg.ckpt_path == "last" and not run.last.exists():
-            print(f"tinyllm: no checkpoint to resume in {run.checkpoints.resolve()}: starting a new run", file=sys.stderr)
+            print(f"tinyllm: no checkpoint to resume in {run.checkpoints.resolve()}: starting a new run",
+                  file=sys.stderr)
 
 
 _HELD: dict[Path, FileLock] = {}  # the runs this process trains: held until it exits
@@ -278,7 +280,7 @@ def hold_the_run(run: RunFolders) -> None:
 
 
 def check_run_name(name: str) -> None:
-    """A run name is a folder below checkpoints/ and logs/ (``quick``, ``swaps-cpu/modern-1337``), never outside them."""
+    """A run name is a folder below checkpoints/ and logs/ (``quick``, ``swaps-cpu/modern-1337``), never outside."""
     parts = name.replace("\\", "/").split("/")
     if not name.strip() or name.startswith(("/", "~")) or any(p.strip() in ("", ".", "..") for p in parts):
         raise TinyLLMError(f"--name {name!r} is not a run name: give a folder name below checkpoints/ and logs/, "
@@ -355,7 +357,8 @@ def check_ckpt_path(cfg: Any, subcommand: str) -> int | None:
         where = RunFolders(cfg.name).last
         raise TinyLLMError(f"there is no {where} to validate: pass --ckpt_path last|best|FILE|FOLDER, with the "
                            "run's --name" if cfg.get("ckpt_path") == "last" else
-                           "validate needs a checkpoint: pass --ckpt_path last|best|FILE|FOLDER (an exported folder)")  # fmt: skip
+                           "validate needs a checkpoint: pass --ckpt_path last|best|FILE|FOLDER "
+                           "(an exported folder)")  # fmt: skip
     if path is None:
         return None
     path, ckpt = read_checkpoint(path)  # weights_only=True, one-line errors
@@ -364,8 +367,8 @@ def check_ckpt_path(cfg: Any, subcommand: str) -> int | None:
         check_same_tokenizer(path, ckpt, cfg)
         check_same_budget(path, ckpt, cfg.trainer.get("max_time"))
         if differ:
-            raise TinyLLMError(f"{path} was trained with other settings than the config ({describe(differ, theirs, ours)}): "
-                               "resume with the config it was trained with, or start a new run with another --name")  # fmt: skip
+            raise TinyLLMError(f"{path} was trained with other settings than the config "
+                               f"({describe(differ, theirs, ours)}): {RESUME_OR_RENAME}")
     elif "arch" in differ:
         print(f"tinyllm: validating {path.name} with its own architecture ({describe(['arch'], theirs, ours)})",
               file=sys.stderr)  # fmt: skip
@@ -442,8 +445,8 @@ def check_same_tokenizer(path: Path, ckpt: dict[str, Any], cfg: Any) -> None:
         return
     spec = stored_spec(checkpoint_hparams(ckpt).get("tokenizer") or {})
     if spec is not None and spec != cfg.data.tokenizer:
-        raise TinyLLMError(f"{path} was trained with the {spec} tokenizer, the config asks for {cfg.data.tokenizer}: "
-                           "resume with the config it was trained with, or start a new run with another --name")  # fmt: skip
+        raise TinyLLMError(f"{path} was trained with the {spec} tokenizer, the config asks for "
+                           f"{cfg.data.tokenizer}: {RESUME_OR_RENAME}")
 
 
 def check_same_budget(path: Path, ckpt: dict[str, Any], max_time: Any) -> None:
@@ -463,7 +466,8 @@ def describe(keys: list[str], theirs: dict[str, Any], ours: dict[str, Any]) -> s
     for key in keys:
         a, b = _plain(theirs.get(key)), _plain(ours.get(key))
         if isinstance(a, dict) and isinstance(b, dict):
-            shown += [f"{key}.{k}: checkpoint {a.get(k)!r}, config {b.get(k)!r}" for k in sorted(a) if a.get(k) != b.get(k)]
+            shown += [f"{key}.{k}: checkpoint {a.get(k)!r}, config {b.get(k)!r}"
+                      for k in sorted(a) if a.get(k) != b.get(k)]
         else:
             shown.append(f"{key}: checkpoint {a!r}, config {b!r}")
     return "; ".join(shown[:3])
@@ -491,7 +495,8 @@ def check_output_dirs(trainer: Trainer, n_params: int) -> None:
 
 
 def expand_configs(args: list[str]) -> list[str]:
-    """``--config child.yaml`` whose file starts from another (``config: cpu.yaml``) as ``--config`` of each, base first.
+    """``--config child.yaml`` whose file starts from another (``config: cpu.yaml``) as ``--config`` of each,
+    base first.
 
     A recipe states only what differs from the one it names; the names resolve
     beside the file that gives them. (jsonargparse's own nested configs would
@@ -594,7 +599,7 @@ def build_cli(args: list[str] | None, run: bool = True, description: str | None 
             raise TinyLLMError(one_line(str(e))) from None
         except OSError as e:  # a disk or folder that failed outside a checkpoint save (a log file, say)
             raise TinyLLMError(describe_os_error(e)) from None
-        except MisconfigurationException as e:  # Lightning's refusal of a trainer option (max_time "abc", a GPU on a CPU)
+        except MisconfigurationException as e:  # Lightning refuses a trainer option (max_time "abc", a GPU here)
             raise TinyLLMError(one_line(str(e))) from None
         except SIGTERMException:  # a SystemExit with no status: the process would exit 0, silently
             raise Stopped("stopped by SIGTERM; the steps done (if any) are saved in last.ckpt: resume with "

@@ -41,4 +41,5 @@ def measure(model: GPT, tokenizer: Tokenizer, data_path: str | None, data_dir: s
         texts.append((settings, prompt + g.texts[0]))
     corpus = Path(data_path).name if data_path else "Tiny Shakespeare"
     split = f"the last {val_fraction:.0%} of {corpus}"
-    return Measured(float(metrics[VAL_LOSS]), val_tokens, split, texts, corpus, None if data_path else TINY_SHAKESPEARE_HUB)
+    hub = None if data_path else TINY_SHAKESPEARE_HUB
+    return Measured(float(metrics[VAL_LOSS]), val_tokens, split, texts, corpus, hub)

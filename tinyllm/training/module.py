@@ -94,7 +94,8 @@ class GPTLitModule(L.LightningModule):
         self.flops_per_token = self.model.flops_per_token()
         self.flops_per_batch = 0  # read by TokenThroughput (callbacks.py) for MFU
         if compile:
-            self.model.compile(options=training_compile_options())  # in place: parameter names (and checkpoints) stay the same
+            # In place: parameter names (and checkpoints) stay the same.
+            self.model.compile(options=training_compile_options())
 
     def fresh_copy(self) -> GPTLitModule:
         """A new module with these hyperparameters and weights. (A deepcopy would keep calling this module's
@@ -164,7 +165,8 @@ class GPTLitModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         timed = any(isinstance(cb, Timer) for cb in self.trainer.callbacks)
         if (self.trainer.max_steps or -1) < 1 and not timed:
-            raise TinyLLMError("set --trainer.max_steps or --trainer.max_time: the learning-rate schedule runs over one of them")
+            raise TinyLLMError("set --trainer.max_steps or --trainer.max_time: the learning-rate schedule runs over "
+                               "one of them")
         clock = next((cb for cb in self.trainer.callbacks if isinstance(cb, BudgetClock)), None)
         return self.optimizers_for(self.trainer.max_steps or -1, clock)
 

@@ -1,4 +1,5 @@
-"""Pick the numeric precision for the device, once, at start-up: by the table where there is no choice, by measurement where there is.
+"""Pick the numeric precision for the device, once, at start-up: by the table where there is no choice, by
+measurement where there is.
 
 | device                       | precision          | why                                                  |
 |------------------------------|--------------------|------------------------------------------------------|
@@ -64,7 +65,9 @@ def detect_device(accelerator: str = "auto") -> str:
     return "mps" if accelerator == "gpu" and found == "cpu" else found
 
 
-def choose_precision(accelerator: str = "auto", probe: Probe | None = None, cache_key: str | None = None) -> tuple[str, str]:
+def choose_precision(
+    accelerator: str = "auto", probe: Probe | None = None, cache_key: str | None = None
+) -> tuple[str, str]:
     """(precision, reason) for the device ``accelerator`` resolves to.
 
     On a bf16-capable CPU, ``probe`` (seconds per step for a precision) decides,
@@ -127,13 +130,15 @@ PROBE_VERSION = 8
 def probe_key(config: GPTConfig, batch_size: int) -> str:
     """What the probe's answer depends on: the machine, torch, threads, the model (shape, dropout), the batch."""
     c = config
-    shape = f"{c.n_layer}x{c.n_head}x{c.n_embd} T{c.block_size} V{c.vocab_size} {c.norm}/{c.mlp}/{c.pos_emb}/{c.attention}"
+    shape = (f"{c.n_layer}x{c.n_head}x{c.n_embd} T{c.block_size} V{c.vocab_size} "
+             f"{c.norm}/{c.mlp}/{c.pos_emb}/{c.attention}")
     return (f"{cpu_name()} | torch {torch.__version__} | {torch.get_num_threads()} threads | {shape} "
             f"| dropout {c.dropout} | batch {batch_size} | probe {PROBE_VERSION}")  # fmt: skip
 
 
 def training_step_probe(module: GPTLitModule, batch_size: int, steps: int = 3, warmup: int = 2) -> Probe:
-    """A probe that times ``steps`` training steps (after ``warmup``) of ``module``'s own step at ``batch_size``, on the CPU.
+    """A probe that times ``steps`` training steps (after ``warmup``) of ``module``'s own step at ``batch_size``,
+    on the CPU.
 
     A step is :func:`tinyllm.training.module.optimizer_step`, what Lightning runs:
     forward and loss under autocast (for bf16-mixed), backward, the run's
