@@ -28,7 +28,7 @@ from tests.helpers.cli import (
 )
 from tinyllm.commands.plot import read_scalars as read_all_scalars  # of a resumed run's two events files
 from tinyllm.training.cli import RunFolders
-from tinyllm.training.metrics import TRAIN_LOSS, VAL_LOSS
+from tinyllm.training.metrics import TRAIN_LOSS, VAL_LOSS, bpb_in_nats
 from tinyllm.training.precision import cpu_has_native_bf16
 
 
@@ -118,6 +118,8 @@ def test_validate_last_resolves_to_the_final_weights(fit_copy: Path, fit_run: Fi
     assert "last.ckpt" in proc.stderr, proc.stderr[-2000:]  # "Restoring states from ... last.ckpt"
     final_val_loss = fit_run.scalars["val_loss"][-1][1]  # the evaluation at step 24, same weights as last.ckpt
     assert reported_val_loss(proc.stdout) == pytest.approx(final_val_loss, rel=1e-5)
+    bpb = float(re.findall(r"^\W*val_bpb\W+([-+0-9.eE]+)\W*$", proc.stdout, flags=re.MULTILINE)[0])
+    assert f"it is {bpb_in_nats(bpb):.4f} nats" in proc.stdout  # the scale of the README's tables, said once
     assert read_scalars(fit_copy / "logs/tiny") == fit_run.scalars  # fit's curves, without a point at step 0
     assert _checksums(fit_copy) == before  # no config.yaml, no events file
 
@@ -230,6 +232,7 @@ BAD_INPUTS = [
     pytest.param(["fit", "--throughput.window_size", "1"], ["throughput.window_size"], id="window-of-one"),
     pytest.param(["fit", "--early_stopping.monitor", "val_los"], ["val_los", "val_loss"], id="monitor-typo"),
     pytest.param(["fit", "--config", sys.executable], ["--config", "not UTF-8"], id="binary-config"),
+    pytest.param(["fit", "--optimizer", "torch.optim.SGD"], ["--optimizer"], id="generic-optimizer-would-replace-the-recipe"),
 ]  # fmt: skip
 
 

@@ -15,7 +15,6 @@ beside it with ``--reference FILE.json``.
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -39,12 +38,13 @@ from tinyllm.commands.runs import (
 from tinyllm.core.defaults import SEED
 from tinyllm.errors import TinyLLMError
 from tinyllm.files import check_writable_folder, user_path
+from tinyllm.training.metrics import bpb_in_nats
 from tinyllm.training.precision import cpu_name
 
 
 def nats_per_byte(row: dict[str, Any]) -> float:
     """A rung's val loss per byte of validation text: comparable across tokenizers, unlike its loss per token."""
-    return row["val_bpb"] * math.log(2) if row.get("val_bpb") is not None else row["val_loss"]
+    return bpb_in_nats(row["val_bpb"]) if row.get("val_bpb") is not None else row["val_loss"]
 
 
 def write_table(rows: list[dict[str, Any]], config: str, reference: dict[str, Any] | None, path: Path) -> None:

@@ -62,7 +62,7 @@ from tinyllm.training.callbacks import (
     TokenThroughput, describe_os_error,
 )  # fmt: skip
 from tinyllm.training.data import ShakespeareDataModule
-from tinyllm.training.metrics import EVALUATION_METRICS, VAL_LOSS
+from tinyllm.training.metrics import EVALUATION_METRICS, VAL_BPB, VAL_LOSS, bpb_in_nats
 from tinyllm.training.module import GPTLitModule
 from tinyllm.training.precision import choose_precision, probe_key, training_step_probe
 
@@ -235,6 +235,14 @@ class TinyLLMCLI(LightningCLI):
         precision, why = choose_precision(str(cfg["trainer"].get("accelerator", "auto")), probe, key)
         print(f"tinyllm: precision auto -> {precision} ({why})", file=sys.stderr)
         return precision
+
+    def after_validate(self) -> None:
+        # Lightning's table gives the loss per token, which differs between tokenizers; results/ and the README
+        # give it per byte of text, the scale every tokenizer shares.
+        bpb = self.trainer.callback_metrics.get(VAL_BPB)
+        if bpb is not None and self.trainer.is_global_zero:
+            print(f"{VAL_LOSS} is per token; per byte of text (a character, on ASCII text) it is "
+                  f"{bpb_in_nats(float(bpb)):.4f} nats ({VAL_BPB} × ln 2), the scale of results/ and the README")
 
     def before_fit(self) -> None:
         cfg = self.config[self.subcommand]
@@ -591,6 +599,9 @@ def build_cli(args: list[str] | None, run: bool = True, description: str | None 
                 args=expand_configs(args) if args is not None else None,
                 run=run,
                 seed_everything_default=SEED,
+                # The module's own configure_optimizers (Muon/AdamW, the budget's schedule) is the recipe:
+                # LightningCLI's generic --optimizer/--lr_scheduler would silently replace both.
+                auto_configure_optimizers=False,
                 save_config_kwargs={"config_filename": RUN_CONFIG, "overwrite": True},  # a resume re-saves it
                 parser_kwargs={"exit_on_error": False, "prog": PROG,
                                **({args[0]: {"description": description}} if description and args else {})},
