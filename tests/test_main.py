@@ -96,6 +96,24 @@ def test_every_usage_line_names_the_program_and_the_description_is_the_docstring
             assert line.split(": ", 1)[1] in " ".join(proc.stdout.split()), line
 
 
+def test_every_architecture_switch_is_explained_in_fit_help(tmp_path: Path):
+    import dataclasses
+
+    from tinyllm.core.config import GPTConfig
+
+    proc = run_main("fit", "--help", cwd=tmp_path)
+    options = re.split(r"\n  (?=--)", proc.stdout)  # one entry per option, its help text after its name
+    for field in dataclasses.fields(GPTConfig):
+        if field.name == "vocab_size":  # not an option: the data decides it
+            continue
+        entry = next((o for o in options if o.startswith(f"--model.arch.{field.name} ")), None)
+        assert entry is not None, f"--model.arch.{field.name} is not in fit --help"
+        _, *words = entry.split()
+        if words and (words[0].isupper() or words[0].startswith("{")):  # its metavar
+            words = words[1:]
+        assert words and words[0] != "(type:", f"--model.arch.{field.name} has no explanation: {entry!r}"
+
+
 @pytest.mark.parametrize("args,mention", [
     (["no-such-command"], "no-such-command"),
     (["generate"], "ckpt_path"),

@@ -37,7 +37,9 @@ class GPTConfig:
         vocab_size: number of token ids (65 for Tiny Shakespeare characters,
             50257 for GPT-2 BPE). Normally filled in from the data.
         block_size: the longest context the model sees (positions 0..block_size-1).
-        n_layer, n_head, n_embd: depth, attention heads, residual width.
+        n_layer: depth, the number of transformer blocks.
+        n_head: attention heads per block; each sees n_embd / n_head channels.
+        n_embd: the residual stream's width.
         mlp_hidden: hidden width of the MLP; ``None`` derives it: 4·n_embd for
             relu/gelu, and for swiglu 2/3·4·n_embd rounded up to a multiple of
             64 (same parameter count as the 4× MLP with 3 matrices, LLaMA §2).
@@ -54,15 +56,15 @@ class GPTConfig:
         tie_embeddings: the output head reuses the token embedding matrix.
         rope_theta: RoPE base θ; frequencies are θ^(-2i/head_dim).
         norm_eps: ε inside LayerNorm/RMSNorm.
+        qk_norm: (2025) RMSNorm on each head's queries and keys before the scores.
+        zero_init_proj: (2025) o_proj and down_proj start at zero, so every block starts as the identity.
+        value_embeds: (2025) each layer adds a token-indexed table of its own to the attention values.
+        residual_scalars: (2025) each layer's input is λ·x + μ·x0, with learnable λ (from 1) and μ
+            (from 0), x0 being the embedded tokens.
+        logit_softcap: (2025) ``None``, or c in logits = c·tanh(logits / c).
 
-    The 2025 switches (the modded-nanogpt speedruns and nanochat), all off by default:
-        qk_norm: RMSNorm on each head's queries and keys before the scores.
-        zero_init_proj: o_proj and down_proj start at zero, so every block starts as the identity.
-        value_embeds: each layer adds a token-indexed table of its own to the attention values.
-        residual_scalars: each layer's input is λ·x + μ·x0, with learnable λ (from 1) and μ (from 0),
-            x0 being the embedded tokens.
-        logit_softcap: ``None``, or c in logits = c·tanh(logits / c).
-    Untied embeddings, the seventh, is ``tie_embeddings: false``.
+    The 2025 switches come from the modded-nanogpt speedruns and nanochat and are all off by default;
+    untied embeddings, the seventh, is ``tie_embeddings: false``.
     """
 
     vocab_size: int = 65
