@@ -164,11 +164,16 @@ def test_jsonl_text_field_and_several_inputs(tmp_path: Path):
     assert meta["options"]["text_field"] == "content"
 
 
-def test_few_documents_still_validate_on_one(tmp_path: Path):
+def test_few_documents_still_validate_on_one_and_say_its_share(tmp_path: Path, capsys):
     docs = documents(5, seed=3)
+    docs[-1] = " ".join([docs[-1]] * 4)  # a long last document: the validation split is far above 10%
     out = prepared(write_jsonl(tmp_path / "five.jsonl", docs), tmp_path / "five", tokenizer="char")
     tok = CharTokenizer(meta_of(out)["tokenizer"]["chars"])
     assert tok.decode(tokens(out, "val").tolist()) == docs[-1]  # the rule picks none: the last document
+    share = len(docs[-1]) / sum(map(len, docs))
+    assert f"validation holds {share:.0%} of the text, not 10%" in capsys.readouterr().err
+    prepared(write_jsonl(tmp_path / "one.jsonl", ["".join(docs)]), tmp_path / "one", tokenizer="char")
+    assert "validation holds" not in capsys.readouterr().err  # one document: split by position, 10%
 
 
 def test_shards_split_the_stream_where_shard_tokens_says(tmp_path: Path):

@@ -726,3 +726,8 @@ def summary(out: Path, meta: dict[str, Any], text_bytes: int, seconds: float) ->
           f"({meta['dtype']}); {fmt_bytes(text_bytes)} of text in {seconds:.1f} s "
           f"({text_bytes / 1e6 / max(seconds, 1e-9):.1f} MB/s)")  # fmt: skip
     print(f"train on it: python -m tinyllm fit --config CONFIG --data.path {out}")
+    share, asked = meta["splits"]["val"]["bytes"] / max(text_bytes, 1), meta["options"]["val_fraction"]
+    if meta["split_rule"] == "documents" and share > 2 * asked:  # a few long documents: one of them is a large share
+        print(f"tinyllm: validation holds {share:.0%} of the text, not {asked:.0%}: documents are held out whole "
+              "(every 1/val_fraction-th, or the last of fewer); join them into one file to split it by position",
+              file=sys.stderr)
