@@ -18,6 +18,7 @@ def test_tokenizers_table_compares_bits_per_byte(tmp_path: Path):
     proc = run_cli("experiment", "tokenizers", "--config", TINY, "--tokenizers", "[char, bpe:300]", "--minutes",
                    "0.04", "--inputs", corpus, "--out", "res", cwd=tmp_path, timeout=300)  # fmt: skip
     assert proc.returncode == 0, describe(proc)
+    assert "training with its tokenizer" not in proc.stderr, describe(proc)  # the experiment's own choice: no note
     rows = json.loads((tmp_path / "res/tokenizers.json").read_text())["rows"]
     assert [r["tokenizer"] for r in rows] == ["char", "bpe:300"] and rows[1]["vocab_size"] == 300
     for r in rows:

@@ -116,7 +116,8 @@ def tokenizers(
         folder = user_path(data) / _folder_name(tok)
         prepare(source, str(folder), tokenizer=tok)  # done already: says so and returns
         vocab = open_dataset(folder).vocab_size
-        runs = [run_rung(config, minutes, ["--data.path", str(folder), *seed_options(seed), *NO_SAMPLES],
+        data_options = ["--data.path", str(folder), "--data.tokenizer", tok]  # the folder's own: nothing to note
+        runs = [run_rung(config, minutes, [*data_options, *seed_options(seed), *NO_SAMPLES],
                          name=seeded(f"tokenizer-{_folder_name(tok)}", seed))
                 for seed in seeds]  # fmt: skip
         rows.append({"tokenizer": tok, "vocab_size": vocab, "runs": runs})
