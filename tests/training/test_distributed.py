@@ -36,7 +36,7 @@ def free_port() -> int:
 
 
 def start_node(node: int, port: int, cwd: Path, *extra: str) -> subprocess.Popen[str]:
-    cwd.mkdir(parents=True)
+    cwd.mkdir(parents=True, exist_ok=True)
     env = env_for_cli(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), NODE_RANK=str(node),
                       PYTHONPATH=str(REPO / "tests" / "helpers"))  # fmt: skip
     return subprocess.Popen([sys.executable, "-m", "tinyllm", *TWO_NODES, *extra], cwd=cwd, env=env, text=True,
@@ -65,6 +65,21 @@ def test_two_nodes_on_localhost_draw_different_windows_validate_exactly_and_resu
     loaded = load_model(run / "best.ckpt")
     single = measure(loaded.model, loaded.tokenizer, None, None, 0.1, example_prompt(loaded.tokenizer), 0, 1, 0)
     assert best_model_score(load_ckpt(run / "best.ckpt")) == pytest.approx(single.val_loss, abs=1e-6)
+
+    # Resumed on both nodes, with no last.ckpt on node 1's disk: node 1 would start afresh while node 0
+    # resumed, each waiting on the other's collectives for ever. Both stop before training, in one line.
+    port = free_port()
+    again = [start_node(n, port, tmp_path / f"node{n}", "--ckpt_path", "last", "--trainer.max_steps", "12")
+             for n in (0, 1)]
+    try:
+        for node in again:
+            _, err = node.communicate(timeout=120)
+            assert node.returncode == 2 and "(rank 0 step 8, rank 1 none)" in err, err[-3000:]
+            assert err.rstrip().splitlines()[-1].startswith("tinyllm: error: the processes of this run"), err[-3000:]
+    finally:
+        for node in again:
+            node.kill()
+    assert load_ckpt(run / "last.ckpt")["global_step"] == 8  # untouched
 
     # The checkpoint of the two-node run resumes in one process.
     alone = run_cli("fit", "--config", TINY, *BLOCK, "--trainer.precision", "32-true", "--trainer.max_steps", "12",

@@ -368,6 +368,28 @@ class RNGState(L.Callback):
         random.setstate(_to_tuples(state["python"]))
 
 
+class SameResumeEverywhere(L.Callback):
+    """Every process of a run resumes from the same step, or the run stops before training, in one line.
+
+    Each node resolves ``--ckpt_path last`` in its own working folder. A node without rank 0's last.ckpt
+    would start afresh while rank 0 resumes, and the two would wait on each other's collectives forever.
+    """
+
+    def __init__(self, resume_step: int | None) -> None:
+        self.resume_step = resume_step  # None: this process starts a new run
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.world_size < 2 or stage != "fit":
+            return
+        mine = torch.tensor(-1 if self.resume_step is None else self.resume_step)
+        steps = [int(s) for s in trainer.strategy.all_gather(mine).flatten()]
+        if len(set(steps)) > 1:
+            seen = ", ".join(f"rank {r} {f'step {s}' if s >= 0 else 'none'}" for r, s in enumerate(steps))
+            raise TinyLLMError(f"the processes of this run found different checkpoints to resume ({seen}): "
+                               "every node needs the run's checkpoints/NAME/last.ckpt (a shared folder, or a copy "
+                               "of rank 0's on each node)")  # fmt: skip
+
+
 def _to_lists(x: Any) -> Any:
     return [_to_lists(v) for v in x] if isinstance(x, tuple) else x
 

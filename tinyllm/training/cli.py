@@ -58,8 +58,8 @@ from tinyllm.core.tokenizers import stored_spec
 from tinyllm.errors import PROG, Stopped, TinyLLMError, one_line
 from tinyllm.files import check_writable_folder, user_path
 from tinyllm.training.callbacks import (
-    AtomicCheckpointIO, AttentionImages, GenerationSamples, ResumeCheckpoint, RNGState, StepProgressBar, TimeBudget,
-    TokenThroughput, describe_os_error,
+    AtomicCheckpointIO, AttentionImages, GenerationSamples, ResumeCheckpoint, RNGState, SameResumeEverywhere,
+    StepProgressBar, TimeBudget, TokenThroughput, describe_os_error,
 )  # fmt: skip
 from tinyllm.training.data import ShakespeareDataModule
 from tinyllm.training.metrics import EVALUATION_METRICS, VAL_BPB, VAL_LOSS, bpb_in_nats
@@ -205,7 +205,7 @@ class TinyLLMCLI(LightningCLI):
         every = cfg["save_every_n_steps"] or evaluation_interval_in_steps(cfg["trainer"])
         optional = [cfg[key] for key in OPTIONAL_CALLBACKS if cfg[key] is not None]
         check_monitors([*optional, *(cfg["trainer"].get("callbacks") or [])])
-        callbacks = [*run_machinery(run, every), *optional, *(cfg["trainer"].get("callbacks") or [])]
+        callbacks = [*run_machinery(run, every, self.resume_step), *optional, *(cfg["trainer"].get("callbacks") or [])]
         plugins = [AtomicCheckpointIO(), *(cfg["trainer"].get("plugins") or [])]
         if cfg["trainer"].get("precision") is None:
             parsed = self.config[self.subcommand] if self.subcommand else self.config
@@ -334,11 +334,12 @@ def refuse_if_training(run: RunFolders) -> None:
         lock.release()
 
 
-def run_machinery(run: RunFolders, every_n_steps: int) -> list[Callback]:
+def run_machinery(run: RunFolders, every_n_steps: int, resume_step: int | None = None) -> list[Callback]:
     """The callbacks every run has, in the order correctness needs: "best" before the resume checkpoint."""
     best = ModelCheckpoint(dirpath=str(run.checkpoints), filename=Path(BEST_CKPT).stem, monitor=VAL_LOSS, mode="min",
                            save_top_k=1, enable_version_counter=False)  # fmt: skip
-    return [best, ResumeCheckpoint(str(run.checkpoints), every_n_steps), RNGState(), TimeBudget()]
+    return [best, ResumeCheckpoint(str(run.checkpoints), every_n_steps), RNGState(), TimeBudget(),
+            SameResumeEverywhere(resume_step)]
 
 
 def evaluation_interval_in_steps(trainer_cfg: dict[str, Any]) -> int:
