@@ -338,6 +338,10 @@ BAD_INPUTS = {
     "jsonl-other-field": (lambda t: _jsonl(t, '{"text": "a"}'), {"text_field": "content"}, "--text_field"),
     "jsonl-not-json": (lambda t: _jsonl(t, '{"text": "a"}', "{oops"), {}, "line 2 is not JSON"),
     "jsonl-not-a-string": (lambda t: _jsonl(t, '{"text": 3}'), {}, "not a string"),
+    "jsonl-null-text": (lambda t: _jsonl(t, '{"text": null}'), {}, "'text' is null, not a string: fix or drop"),
+    "jsonl-not-an-object": (lambda t: _jsonl(t, '[1, 2]'), {}, "line 1 is a JSON list, not an object"),
+    "jsonl-lone-surrogate": (lambda t: _jsonl(t, '{"text": "ok"}', '{"text": "a\\ud800b"}'), {},
+                             "line 2: 'text' holds a lone surrogate"),  # fmt: skip
     "jsonl-not-utf8": (lambda t: (t / "c.jsonl", (t / "c.jsonl").write_bytes(b'{"text": "a"}\n{"text": "\xff"}\n'))[0],
                        {}, "line 2 is not UTF-8"),  # fmt: skip
     "not-utf8": (lambda t: _bad_utf8(t)[0], {}, "byte 1,000"),

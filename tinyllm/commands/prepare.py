@@ -368,13 +368,22 @@ def jsonl_texts(stream: io.BufferedIOBase, src: Source, text_field: str) -> Iter
         except json.JSONDecodeError as e:
             raise TinyLLMError(f"{src.path} line {lineno} is not JSON ({e.msg}): each line of a .jsonl file "
                                "must be one JSON object") from None  # fmt: skip
-        if not isinstance(record, dict) or text_field not in record:
-            keys = ", ".join(list(record)[:5]) if isinstance(record, dict) else type(record).__name__
-            raise TinyLLMError(f"{src.path} line {lineno} has no {text_field!r} field (it has: {keys}): "
-                               "name the field with --text_field")  # fmt: skip
+        if not isinstance(record, dict):
+            raise TinyLLMError(f"{src.path} line {lineno} is a JSON {type(record).__name__}, not an object: each "
+                               f"line of a .jsonl file must be one object with a {text_field!r} field")  # fmt: skip
+        if text_field not in record:
+            raise TinyLLMError(f"{src.path} line {lineno} has no {text_field!r} field (it has: "
+                               f"{', '.join(list(record)[:5])}): name the field with --text_field")  # fmt: skip
         text = record[text_field]
         if not isinstance(text, str):
-            raise TinyLLMError(f"{src.path} line {lineno}: {text_field!r} is a {type(text).__name__}, not a string")
+            raise TinyLLMError(f"{src.path} line {lineno}: {text_field!r} is {json.dumps(text)[:40]}, not a string: "
+                               "fix or drop that line")  # fmt: skip
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:  # JSON's "\ud800" escape: half a UTF-16 pair, which no text holds
+            raise TinyLLMError(f"{src.path} line {lineno}: {text_field!r} holds a lone surrogate "
+                               f"({text[e.start]!r} at character {e.start:,}), which is not text: fix or drop that "
+                               "line") from None  # fmt: skip
         yield text
 
 
