@@ -42,6 +42,7 @@ from filelock import FileLock, Timeout
 from jsonargparse import ArgumentError, lazy_instance
 from jsonargparse.typing import PositiveInt
 from lightning.pytorch import Trainer
+from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator, XLAAccelerator
 from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint, Timer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -312,6 +313,18 @@ def check_trainer_options(trainer: Any) -> None:
     budget = trainer.get("max_time")
     if isinstance(budget, str) and re.fullmatch(r"[0:]+", budget.strip()):
         raise TinyLLMError(f"--trainer.max_time {budget} is a time budget of zero: give DD:HH:MM:SS, e.g. 00:00:05:00")
+    check_accelerator(trainer.get("accelerator"))
+
+
+def check_accelerator(accelerator: Any) -> None:
+    """An accelerator this machine lacks is refused before the precision is chosen for it (Lightning would
+    refuse it after, without advice, or with a traceback for a TPU)."""
+    present = {"cuda": CUDAAccelerator.is_available(), "mps": MPSAccelerator.is_available(),
+               "tpu": XLAAccelerator.is_available()}  # fmt: skip
+    present["gpu"] = present["cuda"] or present["mps"]
+    if isinstance(accelerator, str) and not present.get(accelerator.lower(), True):
+        raise TinyLLMError(f"--trainer.accelerator {accelerator}: this machine has none that torch can use; leave it "
+                           "auto (the best there is) or give cpu")  # fmt: skip
 
 
 def already_training(run: RunFolders) -> TinyLLMError:
