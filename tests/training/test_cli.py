@@ -363,13 +363,16 @@ def test_resuming_into_another_configuration_is_refused_and_changes_nothing(fit_
 
 
 @pytest.mark.slow
-def test_validate_evaluates_the_checkpoints_own_architecture_and_says_so(fit_copy: Path, fit_run: FitRun):
+@pytest.mark.parametrize("which", ["best", "last"])
+def test_validate_evaluates_the_checkpoints_own_architecture_and_says_so(fit_copy: Path, fit_run: FitRun, which: str):
     # No config: the defaults describe a 6-layer model, the checkpoint a 2-layer one.
-    proc = run_cli("validate", "--name", "tiny", "--ckpt_path", "best", "--trainer.limit_val_batches", "4",
+    proc = run_cli("validate", "--name", "tiny", "--ckpt_path", which, "--trainer.limit_val_batches", "4",
                    "--data.batch_size", "8", cwd=fit_copy, timeout=120)  # fmt: skip
     assert proc.returncode == 0, describe(proc)
-    assert "validating best.ckpt with its own architecture (arch.block_size: checkpoint 32, config 256" in proc.stderr
-    assert reported_val_loss(proc.stdout) == pytest.approx(best_model_score(load_ckpt(fit_copy / "checkpoints/tiny/best.ckpt")), rel=1e-5)
+    assert f"validating {which}.ckpt with its own architecture (arch.block_size: checkpoint 32, config 256" in proc.stderr
+    if which == "best":
+        best = best_model_score(load_ckpt(fit_copy / "checkpoints/tiny/best.ckpt"))
+        assert reported_val_loss(proc.stdout) == pytest.approx(best, rel=1e-5)
 
 
 def test_best_without_a_best_checkpoint_is_one_line(tmp_path: Path):

@@ -186,6 +186,8 @@ class TinyLLMCLI(LightningCLI):
             if isinstance(seed, int) and not isinstance(seed, bool):  # true: a random seed, false: none
                 check_seed(seed, "--seed_everything")
         self.resume_step = check_ckpt_path(self.config[sub], sub) if sub else None  # a refusal here changes nothing
+        if sub == "validate":  # last/best as their file: LightningCLI takes the architecture from a file only
+            self.config[sub].ckpt_path = str(resolve_ckpt_path(self.config[sub]))
         if sub == "fit" and not self.config[sub].trainer.fast_dev_run:
             hold_the_run(RunFolders(self.config[sub].name))
 
