@@ -6,11 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.cli import (
-    TINY,
-    describe,
-    run_cli,
-)
+from tests.helpers.cli import TINY, assert_one_line_error, describe, reported_val_loss, run_cli
 from tinyllm.formats.load import load_model
 
 
@@ -36,8 +32,9 @@ def test_export_command_then_generate_and_validate_on_the_folder(runs, tmp_path:
     # validate: Lightning's val loss of the folder equals the one the checkpoint recorded at step 4.
     val = run_cli("validate", "--config", TINY, "--ckpt_path", out, cwd=run_dir)
     assert val.returncode == 0, describe(val)
-    reported = [line for line in val.stdout.splitlines() if "val_loss" in line]
-    assert len(reported) == 1, val.stdout
-    value = float(reported[0].replace("│", " ").split()[1])
+    value = reported_val_loss(val.stdout)
     assert value == pytest.approx(load_model(runs["char"]).metrics["best_val_loss"], rel=1e-5)
+    # fit: an exported folder holds no optimizer or loop state, so it cannot be resumed; it is said so.
+    resume = run_cli("fit", "--config", TINY, "--name", "again", "--ckpt_path", out, cwd=run_dir)
+    assert_one_line_error(resume, "is an exported model", "resume from its run's checkpoints/NAME/last.ckpt")
 

@@ -60,6 +60,14 @@ def test_a_file_that_is_no_checkpoint_is_named_so(tmp_path: Path, content: bytes
     assert "\n" not in str(err.value) and "notes.ckpt" in str(err.value)
 
 
+def test_a_file_of_another_kind_is_not_called_a_damaged_checkpoint(tmp_path: Path):
+    path = tmp_path / "train_000000.bin"  # a dataset's shard, say: nothing to move away
+    path.write_bytes(bytes(range(256)))
+    with pytest.raises(TinyLLMError) as err:
+        read_checkpoint(path)
+    assert "is not a checkpoint" in str(err.value) and "move it away" not in str(err.value)
+
+
 def test_a_damaged_archive_is_one_line(runs, tmp_path: Path):
     """A zip whose pickle record is damaged (its end intact, so it still looks like an archive) is one line too."""
     data = bytearray(Path(runs["char"]).read_bytes())

@@ -58,6 +58,7 @@ from tinyllm.core.kernels import reuse_freed_memory
 from tinyllm.core.tokenizers import stored_spec
 from tinyllm.errors import PROG, Stopped, TinyLLMError, one_line
 from tinyllm.files import check_writable_folder, user_path
+from tinyllm.formats.folder import export_dir_of
 from tinyllm.training.callbacks import (
     AtomicCheckpointIO, AttentionImages, GenerationSamples, ResumeCheckpoint, RNGState, SameResumeEverywhere,
     StepProgressBar, TimeBudget, TokenThroughput, describe_os_error,
@@ -436,7 +437,11 @@ def resolve_ckpt_path(cfg: Any) -> Path | None:
         last = run.last
         return last if last.exists() else None  # else Lightning starts fresh; before_fit says so
     path = user_path(ckpt_path)
-    if path.is_dir():  # an exported folder was turned into a .ckpt before this: this is another folder
+    if export_dir_of(path) is not None:  # validate turned it into a .ckpt before this: this is fit
+        raise TinyLLMError(f"{ckpt_path} is an exported model: it holds the weights, not the optimizer and loop "
+                           "state a resume needs; resume from its run's checkpoints/NAME/last.ckpt (validate, "
+                           "generate and export take the folder)")  # fmt: skip
+    if path.is_dir():
         raise TinyLLMError(f"{ckpt_path} is a folder but not an exported model: pass a .ckpt file in it, or "
                            f"--name NAME --ckpt_path last for the run checkpoints/NAME")  # fmt: skip
     if not path.is_file():
