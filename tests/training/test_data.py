@@ -65,6 +65,18 @@ def test_data_path_that_does_not_exist(tmp_path: Path):
     assert str(missing) in msg and "data.path" in msg
 
 
+@pytest.mark.parametrize(("name", "mention"), [("book.txt.gz", "only prepare reads"), ("docs.jsonl", "only prepare reads"),
+                                               ("ds/meta.json", "give the folder"), ("ds/train_000000.bin", "give the folder")])
+def test_data_path_that_only_prepare_reads_or_that_is_inside_a_dataset(tmp_path: Path, name: str, mention: str):
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "meta.json").write_text("{}")  # a prepared folder, as is_dataset sees one
+    path = tmp_path / name
+    path.write_bytes(b"\x1f\x8b" if name.endswith(".gz") else b'{"text": "a"}\n')
+    with pytest.raises(TinyLLMError) as e:  # fit would have read the gzip bytes, the JSON syntax, the shard
+        ShakespeareDataModule(path=str(path)).splits()
+    assert mention in one_line_error(e) and str(path) in str(e.value)
+
+
 def test_data_path_that_is_a_directory(tmp_path: Path):
     with pytest.raises(TinyLLMError) as e:
         ShakespeareDataModule(path=str(tmp_path)).splits()

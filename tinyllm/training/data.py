@@ -42,7 +42,8 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 from tinyllm.compat import training_batches_processed, unrepeated_sampler
 from tinyllm.core.checkpoint import DATA_POSITION
 from tinyllm.core.config import GPTConfig
-from tinyllm.core.dataset import PreparedDataset, is_dataset, open_dataset, split_text, token_dtype
+from tinyllm.core.dataset import (META_NAME, TOKENIZER_JSON, PreparedDataset, is_dataset, open_dataset, split_text,
+                                  token_dtype)
 from tinyllm.core.defaults import SEED, VAL_FRACTION, check_seed
 from tinyllm.core.tokenizers import (BPETokenizer, Tokenizer, build_tokenizer, parse_tokenizer_spec, stored_spec,
                                      tokenizer_from_state, unmerge)
@@ -305,6 +306,12 @@ class ShakespeareDataModule(L.LightningDataModule):
             if not p.is_file():
                 raise TinyLLMError(f"data.path {p} is not a file nor a prepared dataset folder (with meta.json): "
                                    "give a UTF-8 text file, or a folder made by python -m tinyllm prepare")  # fmt: skip
+            if is_dataset(p.parent) and (p.name in (META_NAME, TOKENIZER_JSON) or p.suffix == ".bin"):
+                raise TinyLLMError(f"data.path {p} is a file of the prepared dataset {p.parent}: give the folder")
+            if p.name.lower().endswith((".gz", ".jsonl")):  # fit would read the compressed bytes, or the JSON syntax
+                raise TinyLLMError(f"data.path {p} is a .gz or .jsonl file, which only prepare reads: python -m "
+                                   f"tinyllm prepare --inputs {p} --out data/NAME, then --data.path "
+                                   "data/NAME")  # fmt: skip
             return p
         return shakespeare_path(self.data_dir)
 
