@@ -746,3 +746,11 @@ def test_bpe_dropout_refuses_a_prepared_folder(tmp_path: Path):
     with pytest.raises(TinyLLMError) as e:
         ShakespeareDataModule(path=str(_numbered(tmp_path)), tokenizer="bpe:300", bpe_dropout=0.1)
     assert "bpe_dropout" in one_line_error(e)
+
+
+@pytest.mark.parametrize(("train_tokens", "fix"), [(400, "a larger --shard_tokens"), (30, "prepare more text")])
+def test_shards_too_short_for_a_window_say_whether_text_or_shards_are_short(tmp_path: Path, train_tokens: int, fix: str):
+    folder = token_folder(tmp_path / "ds", np.arange(train_tokens) % 100, np.arange(400) % 100, shard_tokens=30)
+    with pytest.raises(TinyLLMError) as e:  # a window of 33 tokens never crosses a shard of 30
+        ShakespeareDataModule(path=str(folder), block_size=32).prepare_data()
+    assert f"{fix}, or use a smaller block_size" in one_line_error(e)

@@ -379,9 +379,12 @@ class ShakespeareDataModule(L.LightningDataModule):
         train, val = ds.shards("train"), ds.shards("val")
         for name, shards, least in (("train", train, self.block_size + 1), ("val", val, self.block_size + 1)):
             if max(shards.lengths()) < least:
+                # Windows never cross shards: enough tokens in small shards need larger shards, not more text.
+                fix = ("prepare it again with a larger --shard_tokens" if sum(shards.lengths()) >= least else
+                       "prepare more text")  # fmt: skip
                 raise TinyLLMError(
                     f"no {name} shard of {self.path} holds {least} tokens, too few for block_size={self.block_size}: "
-                    "prepare more text or use a smaller block_size"
+                    f"{fix}, or use a smaller block_size"
                 )
         return train, val
 
