@@ -22,7 +22,7 @@ from jsonargparse import ArgumentError, ArgumentParser
 
 import tinyllm
 from tinyllm.compat import ignore_lightnings_own_deprecations
-from tinyllm.errors import PROG, Stopped, TinyLLMError, one_line
+from tinyllm.errors import PROG, Stopped, TinyLLMError, one_line, out_of_memory
 
 # name -> "module:function", or a group of them (`bench generate`, `bench train`)
 COMMANDS: dict[str, str | dict[str, str]] = {
@@ -122,11 +122,6 @@ def run(argv: list[str]) -> None:
         target = target[name]
     kwargs = {k: v for k, v in cfg.as_dict().items() if k not in ("command", "__path__")}
     command(target)(**kwargs)
-
-
-def out_of_memory(e: BaseException) -> bool:
-    """Python's and numpy's MemoryError, or torch's allocator refusing (a RuntimeError, OutOfMemoryError on a GPU)."""
-    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(e)
 
 
 def main(argv: list[str] | None = None) -> None:

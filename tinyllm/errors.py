@@ -29,3 +29,8 @@ def one_line(message: str, limit: int = 400) -> str:
     """jsonargparse spreads an error over several indented lines; join them into one."""
     text = " ".join(part.strip() for part in message.splitlines() if part.strip())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """Python's and numpy's MemoryError, or torch's allocator refusing (a RuntimeError, OutOfMemoryError on a GPU)."""
+    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(e)

@@ -225,6 +225,7 @@ BAD_INPUTS = [
     pytest.param(["fit", "--name", "../elsewhere"], ["--name", "../elsewhere"], id="run-name-outside"),
     pytest.param(["fit", "--name", ""], ["--name"], id="empty-run-name"),
     pytest.param(["fit", "--model.arch.block_size", "0"], ["model.arch.block_size", "got 0"], id="zero-context"),
+    pytest.param(["fit", "--model.arch.block_size", "1000000"], ["out of memory", "ask for less"], id="huge-context"),
     pytest.param(["fit", "--seed_everything", "-1"], ["--seed_everything", "got -1"], id="negative-seed"),
     pytest.param(["fit", "--data.seed", "4294967296"], ["data.seed", "4,294,967,295"], id="seed-too-large"),
     pytest.param(["fit", "--data.num_workers", "-1"], ["data.num_workers"], id="negative-workers"),

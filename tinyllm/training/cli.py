@@ -56,7 +56,7 @@ from tinyllm.core.checkpoint import (
 from tinyllm.core.defaults import SEED, check_seed
 from tinyllm.core.kernels import reuse_freed_memory
 from tinyllm.core.tokenizers import stored_spec
-from tinyllm.errors import PROG, Stopped, TinyLLMError, one_line
+from tinyllm.errors import PROG, Stopped, TinyLLMError, one_line, out_of_memory
 from tinyllm.files import check_writable_folder, user_path
 from tinyllm.formats.folder import export_dir_of
 from tinyllm.training.callbacks import (
@@ -198,6 +198,8 @@ class TinyLLMCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except (ValueError, TypeError, RuntimeError) as e:  # all raised by a bad class or option in the config
+            if out_of_memory(e):  # a model too large to build (block_size 100000): main's out-of-memory line
+                raise
             cause: BaseException | None = e
             while cause is not None and not isinstance(cause, TinyLLMError):
                 cause = cause.__cause__ or cause.__context__
