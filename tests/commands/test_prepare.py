@@ -176,6 +176,18 @@ def test_few_documents_still_validate_on_one_and_say_its_share(tmp_path: Path, c
     assert "validation holds" not in capsys.readouterr().err  # one document: split by position, 10%
 
 
+def test_a_file_given_twice_is_refused_and_a_copy_is_noted(tmp_path: Path, capsys):
+    root = write_folder(tmp_path / "corpus", documents(12, seed=6))
+    one = sorted(root.rglob("*.txt*"))[0]
+    with pytest.raises(TinyLLMError) as e:  # the folder holds it, and it is named again
+        prepared([root, one], tmp_path / "twice", tokenizer="char")
+    assert "among the inputs twice" in one_line_error(e) and not (tmp_path / "twice").exists()
+    copy = tmp_path / f"copy{''.join(one.suffixes)}"
+    copy.write_bytes(one.read_bytes())
+    prepared([root, copy], tmp_path / "copied", tokenizer="char")
+    assert f"{copy.name} has the same content as corpus/" in capsys.readouterr().err
+
+
 def test_shards_split_the_stream_where_shard_tokens_says(tmp_path: Path):
     root = write_folder(tmp_path / "corpus", documents(30, seed=4))
     whole = prepared(root, tmp_path / "whole", tokenizer="char")

@@ -268,6 +268,12 @@ def expand_inputs(inputs: list[str]) -> list[Source]:
             sources.append(Source(p.resolve(), p.name, p.name.endswith(JSONL_SUFFIXES), p.name.endswith(".gz")))
         else:
             raise TinyLLMError(f"input {arg} does not exist: give text files, folders or .jsonl files")
+    named: dict[Path, str] = {}
+    for src in sources:  # a file given twice would be trained on twice, or validated on after training on it
+        if src.path in named:
+            raise TinyLLMError(f"{src.path} is among the inputs twice (as {named[src.path]} and {src.name}): give "
+                               "each file once")  # fmt: skip
+        named[src.path] = src.name
     return sources
 
 
@@ -459,6 +465,11 @@ def scan_corpus(sources: list[Source], text_field: str, collect_chars: bool) -> 
         names = ", ".join(str(s.path) for s in sources[:3]) or "the inputs (no .txt or .jsonl files found)"
         raise TinyLLMError(f"no text in {names}: the corpus is empty (a folder contributes its .txt and .jsonl files)")
     scan.scanned = scan.source_info()
+    first: dict[str, str] = {}
+    for src in sources:  # copies under two names: the validation split may hold text the model trained on
+        if src.sha256 in first:
+            print(f"tinyllm: {src.name} has the same content as {first[src.sha256]}: both are read", file=sys.stderr)
+        first.setdefault(src.sha256, src.name)
     return scan
 
 
