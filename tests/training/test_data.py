@@ -754,3 +754,13 @@ def test_shards_too_short_for_a_window_say_whether_text_or_shards_are_short(tmp_
     with pytest.raises(TinyLLMError) as e:  # a window of 33 tokens never crosses a shard of 30
         ShakespeareDataModule(path=str(folder), block_size=32).prepare_data()
     assert f"{fix}, or use a smaller block_size" in one_line_error(e)
+
+
+def test_a_prepared_folder_says_a_val_fraction_it_cannot_use_and_checks_the_tokenizer_spec(tmp_path: Path, capsys):
+    folder = token_folder(tmp_path / "ds", np.arange(400) % 100, np.arange(100) % 100, options={"val_fraction": 0.1})
+    ShakespeareDataModule(path=str(folder), tokenizer="gpt2", val_fraction=0.3).dataset()
+    assert "was split by prepare (val_fraction 0.1): data.val_fraction 0.3 is not used" in capsys.readouterr().err
+    ShakespeareDataModule(path=str(folder), tokenizer="gpt2", val_fraction=0.1).dataset()
+    assert "val_fraction" not in capsys.readouterr().err
+    with pytest.raises(TinyLLMError, match="bpe:100"):  # misspelt or impossible: refused even where unused
+        ShakespeareDataModule(path=str(folder), tokenizer="bpe:100")

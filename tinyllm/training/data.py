@@ -267,7 +267,8 @@ class ShakespeareDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.prepared = path is not None and is_dataset(path)  # a folder made by `tinyllm prepare`
-        spec = None if self.prepared else parse_tokenizer_spec(tokenizer)  # a misspelt one fails here, before any work
+        spec = parse_tokenizer_spec(tokenizer)  # a misspelt one fails here, before any work (a folder's too)
+        spec = None if self.prepared else spec  # a prepared folder trains with its own tokenizer
         if val_tokens is not None and val_tokens < 1:
             raise TinyLLMError(f"data.val_tokens must be at least 1 (or null: the whole split), got {val_tokens}")
         if block_size < 1:  # linked from the model's context: that is the option a user sets
@@ -323,6 +324,10 @@ class ShakespeareDataModule(L.LightningDataModule):
             if folder_spec != self.tokenizer_kind:  # the folder's tokens were cut by its own: that one is used
                 print(f"tinyllm: {self.path} holds {folder_spec} tokens: training with its tokenizer, not "
                       f"data.tokenizer {self.tokenizer_kind}", file=sys.stderr)  # fmt: skip
+            split_at = self._dataset.meta.get("options", {}).get("val_fraction")
+            if split_at is not None and split_at != self.val_fraction:  # prepare split it: fit cannot move it
+                print(f"tinyllm: {self.path} was split by prepare (val_fraction {split_at}): data.val_fraction "
+                      f"{self.val_fraction} is not used", file=sys.stderr)  # fmt: skip
         return self._dataset
 
     def _load(self) -> tuple[str, Tokenizer]:
