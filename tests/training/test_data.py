@@ -618,7 +618,7 @@ def test_val_bytes_per_token(tmp_path: Path, token_cache: Path, data_dir: Path):
 
 def test_a_prepared_folder_brings_its_own_tokenizer(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     folder = _numbered(tmp_path, vocab_size=30, tokenizer={"kind": "char", "chars": "abcdefghijklmnopqrstuvwxyz.,;\n"})
-    for kind in ("gpt2", "char", "bpe"):  # data.tokenizer is ignored (evaluate passes the checkpoint's name)
+    for kind in ("gpt2", "char", "bpe:300"):  # data.tokenizer is ignored (evaluate passes the checkpoint's spec)
         dm = ShakespeareDataModule(path=str(folder), tokenizer=kind)
         assert dm.vocab_size == 30 and dm.tokenizer.name == "char" and dm.tokenizer.vocab_size == 30
         said = capsys.readouterr().err
