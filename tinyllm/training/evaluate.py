@@ -17,6 +17,18 @@ from tinyllm.training.metrics import VAL_LOSS
 from tinyllm.training.module import GPTLitModule
 
 
+def held_out(data: ShakespeareDataModule, corpus: str) -> str:
+    """The validation split in words: a prepared folder's is the one prepare made, by position or by document."""
+    if not data.prepared:
+        return f"the last {data.val_fraction:.0%} of {corpus}"
+    meta = data.dataset().meta
+    fraction = meta.get("options", {}).get("val_fraction", data.val_fraction)
+    if meta.get("split_rule") == "documents":
+        held = meta["splits"]["val"]["documents"]
+        return f"the {held:,} held-out document{'s' * (held != 1)} of {corpus} (about 1 in {round(1 / fraction)})"
+    return f"the last {fraction:.0%} of {corpus}"
+
+
 def measure(model: GPT, tokenizer: Tokenizer, data_path: str | None, data_dir: str | None, val_fraction: float,
             prompt: str, samples: int, max_new_tokens: int, seed: int) -> Measured:
     """Val loss of ``model`` over the whole held-out split (as ``tinyllm validate``), and a few samples."""
@@ -24,8 +36,9 @@ def measure(model: GPT, tokenizer: Tokenizer, data_path: str | None, data_dir: s
                                  block_size=model.config.block_size, batch_size=32, val_fraction=val_fraction,
                                  val_tokens=None)  # all of it, as the card says: not training's capped sample
     if data.tokenizer_state != tokenizer.state():
-        raise TinyLLMError("the checkpoint's tokenizer differs from the data's: pass --data_path, the text file it "
-                           "was trained on (export can also skip the measurement: --measure false)")  # fmt: skip
+        raise TinyLLMError("the checkpoint's tokenizer differs from the data's: pass --data_path, the text file or "
+                           "prepared folder it was trained on (export can also skip the measurement: --measure "
+                           "false)")  # fmt: skip
     lit = GPTLitModule(arch=model.config, tokenizer=tokenizer.state())
     lit.model.load_state_dict(model.state_dict())
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
@@ -40,6 +53,6 @@ def measure(model: GPT, tokenizer: Tokenizer, data_path: str | None, data_dir: s
         settings = f"prompt {prompt!r}, temperature {TEMPERATURE}, top-k {TOP_K}, seed {seed + i}"
         texts.append((settings, prompt + g.texts[0]))
     corpus = Path(data_path).name if data_path else "Tiny Shakespeare"
-    split = f"the last {val_fraction:.0%} of {corpus}"
+    split = held_out(data, corpus)
     hub = None if data_path else TINY_SHAKESPEARE_HUB
     return Measured(float(metrics[VAL_LOSS]), val_tokens, split, texts, corpus, hub)
