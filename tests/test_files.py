@@ -25,14 +25,18 @@ from tinyllm.files import (
 from tinyllm.training.data import ShakespeareDataModule
 
 
-def test_missing_shakespeare_without_network(no_network: Path, empty_dir: Path):
+def test_missing_shakespeare_without_network(no_network: Path, empty_dir: Path, monkeypatch: pytest.MonkeyPatch):
     dm = ShakespeareDataModule(data_dir=str(empty_dir))
     with pytest.raises(TinyLLMError) as e:
         dm.splits()
     msg = one_line_error(e)
     assert "input.txt" in msg
     assert str(empty_dir.resolve() / "input.txt") in msg
-    assert "TINYLLM_DATA_DIR" in msg
+    assert "give the data_dir option a folder" in msg and "TINYLLM_DATA_DIR" not in msg  # the setting the user used
+    monkeypatch.setenv("TINYLLM_DATA_DIR", str(empty_dir))
+    with pytest.raises(TinyLLMError) as e:
+        ShakespeareDataModule().splits()
+    assert "set TINYLLM_DATA_DIR to a folder holding input.txt" in one_line_error(e)
     assert list(empty_dir.iterdir()) == []
     with pytest.raises(TinyLLMError):  # the CLI asks for vocab_size first: same clear error
         ShakespeareDataModule(data_dir=str(empty_dir)).vocab_size

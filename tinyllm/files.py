@@ -155,10 +155,13 @@ def verify(path: Path, remote: RemoteFile) -> Path:
     return path
 
 
-def download(remote: RemoteFile, dest: Path) -> Path:
-    """Fetch ``remote`` into ``dest`` (atomic, checksum verified) or explain what to do by hand."""
-    hint = (f"download {remote.url} to {dest} (sha256 {remote.sha256[:12]}…) or set TINYLLM_DATA_DIR to a folder "
-            f"holding {remote.name}")
+def download(remote: RemoteFile, dest: Path, chosen: bool = False) -> Path:
+    """Fetch ``remote`` into ``dest`` (atomic, checksum verified) or explain what to do by hand.
+
+    ``chosen``: the data directory was an option (``--data_dir``), which the advice then names, not the variable.
+    """
+    setting = "give the data_dir option" if chosen else "set TINYLLM_DATA_DIR to"
+    hint = f"download {remote.url} to {dest} (sha256 {remote.sha256[:12]}…) or {setting} a folder holding {remote.name}"
     try:
         with urllib.request.urlopen(remote.url, timeout=DOWNLOAD_TIMEOUT_S) as response:
             data = response.read()
@@ -172,7 +175,7 @@ def download(remote: RemoteFile, dest: Path) -> Path:
         atomic_write_bytes(dest, data)
     except OSError as e:
         raise TinyLLMError(f"cannot save {remote.name} to {dest.parent} ({e.strerror or e}): "
-                           "set TINYLLM_DATA_DIR to a writable folder") from None  # fmt: skip
+                           f"{setting} a writable folder") from None  # fmt: skip
     return dest
 
 
@@ -181,7 +184,7 @@ def ensure_file(remote: RemoteFile, data_dir: str | Path | None = None) -> Path:
     path = resolve_data_dir(data_dir) / remote.name
     if path.exists():
         return verify(path, remote)
-    return download(remote, path)
+    return download(remote, path, chosen=bool(data_dir))
 
 
 def shakespeare_path(data_dir: str | Path | None = None) -> Path:
@@ -203,7 +206,7 @@ def gpt2_ranks_path(data_dir: str | Path | None = None) -> Path:
     cached = _tiktoken_cache_path(GPT2_RANKS.url)
     if cached.exists() and sha256_of(cached) == GPT2_RANKS.sha256:
         return cached
-    return download(GPT2_RANKS, local)
+    return download(GPT2_RANKS, local, chosen=bool(data_dir))
 
 
 def fmt_bytes(n: int) -> str:
