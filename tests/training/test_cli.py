@@ -259,6 +259,7 @@ def test_ddp_two_cpu_processes(tmp_path: Path):
     )  # fmt: skip
     assert proc.returncode == 0, describe(proc)
     assert "GLOBAL_RANK: 1" in proc.stderr and "Starting with 2 processes" in proc.stderr, proc.stderr[-3000:]
+    assert "sync_dist=True" not in proc.stderr  # the evaluation figures are synced already: no advice to sync
 
     ckpts = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "checkpoints").rglob("*") if p.is_file())
     # No last-v1.ckpt from rank 1, and one lock, rank 0's.
