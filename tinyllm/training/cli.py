@@ -612,6 +612,8 @@ def build_cli(args: list[str] | None, run: bool = True, description: str | None 
         # A new run given --ckpt_path last: before_fit says so; Lightning's hint (save_last=True) is wired in already.
         warnings.filterwarnings("ignore", message=r'\.fit\(ckpt_path="last"\) is set, but there is no last checkpoint')
         # The evaluation figures come from a metric synced across processes: every rank logs the same value.
+        if args and args[0] == "validate":  # an evaluation restores the weights only: the callbacks' state is moot
+            warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`, callbacks used to create")
         synced = "|".join(EVALUATION_METRICS)
         warnings.filterwarnings("ignore", message=rf"It is recommended to use `self.log\('({synced})'")
         # Under bf16-mixed the weights are float32, so the summary's 32-bit size, which it warns of, is the true one.
