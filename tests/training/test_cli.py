@@ -221,6 +221,8 @@ BAD_INPUTS = [
     pytest.param(["fit", "--trainer.max_steps", "-5"], ["max_steps"], id="negative-max-steps"),
     pytest.param(["fit", "--trainer.val_check_interval", "0"], ["val_check_interval"], id="zero-eval-interval"),
     pytest.param(["fit", "--trainer.accelerator", "gpu"], ["gpu", "leave it auto"], id="gpu-on-a-cpu-machine"),
+    pytest.param(["fit", "--trainer.strategy", "single_device", "--trainer.devices", "2"], ["single_device", "ddp"],
+                 id="one-process-on-two-devices"),
     pytest.param(["fit", "--trainer.accelerator", "tpu"], ["tpu", "leave it auto"], id="tpu-without-torch-xla"),
     pytest.param(["fit", "--name", "../elsewhere"], ["--name", "../elsewhere"], id="run-name-outside"),
     pytest.param(["fit", "--name", ""], ["--name"], id="empty-run-name"),

@@ -319,6 +319,10 @@ def check_trainer_options(trainer: Any) -> None:
     if isinstance(budget, str) and re.fullmatch(r"[0:]+", budget.strip()):
         raise TinyLLMError(f"--trainer.max_time {budget} is a time budget of zero: give DD:HH:MM:SS, e.g. 00:00:05:00")
     check_accelerator(trainer.get("accelerator"))
+    devices = trainer.get("devices")
+    if trainer.get("strategy") == "single_device" and str(devices) not in ("1", "auto", "None", "[0]"):
+        raise TinyLLMError(f"--trainer.strategy single_device trains in one process, not on --trainer.devices "
+                           f"{devices}: use --trainer.strategy ddp for several, or drop one of the two")  # fmt: skip
 
 
 def check_accelerator(accelerator: Any) -> None:
