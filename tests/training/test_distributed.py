@@ -51,6 +51,8 @@ def test_two_nodes_on_localhost_draw_different_windows_validate_exactly_and_resu
     for node, (out, err) in zip(nodes, results):
         assert node.returncode == 0, err[-3000:]
     assert "GLOBAL_RANK: 1" in results[1][1] and "MEMBER: 2/2" in results[1][1], results[1][1][-3000:]
+    assert "node 1 of 2: waiting until all 2 run this command (each with its NODE_RANK) and meet at 127.0.0.1:" \
+        in results[1][1]  # a node started alone says what it waits for
 
     # Each rank drew its own windows, none shared.
     drawn = [json.loads((tmp_path / f"node{n}" / f"batches-rank{n}.json").read_text()) for n in (0, 1)]

@@ -258,6 +258,11 @@ class TinyLLMCLI(LightningCLI):
         if cfg.ckpt_path == "last" and not run.last.exists():
             print(f"tinyllm: no checkpoint to resume in {run.checkpoints.resolve()}: starting a new run",
                   file=sys.stderr)
+        nodes = self.trainer.num_nodes
+        if nodes > 1 and self.trainer.local_rank == 0:  # the first collective waits, silently, for every node
+            env = self.trainer.strategy.cluster_environment
+            print(f"tinyllm: node {self.trainer.node_rank} of {nodes}: waiting until all {nodes} run this command "
+                  f"(each with its NODE_RANK) and meet at {env.main_address}:{env.main_port}", file=sys.stderr)
 
 
 _HELD: dict[Path, FileLock] = {}  # the runs this process trains: held until it exits
