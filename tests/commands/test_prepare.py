@@ -356,7 +356,7 @@ BAD_INPUTS = {
                              "line 2: 'text' holds a lone surrogate"),  # fmt: skip
     "jsonl-not-utf8": (lambda t: (t / "c.jsonl", (t / "c.jsonl").write_bytes(b'{"text": "a"}\n{"text": "\xff"}\n'))[0],
                        {}, "line 2 is not UTF-8"),  # fmt: skip
-    "not-utf8": (lambda t: _bad_utf8(t)[0], {}, "byte 1,000"),
+    "not-utf8": (lambda t: _bad_utf8(t)[0], {}, "at byte 1,000):"),
     "not-utf8-gz": (lambda t: _bad_utf8_gz(t)[0], {}, "byte 2,100"),
     "not-gzip": (lambda t: (t / "x.txt.gz", (t / "x.txt.gz").write_bytes(b"plain text, no gzip"))[0], {}, ".gz"),
     "not-gzip-truncated": (lambda t: _gz_of(t, lambda z: z[: len(z) // 2]), {}, "not a valid .gz"),

@@ -348,8 +348,8 @@ def decoded_chunks(stream: io.BufferedIOBase, src: Source) -> Iterator[str]:
             text = decoder.decode(block, final=final)
         except UnicodeDecodeError as e:
             where = offset - pending + e.start
-            what = "of the decompressed text " if src.gz else ""
-            raise TinyLLMError(f"{src.path} is not UTF-8 text ({e.reason} at byte {where:,} {what}): "
+            what = " of the decompressed text" if src.gz else ""
+            raise TinyLLMError(f"{src.path} is not UTF-8 text ({e.reason} at byte {where:,}{what}): "
                                "convert it to UTF-8") from None  # fmt: skip
         offset += len(block)
         if text:
