@@ -12,8 +12,8 @@ import torch
 from tests.helpers.bpe import UNICODE_LINES, shakespeare_head, small_bpe
 from tests.helpers.cli import one_line_error
 from tinyllm.core.generate import _Streamer
-from tinyllm.core.tokenizers import (EOT, BPETokenizer, CharTokenizer, GPT2Tokenizer, tokenizer_from_state, train_bpe,
-                                     unmerge)
+from tinyllm.core.tokenizers import (EOT, LONG_WORD, BPETokenizer, CharTokenizer, GPT2Tokenizer, tokenizer_from_state,
+                                     train_bpe, unmerge)
 from tinyllm.errors import TinyLLMError
 
 
@@ -294,3 +294,13 @@ def test_unmerge_splits_each_token_with_probability_p():
     whole, halved = (cut == three).sum(), (cut == parents[three, 0]).sum()
     for count, share in ((whole, 1 - p), (n - whole - halved, p * p)):
         assert abs(count - n * share) < 4 * (n * share * (1 - share)) ** 0.5
+
+
+def test_the_bpe_trainer_gets_long_words_in_pieces_and_prose_whole():
+    from tinyllm.core.tokenizers import short_words
+
+    prose = "ROMEO:\nBut soft, what light through yonder window breaks?\n" * 50
+    assert list(short_words(prose)) == [prose]
+    blob = "ab " + "Q" * (2 * LONG_WORD + 7) + " cd"  # a base64 blob, say
+    pieces = list(short_words(blob))
+    assert "".join(pieces) == blob and [len(p) for p in pieces] == [3 + LONG_WORD, LONG_WORD, 7 + 3]

@@ -211,6 +211,24 @@ def unmerge(ids: np.ndarray, parents: np.ndarray, p: float, rng: np.random.Gener
 MIN_BPE_VOCAB = 256 + 1  # every byte, and <|endoftext|>
 
 
+LONG_WORD = 1000  # characters without a space; the trainer's time grows with the square of a word's length
+_LONG_RUN = re.compile(rf"\S{{{LONG_WORD + 1},}}")
+
+
+def short_words(text: str) -> Iterator[str]:
+    """``text`` for the BPE trainer: a run of more than LONG_WORD non-space characters (a base64 blob, minified
+    code) cut into pieces of LONG_WORD, each counted on its own. Prose is given whole, so its merges are the same.
+
+    Hugging Face's trainer took 1.5 s for one 100,000-letter word and 5.9 s for 200,000.
+    """
+    start = 0
+    for run in _LONG_RUN.finditer(text):
+        for cut in range(run.start() + LONG_WORD, run.end(), LONG_WORD):
+            yield text[start:cut]
+            start = cut
+    yield text[start:]
+
+
 def train_bpe(texts: Iterable[str], vocab_size: int) -> BPETokenizer:
     """A byte-level BPE of ``vocab_size`` tokens (``<|endoftext|>`` included) learned from ``texts``.
 
@@ -239,7 +257,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> BPETokenizer:
     def counted(items: Iterable[str]) -> Iterator[str]:
         for text in items:
             seen[0] += len(text)
-            yield text
+            yield from short_words(text)
 
     hf.train_from_iterator(counted([texts] if isinstance(texts, str) else texts), trainer)
     if seen[0] == 0:
