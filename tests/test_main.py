@@ -96,6 +96,14 @@ def test_every_usage_line_names_the_program_and_the_description_is_the_docstring
             assert line.split(": ", 1)[1] in " ".join(proc.stdout.split()), line
 
 
+@pytest.mark.parametrize(("args", "quoted"), [(["--help"], "(bench generate)"), (["fit", "--help"], "(step 1200/5000)"),
+                                              (["validate", "--help"], "(step 1200/5000)")])  # fmt: skip
+def test_help_shows_no_rest_quotes(tmp_path: Path, args: list[str], quoted: str):
+    proc = run_main(*args, cwd=tmp_path)  # the docstrings' ``code`` (ours and Lightning's) reads as code
+    assert proc.returncode == 0 and "``" not in proc.stdout, proc.stdout[-2000:]
+    assert quoted in " ".join(proc.stdout.split())
+
+
 def test_every_architecture_switch_is_explained_in_fit_help(tmp_path: Path):
     import dataclasses
 

@@ -22,7 +22,7 @@ from jsonargparse import ArgumentError, ArgumentParser
 
 import tinyllm
 from tinyllm.compat import ignore_lightnings_own_deprecations
-from tinyllm.errors import PROG, Stopped, TinyLLMError, one_line, out_of_memory
+from tinyllm.errors import PROG, Stopped, TinyLLMError, help_formatter, one_line, out_of_memory
 
 # name -> "module:function", or a group of them (`bench generate`, `bench train`)
 COMMANDS: dict[str, str | dict[str, str]] = {
@@ -73,6 +73,11 @@ def summary(target: str | dict[str, str]) -> str:
     return doc.splitlines()[0] if doc else ""
 
 
+def new_parser(prog: str, description: str) -> ArgumentParser:
+    """A parser whose errors are raised (main makes them one line) and whose help has no reST quotes."""
+    return ArgumentParser(prog=prog, description=description, exit_on_error=False, formatter_class=help_formatter())
+
+
 def build_parser(only: str | None = None) -> ArgumentParser:
     """The parser of the command ``only``, from its function's signature and docstring; without ``only``, the list.
 
@@ -80,7 +85,7 @@ def build_parser(only: str | None = None) -> ArgumentParser:
     from importing the modules of the others, Lightning among them, and the
     list of every command (``--help``) imports none.
     """
-    parser = ArgumentParser(prog=PROG, description=tinyllm.__doc__.splitlines()[0], exit_on_error=False)
+    parser = new_parser(PROG, tinyllm.__doc__.splitlines()[0])
     if only is None:
         add_commands(parser, COMMANDS, with_options=False)
     else:
@@ -95,11 +100,11 @@ def add_commands(parser: ArgumentParser, commands: dict[str, Any], with_options:
         prog = f"{parser.prog} {name}"
         line = summary(target)
         if isinstance(target, dict):
-            sub = ArgumentParser(prog=prog, description=line, exit_on_error=False)
+            sub = new_parser(prog, line)
             subcommands.add_subcommand(name, sub, help=line)
             add_commands(sub, target, with_options)
             continue
-        sub = ArgumentParser(prog=prog, description=docstring(target).split("\n\nArgs:")[0], exit_on_error=False)
+        sub = new_parser(prog, docstring(target).split("\n\nArgs:")[0])
         if with_options and name not in LIGHTNING_COMMANDS:
             sub.add_function_arguments(command(target), as_group=False)
         subcommands.add_subcommand(name, sub, help=line)

@@ -6,6 +6,9 @@ that says what is wrong and what to do. The CLI prints that line and exits
 with status 2 instead of showing a traceback.
 """
 
+import functools
+
+
 class TinyLLMError(Exception):
     """An error the user can fix; its message is one actionable line."""
 
@@ -15,6 +18,18 @@ class ConfigError(TinyLLMError, ValueError):
 
 
 PROG = "python -m tinyllm"  # how every usage line names the program
+
+
+@functools.cache
+def help_formatter() -> type:
+    """jsonargparse's help formatter, without the docstrings' reST quotes: ``last.ckpt`` reads as last.ckpt."""
+    from jsonargparse import DefaultHelpFormatter  # here, not at the top: most importers never print help
+
+    class HelpFormatter(DefaultHelpFormatter):
+        def format_help(self) -> str:
+            return super().format_help().replace("``", "")
+
+    return HelpFormatter
 
 
 class Stopped(Exception):

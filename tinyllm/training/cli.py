@@ -56,7 +56,7 @@ from tinyllm.core.checkpoint import (
 from tinyllm.core.defaults import SEED, check_seed
 from tinyllm.core.kernels import reuse_freed_memory
 from tinyllm.core.tokenizers import stored_spec
-from tinyllm.errors import PROG, Stopped, TinyLLMError, one_line, out_of_memory
+from tinyllm.errors import PROG, Stopped, TinyLLMError, help_formatter, one_line, out_of_memory
 from tinyllm.files import check_writable_folder, user_path
 from tinyllm.formats.folder import export_dir_of
 from tinyllm.training.callbacks import (
@@ -640,8 +640,9 @@ def build_cli(args: list[str] | None, run: bool = True, description: str | None 
                 # LightningCLI's generic --optimizer/--lr_scheduler would silently replace both.
                 auto_configure_optimizers=False,
                 save_config_kwargs={"config_filename": RUN_CONFIG, "overwrite": True},  # a resume re-saves it
-                parser_kwargs={"exit_on_error": False, "prog": PROG,
-                               **({args[0]: {"description": description}} if description and args else {})},
+                parser_kwargs={"exit_on_error": False, "prog": PROG, "formatter_class": help_formatter(),
+                               **({args[0]: {"description": description, "formatter_class": help_formatter()}}
+                                  if description and args else {})},
             )
         except ArgumentError as e:
             raise TinyLLMError(one_line(str(e))) from None
