@@ -36,5 +36,5 @@ def test_export_command_then_generate_and_validate_on_the_folder(runs, tmp_path:
     assert value == pytest.approx(load_model(runs["char"]).metrics["best_val_loss"], rel=1e-5)
     # fit: an exported folder holds no optimizer or loop state, so it cannot be resumed; it is said so.
     resume = run_cli("fit", "--config", TINY, "--name", "again", "--ckpt_path", out, cwd=run_dir)
-    assert_one_line_error(resume, "is an exported model", "resume from its run's checkpoints/NAME/last.ckpt")
+    assert_one_line_error(resume, "is an exported model", "fit resumes from its run's checkpoints/NAME/last.ckpt")
 

@@ -176,6 +176,12 @@ def test_few_documents_still_validate_on_one_and_say_its_share(tmp_path: Path, c
     assert "validation holds" not in capsys.readouterr().err  # one document: split by position, 10%
 
 
+def test_suffixes_are_read_in_any_case(tmp_path: Path):
+    docs = documents(10, seed=7)
+    out = prepared(write_jsonl(tmp_path / "SHOUTED.JSONL", docs), tmp_path / "upper", tokenizer="char")
+    assert meta_of(out)["splits"]["train"]["documents"] == 9  # one document a line, not one text of JSON
+
+
 def test_a_file_given_twice_is_refused_and_a_copy_is_noted(tmp_path: Path, capsys):
     root = write_folder(tmp_path / "corpus", documents(12, seed=6))
     one = sorted(root.rglob("*.txt*"))[0]

@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.helpers.cli import TINY, describe, faults_env, load_ckpt, run_cli
-from tinyllm.training.callbacks import StepProgressBar, TokenThroughput
+from tinyllm.training.callbacks import SameResumeEverywhere, StepProgressBar, TokenThroughput
 from tinyllm.training.cli import build_cli
 
 # Dropout on, so any random number drawn by the callback would change the weights.
@@ -123,3 +123,22 @@ def test_the_checkpoint_reader_names_the_states_the_training_classes_save():
 
     module = GPTLitModule(arch=GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=4, vocab_size=5))
     assert all(key.startswith(MODEL_PREFIX) for key in module.state_dict())
+
+
+def test_the_resume_check_gathers_on_the_strategys_device_and_refuses_a_difference():
+    """NCCL, DDP's backend on GPUs, gathers CUDA tensors only: the step goes on the strategy's device."""
+    from types import SimpleNamespace
+
+    from tinyllm.errors import TinyLLMError
+
+    sent = []
+
+    def all_gather(t: torch.Tensor) -> torch.Tensor:
+        sent.append(t.device)
+        return torch.tensor([[8], [-1]])  # rank 0 resumes at step 8, rank 1 found nothing
+
+    trainer = SimpleNamespace(world_size=2, strategy=SimpleNamespace(root_device=torch.device("meta"),
+                                                                     all_gather=all_gather))  # fmt: skip
+    with pytest.raises(TinyLLMError, match=r"\(rank 0 step 8, rank 1 none\)"):
+        SameResumeEverywhere(8).setup(trainer, None, "fit")
+    assert sent == [torch.device("meta")]

@@ -67,8 +67,8 @@ import numpy as np
 from tqdm import tqdm
 
 from tinyllm.core.dataset import (
-    FORMAT, META_NAME, SPLITS, TOKENIZER_JSON, VERSION, DatasetMeta, ShardWriter, dtype_name, read_meta, token_dtype,
-    write_meta, open_dataset, train_chars,
+    FORMAT, JSONL_SUFFIXES, META_NAME, SPLITS, TEXT_SUFFIXES, TOKENIZER_JSON, VERSION, DatasetMeta, ShardWriter,
+    dtype_name, read_meta, token_dtype, write_meta, open_dataset, train_chars,
 )  # fmt: skip
 from tinyllm.core.defaults import VAL_FRACTION
 from tinyllm.core.tokenizers import EOT, CharTokenizer, Tokenizer, parse_tokenizer_spec, tokenizer_from_state, train_bpe
@@ -79,8 +79,6 @@ READ_BYTES = 1 << 20  # bytes read from a file at a time
 PIECE_CHARS = 1 << 20  # a long document is tokenized in pieces of about this many characters
 TASK_CHARS = 1 << 20  # pieces go to a worker thread in batches of about this much text (~10 MB while encoded)
 CHAR_SEPARATOR = "\n\n"
-TEXT_SUFFIXES = (".txt", ".txt.gz")
-JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")
 DEFAULT_SHARD_TOKENS = 100_000_000
 
 
@@ -247,6 +245,12 @@ class Source:
     sha256: str = ""
 
 
+def input_kind(name: str) -> tuple[bool, bool]:
+    """(one JSON document a line?, gzip?) of a file named ``name``, in any case."""
+    low = name.lower()
+    return low.endswith(JSONL_SUFFIXES), low.endswith(".gz")
+
+
 def expand_inputs(inputs: list[str]) -> list[Source]:
     if not inputs:
         raise TinyLLMError("no inputs: give --inputs FILE_OR_FOLDER")
@@ -260,12 +264,12 @@ def expand_inputs(inputs: list[str]) -> list[Source]:
                 rel = f.relative_to(root)
                 if any(part.startswith(".") for part in rel.parts) or not f.is_file():
                     continue
-                if f.name.endswith(TEXT_SUFFIXES + JSONL_SUFFIXES):
+                if f.name.lower().endswith(TEXT_SUFFIXES + JSONL_SUFFIXES):
                     found.append((rel.as_posix(), f))
             for rel, f in sorted(found):
-                sources.append(Source(f, f"{root.name}/{rel}", f.name.endswith(JSONL_SUFFIXES), f.name.endswith(".gz")))
+                sources.append(Source(f, f"{root.name}/{rel}", *input_kind(f.name)))
         elif p.is_file():
-            sources.append(Source(p.resolve(), p.name, p.name.endswith(JSONL_SUFFIXES), p.name.endswith(".gz")))
+            sources.append(Source(p.resolve(), p.name, *input_kind(p.name)))
         else:
             raise TinyLLMError(f"input {arg} does not exist: give text files, folders or .jsonl files")
     named: dict[Path, str] = {}

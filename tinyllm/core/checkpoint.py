@@ -92,7 +92,7 @@ def read_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
     p = resolve_checkpoint(path)
     if not zipfile.is_zipfile(p) and p.suffix != ".ckpt":  # another kind of file: nothing to move away
         raise TinyLLMError(f"{p} is not a checkpoint (not the zip archive torch.save writes): pass a .ckpt file "
-                           "that python -m tinyllm fit wrote, a run folder, or an exported folder")  # fmt: skip
+                           "that python -m tinyllm fit wrote")  # fmt: skip
     if not zipfile.is_zipfile(p):  # torch.save writes a zip archive: anything else is not a checkpoint
         raise TinyLLMError(f"{p} is not a readable checkpoint (not the zip archive torch.save writes: corrupt, "
                            "truncated or another kind of file): move it away and pass another checkpoint, or start "

@@ -34,6 +34,8 @@ FORMAT = "tinyllm-tokens"
 VERSION = 1
 META_NAME = "meta.json"
 TOKENIZER_JSON = "tokenizer.json"
+TEXT_SUFFIXES = (".txt", ".txt.gz")  # what prepare reads, in any case (.TXT too): plain text, one document
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")  # one JSON document a line
 SPLITS = ("train", "val")
 
 

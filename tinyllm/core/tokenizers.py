@@ -212,7 +212,7 @@ MIN_BPE_VOCAB = 256 + 1  # every byte, and <|endoftext|>
 
 
 LONG_WORD = 1000  # characters without a space; the trainer's time grows with the square of a word's length
-_LONG_RUN = re.compile(rf"\S{{{LONG_WORD + 1},}}")
+_LONG_RUN = re.compile(rf"(?<!\S)\S{{{LONG_WORD + 1},}}")  # from a run's start only: linear, not quadratic
 
 
 def short_words(text: str) -> Iterator[str]:

@@ -381,7 +381,8 @@ class SameResumeEverywhere(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if trainer.world_size < 2 or stage != "fit":
             return
-        mine = torch.tensor(-1 if self.resume_step is None else self.resume_step)
+        # On the strategy's device: NCCL, DDP's backend on GPUs, gathers CUDA tensors only.
+        mine = torch.tensor(-1 if self.resume_step is None else self.resume_step, device=trainer.strategy.root_device)
         steps = [int(s) for s in trainer.strategy.all_gather(mine).flatten()]
         if len(set(steps)) > 1:
             seen = ", ".join(f"rank {r} {f'step {s}' if s >= 0 else 'none'}" for r, s in enumerate(steps))

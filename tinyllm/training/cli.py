@@ -449,9 +449,9 @@ def resolve_ckpt_path(cfg: Any) -> Path | None:
         return last if last.exists() else None  # else Lightning starts fresh; before_fit says so
     path = user_path(ckpt_path)
     if export_dir_of(path) is not None:  # validate turned it into a .ckpt before this: this is fit
-        raise TinyLLMError(f"{ckpt_path} is an exported model: it holds the weights, not the optimizer and loop "
-                           "state a resume needs; resume from its run's checkpoints/NAME/last.ckpt (validate, "
-                           "generate and export take the folder)")  # fmt: skip
+        raise TinyLLMError(f"{ckpt_path} is an exported model, with the weights but not the optimizer and loop state "
+                           "a resume needs: fit resumes from its run's checkpoints/NAME/last.ckpt; validate takes the "
+                           "folder as --ckpt_path on the command line")  # fmt: skip
     if path.is_dir():
         raise TinyLLMError(f"{ckpt_path} is a folder but not an exported model: pass a .ckpt file in it, or "
                            f"--name NAME --ckpt_path last for the run checkpoints/NAME")  # fmt: skip

@@ -42,8 +42,8 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 from tinyllm.compat import training_batches_processed, unrepeated_sampler
 from tinyllm.core.checkpoint import DATA_POSITION
 from tinyllm.core.config import GPTConfig
-from tinyllm.core.dataset import (META_NAME, TOKENIZER_JSON, PreparedDataset, is_dataset, open_dataset, split_text,
-                                  token_dtype)
+from tinyllm.core.dataset import (JSONL_SUFFIXES, META_NAME, TOKENIZER_JSON, PreparedDataset, is_dataset, open_dataset,
+                                  split_text, token_dtype)
 from tinyllm.core.defaults import SEED, VAL_FRACTION, check_seed
 from tinyllm.core.tokenizers import (BPETokenizer, Tokenizer, build_tokenizer, parse_tokenizer_spec, stored_spec,
                                      tokenizer_from_state, unmerge)
@@ -309,7 +309,7 @@ class ShakespeareDataModule(L.LightningDataModule):
                                    "give a UTF-8 text file, or a folder made by python -m tinyllm prepare")  # fmt: skip
             if is_dataset(p.parent) and (p.name in (META_NAME, TOKENIZER_JSON) or p.suffix == ".bin"):
                 raise TinyLLMError(f"data.path {p} is a file of the prepared dataset {p.parent}: give the folder")
-            if p.name.lower().endswith((".gz", ".jsonl")):  # fit would read the compressed bytes, or the JSON syntax
+            if p.name.lower().endswith((".gz", *JSONL_SUFFIXES)):  # fit would read gzip's bytes, or the JSON syntax
                 raise TinyLLMError(f"data.path {p} is a .gz or .jsonl file, which only prepare reads: python -m "
                                    f"tinyllm prepare --inputs {p} --out data/NAME, then --data.path "
                                    "data/NAME")  # fmt: skip
@@ -326,8 +326,8 @@ class ShakespeareDataModule(L.LightningDataModule):
                       f"data.tokenizer {self.tokenizer_kind}", file=sys.stderr)  # fmt: skip
             split_at = self._dataset.meta.get("options", {}).get("val_fraction")
             if split_at is not None and split_at != self.val_fraction:  # prepare split it: fit cannot move it
-                print(f"tinyllm: {self.path} was split by prepare (val_fraction {split_at}): data.val_fraction "
-                      f"{self.val_fraction} is not used", file=sys.stderr)  # fmt: skip
+                print(f"tinyllm: {self.path} was split by prepare (val_fraction {split_at}): that split is used, "
+                      f"not a val_fraction of {self.val_fraction}", file=sys.stderr)  # fmt: skip
         return self._dataset
 
     def _load(self) -> tuple[str, Tokenizer]:
