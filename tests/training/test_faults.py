@@ -113,7 +113,7 @@ def _damaged_last(run: Path, damage: Callable[[bytes], bytes], *words: str) -> s
     before = last.read_bytes()
     line = one_line(run_cli(*RUN, "--ckpt_path", "last", cwd=run), 2, str(CKPT / "last.ckpt"), *words)
     assert last.read_bytes() == before  # left as it was, for the user to look at
-    last.unlink()  # what the line says to do: move it away and resume from the start
+    last.unlink()  # what the line says to do: move it away (the next resume goes on from best.ckpt)
     return line
 
 
@@ -173,6 +173,8 @@ def test_fit_through_a_fault(tmp_path: Path, fault: Callable[[Path], str]):
         assert_nothing_lost_or_mixed(run)
         resumed = run_cli(*RUN, "--ckpt_path", "last", cwd=run, env=env_for_cli())
         assert resumed.returncode == 0, f"seed {SEED}, step {MOMENT}: " + describe(resumed)
+        if fault in (corrupt_last, truncated_last, last_of_another_model):  # last.ckpt moved away: not a new run
+            assert "resuming from best.ckpt, the newest checkpoint there (step 8)" in resumed.stderr, describe(resumed)
     finally:
         if fault is full_disk:
             subprocess.run(["umount", str(run)], check=False, capture_output=True)

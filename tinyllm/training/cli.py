@@ -445,8 +445,16 @@ def resolve_ckpt_path(cfg: Any) -> Path | None:
         cfg.ckpt_path = str(best)
         return best
     if ckpt_path == "last":
-        last = run.last
-        return last if last.exists() else None  # else Lightning starts fresh; before_fit says so
+        if run.last.exists():
+            return run.last
+        newest = newest_checkpoint(run)  # last.ckpt moved away (damaged): never start over the others
+        if newest is None:
+            return None  # nothing to resume: Lightning starts fresh; before_fit says so
+        path, step = newest
+        print(f"tinyllm: no {run.last}: resuming from {path.name}, the newest checkpoint there (step {step})",
+              file=sys.stderr)
+        cfg.ckpt_path = str(path)
+        return path
     path = user_path(ckpt_path)
     if export_dir_of(path) is not None:  # validate turned it into a .ckpt before this: this is fit
         raise TinyLLMError(f"{ckpt_path} is an exported model, with the weights but not the optimizer and loop state "
@@ -459,6 +467,20 @@ def resolve_ckpt_path(cfg: Any) -> Path | None:
         raise TinyLLMError(f"checkpoint {ckpt_path} is not a file: pass a .ckpt file, or 'last' for the run's newest")
     cfg.ckpt_path = str(path)  # Lightning opens it as given: no shell expanded a ~ in a YAML or after an =
     return path
+
+
+def newest_checkpoint(run: RunFolders) -> tuple[Path, int] | None:
+    """The run's readable checkpoint of the latest step (best.ckpt, on_exception.ckpt, a copy), with its step."""
+    found = []
+    for path in sorted(run.checkpoints.glob("*.ckpt")):
+        try:
+            found.append((int(read_checkpoint(path)[1].get("global_step", 0)), path))
+        except TinyLLMError:  # damaged too: the next one may do
+            continue
+    if not found:
+        return None
+    step, path = max(found)
+    return path, step
 
 
 def settings_differences(ckpt: dict[str, Any], cfg: Any) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
