@@ -46,3 +46,13 @@ def test_card_measures_the_checkpoint_and_shows_samples(fit_run: FitRun, tmp_pat
     assert samples[0] != samples[1]  # seeds 1337 and 1338
     proc = run_cli("card", "--ckpt_path", tmp_path / "missing.ckpt", cwd=tmp_path)
     assert_one_line_error(proc, "missing.ckpt")
+
+
+@pytest.mark.parametrize("out", ["best.ckpt", "cards"])
+def test_card_out_must_be_a_markdown_file(tmp_path: Path, out: str):
+    """A typo in --out must not replace a checkpoint (or anything else) with Markdown."""
+    (tmp_path / "best.ckpt").write_bytes(b"PK weights")
+    (tmp_path / "cards").mkdir()
+    proc = run_cli("card", "--ckpt_path", "best.ckpt", "--out", out, cwd=tmp_path)
+    assert_one_line_error(proc, "is not a Markdown file")
+    assert (tmp_path / "best.ckpt").read_bytes() == b"PK weights"

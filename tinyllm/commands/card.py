@@ -42,7 +42,10 @@ def card(
         raise TinyLLMError("--samples must be 0 or more and --max_new_tokens at least 1")
     if export_dir_of(ckpt_path) is not None:
         raise TinyLLMError(f"{ckpt_path} is an exported folder: its README.md is its card (card reads .ckpt files)")
-    check_writable_folder(user_path(out).parent, "--out")  # before the evaluation, which takes a while
+    where = user_path(out)
+    if where.suffix.lower() != ".md" or where.is_dir():  # a typo must not replace a checkpoint with Markdown
+        raise TinyLLMError(f"--out {out} is not a Markdown file: give a path ending in .md, e.g. MODEL_CARD.md")
+    check_writable_folder(where.parent, "--out")  # before the evaluation, which takes a while
     loaded = load_model(ckpt_path, "cpu", data_dir)
     prompt = prompt if prompt is not None else example_prompt(loaded.tokenizer)
     if not loaded.tokenizer.encode(prompt):  # also refuses unknown characters, before the long evaluation
@@ -50,7 +53,6 @@ def card(
     measured = measure(loaded.model, loaded.tokenizer, data_path, data_dir, val_fraction, prompt,
                        samples, max_new_tokens, seed)  # fmt: skip
     text = model_card(ckpt_path, loaded.model, loaded.tokenizer, loaded.training, data, measured=measured)
-    where = user_path(out)
     where.parent.mkdir(parents=True, exist_ok=True)
     where.write_text(text, encoding="utf-8")
     print(f"wrote {where}: val loss {measured.val_loss:.4f} over {measured.val_tokens:,} tokens, "
