@@ -417,3 +417,12 @@ def test_a_bpe_learned_by_fit_resumes_and_validates_with_the_checkpoints_tokeniz
                    timeout=120)  # fmt: skip
     assert proc.returncode == 0, describe(proc)
     assert reported_val_loss(proc.stdout) == pytest.approx(final, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_a_run_stopped_early_says_so(tmp_path: Path):
+    proc = run_cli("fit", "--config", TINY, "--trainer.max_steps", "40", "--early_stopping.patience", "1",
+                   "--early_stopping.min_delta", "100", cwd=tmp_path)  # no evaluation can improve by 100 nats
+    assert proc.returncode == 0, describe(proc)
+    assert "tinyllm: stopped early at step 16: Monitored metric val_loss did not improve" in proc.stderr, describe(proc)
+    assert "--early_stopping null trains to the end" in proc.stderr

@@ -250,6 +250,14 @@ class TinyLLMCLI(LightningCLI):
             print(f"{VAL_LOSS} is per token; per byte of text (a character, on ASCII text) it is "
                   f"{bpb_in_nats(float(bpb)):.4f} nats ({VAL_BPB} × ln 2), the scale of results/ and the README")
 
+    def after_fit(self) -> None:
+        # Lightning says why max_steps or max_time ended a run, but not early stopping: the run just ends.
+        stopper = self.trainer.early_stopping_callback
+        why = getattr(stopper, "stopping_reason_message", None)
+        if why and self.trainer.is_global_zero:
+            print(f"tinyllm: stopped early at step {self.trainer.global_step}: {one_line(why)} (--early_stopping "
+                  "null trains to the end)", file=sys.stderr)
+
     def before_fit(self) -> None:
         cfg = self.config[self.subcommand]
         run = RunFolders(cfg.name)
