@@ -77,6 +77,12 @@ def test_export_refuses_to_overwrite_other_files_and_reexports_in_place(runs, ex
     with pytest.raises(TinyLLMError, match="not empty and not an export"):
         export(runs["char"], tmp_path / "busy", verify=False)
     assert (tmp_path / "busy" / "thesis.tex").read_text() == "keep me"
+    (tmp_path / "hub").mkdir()  # another model's folder: the same two file names, no tinyllm section
+    (tmp_path / "hub" / "config.json").write_text('{"model_type": "gpt2"}')
+    (tmp_path / "hub" / "model.safetensors").write_bytes(b"theirs")
+    with pytest.raises(TinyLLMError, match="not empty and not an export"):
+        export(runs["char"], tmp_path / "hub", verify=False)
+    assert (tmp_path / "hub" / "model.safetensors").read_bytes() == b"theirs"
     # Re-exporting an export (into a new folder, then over itself) keeps the training record and the bytes.
     again = export(exports["char"], tmp_path / "again", verify=False)
     assert (again / "model.safetensors").read_bytes() == (exports["char"] / "model.safetensors").read_bytes()

@@ -100,6 +100,11 @@ def test_gguf_refuses_what_llama_cpp_cannot_run(runs, tmp_path: Path):
     assert_one_line_error(run_main("export", "--ckpt_path", runs["char"], "--out_dir", tmp_path / "taken",
                                    "--format", "gguf", cwd=tmp_path), "not a GGUF")  # fmt: skip
     assert (tmp_path / "taken" / "model.gguf").read_text() == "my notes"
+    (tmp_path / "notes").mkdir()  # the user's files, or another model's export: no GGUF goes beside them
+    (tmp_path / "notes" / "notes.txt").write_text("keep me")
+    assert_one_line_error(run_main("export", "--ckpt_path", runs["char"], "--out_dir", tmp_path / "notes",
+                                   "--format", "gguf", cwd=tmp_path), "holds other files (notes.txt)")  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "notes").iterdir()) == ["notes.txt"]
     model = GPT(GPTConfig(**{**TINY, "vocab_size": 3}))
     with pytest.raises(TinyLLMError, match="several bytes"):
         write_gguf(model, CharTokenizer("abé"), tmp_path / "wide.gguf", "wide")

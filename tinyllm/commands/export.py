@@ -81,6 +81,10 @@ def _export_gguf(ckpt_path: str, out_dir: Path, dtype: GGUFDtype, data_dir: str 
         raise TinyLLMError(f"--out_dir {out_dir} is a file: choose a folder (the GGUF goes in it as {GGUF})")
     if target.exists() and _magic(target) != b"GGUF":
         raise TinyLLMError(f"{target} exists and is not a GGUF file: choose another --out_dir")
+    others = sorted(p.name for p in out_dir.iterdir() if p.name != GGUF) if out_dir.is_dir() else []
+    if others:  # another export's folder, or the user's files: a GGUF beside them would mix two models
+        raise TinyLLMError(f"--out_dir {out_dir} holds other files ({', '.join(others[:3])}): choose a new folder "
+                           f"for {GGUF}")  # fmt: skip
     check_writable_folder(out_dir, "--out_dir")
     loaded = load_model(ckpt_path, "cpu", data_dir)
     source = user_path(ckpt_path).resolve()

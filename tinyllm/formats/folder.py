@@ -127,13 +127,22 @@ def check_export(path: str | Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- export
 
 
+def written_by_export(folder: Path) -> bool:
+    """Does the folder's config.json carry tinyllm's section? (Another model's folder has the same two files.)"""
+    try:
+        cfg = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(cfg, dict) and isinstance(cfg.get("tinyllm"), dict)
+
+
 def check_out_dir(out: Path) -> None:
     """Refuse to write over anything but an earlier export holding only export's own files."""
     if out.exists() and not out.is_dir():
         raise TinyLLMError(f"--out_dir {out} is a file: choose a folder")
     if out.is_dir():
         present = sorted(p.name for p in out.iterdir())
-        if present and not is_export_dir(out):
+        if present and not (is_export_dir(out) and written_by_export(out)):
             raise TinyLLMError(f"--out_dir {out} is not empty and not an export: choose a new folder")
         foreign = [name for name in present if name not in FILES]
         if foreign:
