@@ -40,6 +40,8 @@ def test_plot_writes_a_png_where_it_says_and_refuses_other_formats(tmp_path: Pat
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert_one_line_error(run_main("plot", "--logdir", logs, "--out", tmp_path / "c.xyz", cwd=tmp_path), ".png")
     assert not (tmp_path / "c.xyz").exists()
+    proc = run_main("plot", "--logdir", logs, "--out", f"{tmp_path / 'figures'}/", cwd=tmp_path)  # a folder to make
+    assert proc.returncode == 0 and (tmp_path / "figures" / "curves.png").is_file(), proc.stderr
 
 
 def test_plot_of_logs_whose_steps_were_all_purged_is_one_line(tmp_path: Path):

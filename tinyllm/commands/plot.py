@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -63,7 +64,7 @@ def plot(logdir: str, out: str | None = None, title: str | None = None) -> None:
         title: the figure's title (default: the log folder).
     """
     out_path = user_path(out) if out else user_path(logdir) / "curves.png"
-    if out_path.is_dir():
+    if out_path.is_dir() or (out or "").endswith(("/", os.sep)):  # a folder, or one to make ("figures/")
         out_path = out_path / "curves.png"
     if out_path.suffix.lower() != ".png":
         raise TinyLLMError(f"--out {out} is not a .png file: name the picture to write, e.g. --out curves.png")
