@@ -36,6 +36,7 @@ META_NAME = "meta.json"
 TOKENIZER_JSON = "tokenizer.json"
 TEXT_SUFFIXES = (".txt", ".txt.gz")  # what prepare reads, in any case (.TXT too): plain text, one document
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")  # one JSON document a line
+PREPARE_AGAIN = "prepare the dataset again"  # what a damaged folder's errors advise
 SPLITS = ("train", "val")
 
 
@@ -179,6 +180,11 @@ class PreparedDataset:
         return int(self.meta["vocab_size"])
 
     @property
+    def val_fraction(self) -> float | None:
+        """The share ``prepare`` held out for validation (None in a folder that does not record it)."""
+        return self.meta.get("options", {}).get("val_fraction")
+
+    @property
     def dtype(self) -> np.dtype:
         return np.dtype({"uint16": "<u2", "uint32": "<u4"}[self.meta["dtype"]])
 
@@ -191,7 +197,7 @@ class PreparedDataset:
                 state["tokenizer_json"] = (self.path / file).read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as e:
                 where = self.path / file
-                raise TinyLLMError(f"{where} cannot be read ({_why(e)}): prepare the dataset again") from None
+                raise TinyLLMError(f"{where} cannot be read ({_why(e)}): {PREPARE_AGAIN}") from None
         return state
 
     def split_tokens(self, split: str) -> int:
@@ -237,7 +243,7 @@ class ShardFile:
             # A damaged shard would otherwise surface as an IndexError deep inside the embedding.
             raise TinyLLMError(f"{self.path} holds token id {int(window.max())} near token {start}, beyond the "
                                f"vocabulary of {self.vocab_size}: the shard is damaged; "
-                               "prepare the dataset again")  # fmt: skip
+                               f"{PREPARE_AGAIN}")  # fmt: skip
         return window
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
@@ -292,7 +298,7 @@ def _why(e: BaseException) -> str:
     return getattr(e, "strerror", None) or str(e).splitlines()[0][:120]
 
 
-def read_meta(path: str | Path, fix: str = "prepare the dataset again") -> dict[str, Any]:
+def read_meta(path: str | Path, fix: str = PREPARE_AGAIN) -> dict[str, Any]:
     """meta.json of the folder ``path``, parsed; one-line errors, ``fix`` ending those for a damaged file."""
     folder = user_path(path)
     try:
@@ -350,7 +356,7 @@ def open_dataset(path: str | Path) -> PreparedDataset:
             int(info["bytes"])
     except (KeyError, TypeError, ValueError, OverflowError) as e:  # Overflow: int(Infinity)
         raise TinyLLMError(f"{folder / META_NAME} is corrupt or incomplete ({type(e).__name__}: {e}): "
-                           "prepare the dataset again") from None  # fmt: skip
+                           f"{PREPARE_AGAIN}") from None  # fmt: skip
     for name, size in expected:
         try:
             actual = (folder / name).stat().st_size
@@ -364,10 +370,10 @@ def open_dataset(path: str | Path) -> PreparedDataset:
     dataset = PreparedDataset(folder, meta)
     state = dataset.tokenizer_state()
     try:
-        ids = stored_vocab_size(state, fix="prepare the dataset again")
+        ids = stored_vocab_size(state, fix=PREPARE_AGAIN)
     except TinyLLMError as e:  # the tokenizer's own words do not say where it is stored
         raise TinyLLMError(f"{folder / meta['tokenizer'].get('tokenizer_json_file', META_NAME)}: {e}") from None
     if ids != dataset.vocab_size:  # a model gets meta.json's vocabulary: every id it can sample must decode
         raise TinyLLMError(f"{folder / META_NAME} says vocab_size {dataset.vocab_size:,}, its {stored_spec(state)} "
-                           f"tokenizer has {ids:,} ids: the file was edited; prepare the dataset again")  # fmt: skip
+                           f"tokenizer has {ids:,} ids: the file was edited; {PREPARE_AGAIN}")  # fmt: skip
     return dataset

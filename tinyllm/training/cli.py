@@ -187,8 +187,6 @@ class TinyLLMCLI(LightningCLI):
             if isinstance(seed, int) and not isinstance(seed, bool):  # true: a random seed, false: none
                 check_seed(seed, "--seed_everything")
         self.resume_step = check_ckpt_path(self.config[sub], sub) if sub else None  # a refusal here changes nothing
-        if sub == "validate":  # last/best as their file: LightningCLI takes the architecture from a file only
-            self.config[sub].ckpt_path = str(resolve_ckpt_path(self.config[sub]))
         if sub == "fit" and not self.config[sub].trainer.fast_dev_run:
             hold_the_run(RunFolders(self.config[sub].name))
 
@@ -341,10 +339,12 @@ def check_trainer_options(trainer: Any) -> None:
 def check_accelerator(accelerator: Any) -> None:
     """An accelerator this machine lacks is refused before the precision is chosen for it (Lightning would
     refuse it after, without advice, or with a traceback for a TPU)."""
+    if not isinstance(accelerator, str) or accelerator.lower() in ("auto", "cpu"):
+        return  # nothing to probe: the common case
     present = {"cuda": CUDAAccelerator.is_available(), "mps": MPSAccelerator.is_available(),
                "tpu": XLAAccelerator.is_available()}  # fmt: skip
     present["gpu"] = present["cuda"] or present["mps"]
-    if isinstance(accelerator, str) and not present.get(accelerator.lower(), True):
+    if not present.get(accelerator.lower(), True):
         raise TinyLLMError(f"--trainer.accelerator {accelerator}: this machine has none that torch can use; leave it "
                            "auto (the best there is) or give cpu")  # fmt: skip
 
@@ -406,6 +406,8 @@ def check_ckpt_path(cfg: Any, subcommand: str) -> int | None:
     if path is None:
         return None
     path, ckpt = read_checkpoint(path)  # weights_only=True, one-line errors
+    if subcommand == "validate":  # last as its file: LightningCLI takes the architecture from a file only
+        cfg.ckpt_path = str(path)
     differ, theirs, ours = settings_differences(ckpt, cfg)
     if subcommand == "fit":
         check_same_tokenizer(path, ckpt, cfg)
@@ -650,9 +652,9 @@ def build_cli(args: list[str] | None, run: bool = True, description: str | None 
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
         # A new run given --ckpt_path last: before_fit says so; Lightning's hint (save_last=True) is wired in already.
         warnings.filterwarnings("ignore", message=r'\.fit\(ckpt_path="last"\) is set, but there is no last checkpoint')
-        # The evaluation figures come from a metric synced across processes: every rank logs the same value.
         if args and args[0] == "validate":  # an evaluation restores the weights only: the callbacks' state is moot
             warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`, callbacks used to create")
+        # The evaluation figures come from a metric synced across processes: every rank logs the same value.
         synced = "|".join(EVALUATION_METRICS)
         warnings.filterwarnings("ignore", message=rf"It is recommended to use `self.log\('({synced})'")
         # Under bf16-mixed the weights are float32, so the summary's 32-bit size, which it warns of, is the true one.

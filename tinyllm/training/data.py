@@ -324,7 +324,7 @@ class ShakespeareDataModule(L.LightningDataModule):
             if folder_spec != self.tokenizer_kind:  # the folder's tokens were cut by its own: that one is used
                 print(f"tinyllm: {self.path} holds {folder_spec} tokens: training with its tokenizer, not "
                       f"data.tokenizer {self.tokenizer_kind}", file=sys.stderr)  # fmt: skip
-            split_at = self._dataset.meta.get("options", {}).get("val_fraction")
+            split_at = self._dataset.val_fraction
             if split_at is not None and split_at != self.val_fraction:  # prepare split it: fit cannot move it
                 print(f"tinyllm: {self.path} was split by prepare (val_fraction {split_at}): that split is used, "
                       f"not a val_fraction of {self.val_fraction}", file=sys.stderr)  # fmt: skip

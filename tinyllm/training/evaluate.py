@@ -21,10 +21,10 @@ def held_out(data: ShakespeareDataModule, corpus: str) -> str:
     """The validation split in words: a prepared folder's is the one prepare made, by position or by document."""
     if not data.prepared:
         return f"the last {data.val_fraction:.0%} of {corpus}"
-    meta = data.dataset().meta
-    fraction = meta.get("options", {}).get("val_fraction", data.val_fraction)
-    if meta.get("split_rule") == "documents":
-        held = meta["splits"]["val"]["documents"]
+    dataset = data.dataset()
+    fraction = data.val_fraction if dataset.val_fraction is None else dataset.val_fraction
+    if dataset.meta.get("split_rule") == "documents":
+        held = dataset.meta["splits"]["val"]["documents"]
         return f"the {held:,} held-out document{'s' * (held != 1)} of {corpus} (about 1 in {round(1 / fraction)})"
     return f"the last {fraction:.0%} of {corpus}"
 
